@@ -1,0 +1,3 @@
+from acetate.pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Declarative job definitions (YAML) shipped with Acetate."""

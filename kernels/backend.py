@@ -1,0 +1,128 @@
+"""Array-module lookup, host/device moves and the dtype policy.
+
+Kernels are written once against the array API: ``xp = namespace(x)`` and then
+only ``xp.`` calls.  Where a kernel needs SciPy (filters, windows, ndimage), it
+asks :func:`signal` or :func:`ndimage` for the module that matches ``xp``:
+``scipy.signal`` for NumPy, ``cupyx.scipy.signal`` for CuPy.
+
+CuPy is imported lazily and only when an input already is a CuPy array, or
+when the caller asks for the GPU explicitly (:func:`gpu_available`,
+:func:`array_module`), so a CPU-only machine imports every kernel.
+
+Dtype policy: audio travels as float32 (channels first, shape ``(C, N)``);
+filter states, energy sums and prefix sums are float64.
+"""
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array
+
+AUDIO_DTYPE = "float32"
+ACCUM_DTYPE = "float64"
+
+__all__ = [
+    "namespace",
+    "is_gpu",
+    "signal",
+    "ndimage",
+    "gpu_available",
+    "array_module",
+    "to_device",
+    "to_host",
+    "AUDIO_DTYPE",
+    "ACCUM_DTYPE",
+]
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """Return the array namespace of ``arrays`` (NumPy- or CuPy-compatible).
+
+    A thin wrapper over :func:`array_api_compat.array_namespace`; Python
+    scalars and ``None`` are ignored.
+    """
+    arrays = tuple(a for a in arrays if a is not None and not isinstance(a, (int, float, complex)))
+    return array_namespace(*arrays)
+
+
+def is_gpu(xp_or_array: Any) -> bool:
+    """True when ``xp_or_array`` is CuPy's namespace or a CuPy array."""
+    if isinstance(xp_or_array, ModuleType):
+        return "cupy" in xp_or_array.__name__
+    return bool(is_cupy_array(xp_or_array))
+
+
+def signal(xp: ModuleType) -> ModuleType:
+    """``scipy.signal`` or ``cupyx.scipy.signal`` to match ``xp``."""
+    if is_gpu(xp):
+        import cupyx.scipy.signal as cusignal
+
+        return cusignal
+    import scipy.signal
+
+    return scipy.signal
+
+
+def ndimage(xp: ModuleType) -> ModuleType:
+    """``scipy.ndimage`` or ``cupyx.scipy.ndimage`` to match ``xp``."""
+    if is_gpu(xp):
+        import cupyx.scipy.ndimage as cundimage
+
+        return cundimage
+    import scipy.ndimage
+
+    return scipy.ndimage
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, CUDARuntimeError, missing driver ...
+        return False
+
+
+def array_module(device: str = "auto") -> ModuleType:
+    """The array module for ``device``: ``"cpu"``, ``"gpu"`` or ``"auto"``.
+
+    ``"auto"`` picks the GPU when one is available. Asking for ``"gpu"``
+    without one raises :class:`RuntimeError` naming the cause.
+    """
+    if device not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+    if device == "cpu" or (device == "auto" and not gpu_available()):
+        return array_namespace(np.empty(0))
+    if not gpu_available():
+        raise RuntimeError("device='gpu' asked for, but CuPy is not installed or sees no CUDA device")
+    import cupy
+
+    return array_namespace(cupy.empty(0))
+
+
+def to_device(x: Any, xp: ModuleType, dtype: str | None = None) -> Any:
+    """Move (or view) host or device data ``x`` as an array of ``xp``."""
+    if is_gpu(xp):
+        import cupy
+
+        return cupy.asarray(x, dtype=dtype)
+    if is_cupy_array(x):
+        x = x.get()
+    return np.asarray(x, dtype=dtype)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """Return ``x`` as a NumPy array (copying from the device if needed)."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_float(x: Any) -> float:
+    """A 0-d array (either backend) or scalar as a Python float."""
+    return float(to_host(x))

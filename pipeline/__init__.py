@@ -1,0 +1,1 @@
+"""Per-track stages (decode, analyse, select, render, verify, write) and batch orchestration."""

@@ -1,0 +1,1 @@
+"""Versioned Arrow/Parquet schemas for every dataset Acetate writes."""
