@@ -44,7 +44,11 @@ def namespace(*arrays: Any) -> ModuleType:
     A thin wrapper over :func:`array_api_compat.array_namespace`; Python
     scalars and ``None`` are ignored.
     """
-    arrays = tuple(a for a in arrays if a is not None and not isinstance(a, (int, float, complex)))
+    arrays = tuple(
+        np.asarray(a) if isinstance(a, np.generic) else a
+        for a in arrays
+        if a is not None and (isinstance(a, np.generic) or not isinstance(a, (int, float, complex)))
+    )
     return array_namespace(*arrays)
 
 

@@ -1,0 +1,139 @@
+"""Decode and encode audio files at the edges of the pipeline (soundfile / libsndfile).
+
+Audio inside Acetate is a float32 array shaped ``(channels, samples)`` at full
+scale 1.0. Decoding validates what a catalogue throws at it -- unreadable,
+empty, absurd rates, NaN -- and raises :class:`AudioError` with a message a
+label's engineer can act on; callers turn it into an error row.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+__all__ = ["AudioError", "AudioInfo", "decode", "info", "encode", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
+
+#: File extensions treated as audio when a folder is given.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
+
+MIN_RATE, MAX_RATE = 8000, 192000
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as programme audio (the message says why)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def info(path: str | os.PathLike) -> AudioInfo:
+    """Header information of ``path`` without decoding it."""
+    try:
+        i = sf.info(str(path))
+    except Exception as exc:  # libsndfile's errors are RuntimeError/LibsndfileError
+        raise AudioError(f"cannot read {os.fspath(path)!s}: {_clean(exc)}") from exc
+    return AudioInfo(str(path), int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+
+
+def _clean(exc: Exception) -> str:
+    return str(exc).replace("\n", " ").strip() or type(exc).__name__
+
+
+def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> tuple[np.ndarray, int]:
+    """Read ``path`` into a float32 ``(channels, samples)`` array and its rate.
+
+    Raises
+    ------
+    AudioError
+        Unreadable or corrupt file, no samples, a rate outside 8-192 kHz, more
+        than ``max_seconds`` of audio, or non-finite samples.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise AudioError(f"no such file: {p}")
+    if os.path.getsize(p) == 0:
+        raise AudioError(f"empty file (0 bytes): {p}")
+    meta = info(p)
+    if not (MIN_RATE <= meta.sample_rate <= MAX_RATE):
+        raise AudioError(f"sample rate {meta.sample_rate} Hz is outside the supported {MIN_RATE}-{MAX_RATE} Hz: {p}")
+    if meta.channels < 1:
+        raise AudioError(f"no audio channels: {p}")
+    if max_seconds is not None and meta.frames > max_seconds * meta.sample_rate:
+        raise AudioError(f"{meta.duration_s:.0f} s of audio exceeds the limit of {max_seconds:.0f} s: {p}")
+    try:
+        data, fs = sf.read(p, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"no audio samples: {p}")
+    x = np.ascontiguousarray(data.T)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(f"{bad} non-finite (NaN/Inf) samples: {p}")
+    return x, int(fs)
+
+
+#: Delivery formats: name -> (extension, soundfile format, subtype).
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "wav24": ("wav", "WAV", "PCM_24"),
+    "wav16": ("wav", "WAV", "PCM_16"),
+    "wav32f": ("wav", "WAV", "FLOAT"),
+    "flac24": ("flac", "FLAC", "PCM_24"),
+    "flac16": ("flac", "FLAC", "PCM_16"),
+    "mp3": ("mp3", "MP3", "MPEG_LAYER_III"),
+}
+
+
+def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") -> str:
+    """Write ``x`` (channels, samples) to ``path`` atomically in delivery format ``fmt``.
+
+    The file is written under a temporary name in the same folder and renamed
+    into place, so a crash never leaves a half-written file under the final name.
+    Samples are written as given: quantise/dither *before* calling this for
+    16-bit formats (see :mod:`acetate.kernels.dither`).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+    _, container, subtype = FORMATS[fmt]
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    try:
+        # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
+        extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
+        sf.write(tmp, np.ascontiguousarray(np.asarray(x, dtype=np.float32).T), int(fs), format=container, subtype=subtype, **extra)
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(final)
+
+
+def list_audio(paths: list[str]) -> list[str]:
+    """Expand folders to the audio files inside (sorted, recursive); keep files as given."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out.extend(
+                sorted(str(f) for f in Path(p).rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith("."))
+            )
+        else:
+            out.append(p)
+    return out

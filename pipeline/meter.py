@@ -1,0 +1,65 @@
+"""Loudness reports: the project's meter applied to arrays and files.
+
+A report is a flat dict with the CLI contract's keys (``acetate loudness
+--json``); undefined values (silence, too short) are ``None``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from acetate.kernels import backend, loudness, truepeak
+from acetate.pipeline import audio
+
+__all__ = ["REPORT_KEYS", "loudness_report", "measure_file"]
+
+REPORT_KEYS = (
+    "path",
+    "integrated_lufs",
+    "loudness_range_lu",
+    "true_peak_dbtp",
+    "sample_peak_dbfs",
+    "momentary_max_lufs",
+    "short_term_max_lufs",
+    "duration_s",
+    "sample_rate",
+    "channels",
+)
+
+
+def _finite(v: float) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def loudness_report(x: Any, fs: int, *, oversample: int | None = None) -> dict[str, Any]:
+    """Loudness figures of ``x`` (channels, samples; NumPy or CuPy) at ``fs`` hertz.
+
+    ``oversample`` sets the true-peak ratio (default: BS.1770's 4x below 96 kHz).
+    """
+    xp = backend.namespace(x)
+    stats = loudness.measure(x, fs)
+    tp = truepeak.true_peak(x, fs, oversample=oversample)
+    sp = truepeak.sample_peak(x)
+    return {
+        "integrated_lufs": _finite(stats.integrated_lufs),
+        "loudness_range_lu": _finite(stats.loudness_range_lu) if math.isfinite(stats.integrated_lufs) else None,
+        "true_peak_dbtp": _finite(backend.to_float(truepeak.to_db(xp.max(tp)))),
+        "sample_peak_dbfs": _finite(backend.to_float(truepeak.to_db(xp.max(sp)))),
+        "momentary_max_lufs": _finite(stats.momentary_max_lufs),
+        "short_term_max_lufs": _finite(stats.short_term_max_lufs),
+        "duration_s": x.shape[-1] / fs,
+        "sample_rate": int(fs),
+        "channels": int(x.shape[0]),
+    }
+
+
+def measure_file(path: str, *, oversample: int | None = None) -> dict[str, Any]:
+    """Report for one file; ``{"path", "error"}`` if it cannot be measured."""
+    try:
+        x, fs = audio.decode(path)
+        if x.shape[0] > 6:
+            raise audio.AudioError(f"{x.shape[0]} channels: BS.1770 layouts cover 1 to 6 channels")
+        return {"path": path, **loudness_report(x, fs, oversample=oversample)}
+    except (audio.AudioError, ValueError, MemoryError) as exc:
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}"}

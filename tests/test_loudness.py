@@ -1,0 +1,156 @@
+"""Meter behaviour beyond the compliance cases: rates, layouts, edge cases, cross-checks, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+
+from acetate.kernels import backend, loudness, truepeak
+from acetate.pipeline import cli
+
+from conftest import pink_noise, sine
+
+
+def synth_music(seconds: float, fs: int, seed: int = 0) -> np.ndarray:
+    """A music-like stereo mix: bass line, chords, hats and a kick, with a crescendo.
+
+    Real enough to exercise gating and spectral balance; built here so CI needs no files.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fs)
+    t = np.arange(n) / fs
+    beat = 0.5  # seconds
+    step = (t // beat).astype(int)
+    roots = np.array([55.0, 73.4, 61.7, 82.4])[(step // 4) % 4]
+    bass = 0.3 * np.sin(2 * np.pi * np.cumsum(roots) / fs)
+    chord = sum(0.08 * np.sin(2 * np.pi * np.cumsum(roots * 4 * r) / fs + p) for r, p in ((1, 0), (1.26, 1), (1.5, 2)))
+    phase_in_beat = t % beat
+    kick = 0.6 * np.exp(-phase_in_beat * 30) * np.sin(2 * np.pi * (50 + 80 * np.exp(-phase_in_beat * 40)) * phase_in_beat)
+    hats = 0.05 * rng.standard_normal(n) * np.exp(-((t + beat / 2) % beat) * 60)
+    swell = 0.3 + 0.7 * (t / seconds)  # a crescendo: dynamics for gating and LRA
+    mid = (bass + chord + kick) * swell
+    left = mid + hats * 0.8 + 0.02 * rng.standard_normal(n)
+    right = mid + np.roll(hats, 37) * 0.8 + 0.02 * rng.standard_normal(n)
+    return np.stack([left, right]) * 0.7
+
+
+@pytest.mark.parametrize("fs", [8000, 22050, 32000, 44100, 48000, 88200, 96000, 192000])
+def test_sine_in_one_channel_reads_minus_3_01_at_any_rate(fs):
+    # BS.1770: a 0 dBFS 997 Hz sine in one front channel reads -3.01 LUFS.
+    x = sine(997.0, 0.0, 5.0, fs=fs, channels=1)
+    assert loudness.integrated_loudness(x, fs) == pytest.approx(-3.01, abs=0.05)
+
+
+@pytest.mark.parametrize("fs", [44100, 96000])
+def test_k_weighting_derived_per_rate_matches_pyloudnorm_deman(fs):
+    x = pink_noise(12.0, fs=fs, seed=5)
+    ours = loudness.integrated_loudness(x, fs)
+    ref = pyloudnorm.Meter(fs, filter_class="DeMan").integrated_loudness(x.T)
+    assert ours == pytest.approx(ref, abs=0.01)
+
+
+def test_k_weighting_table_at_48k():
+    sos = loudness.k_weighting_sos(48000)
+    np.testing.assert_allclose(sos[0, :3], [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-12)
+    np.testing.assert_allclose(sos[0, 4:], [-1.69065929318241, 0.73248077421585], atol=1e-12)
+    np.testing.assert_allclose(sos[1, 4:], [-1.99004745483398, 0.99007225036621], atol=1e-12)
+
+
+def test_integrated_agrees_with_pyloudnorm_deman_on_music():
+    fs = 44100
+    x = synth_music(30.0, fs)
+    ours = loudness.integrated_loudness(x.astype(np.float32), fs)
+    ref = pyloudnorm.Meter(fs, filter_class="DeMan").integrated_loudness(x.T.astype(np.float32).astype(np.float64))
+    assert ours == pytest.approx(ref, abs=0.01)
+    # pyloudnorm's default (RBJ) filter reads a little low, as documented.
+    default = pyloudnorm.Meter(fs).integrated_loudness(x.T)
+    assert -0.1 < default - ours < 0.0
+
+
+def test_lfe_is_excluded_in_5_1():
+    fs = 48000
+    base = sine(1000.0, -23.0, 10.0, fs=fs, channels=1)
+    quiet = np.zeros_like(base)
+    five_one = np.concatenate([base, base, quiet, quiet, quiet, quiet])
+    loud_lfe = five_one.copy()
+    loud_lfe[3] = sine(60.0, -3.0, 10.0, fs=fs, channels=1)[0]
+    assert loudness.integrated_loudness(five_one, fs) == pytest.approx(-23.0, abs=0.1)
+    assert loudness.integrated_loudness(loud_lfe, fs) == pytest.approx(loudness.integrated_loudness(five_one, fs), abs=1e-9)
+
+
+def test_unsupported_layout_is_a_clear_error():
+    with pytest.raises(ValueError, match="7 channels"):
+        loudness.measure(np.zeros((7, 48000)), 48000)
+
+
+def test_silence_and_short_input_are_undefined_not_errors(xp):
+    for x in (np.zeros((2, 48000 * 3)), np.full((2, 4000), 0.5)):
+        s = loudness.measure(backend.to_device(x, xp), 48000)
+        assert s.integrated_lufs == float("-inf")
+        assert s.loudness_range_lu == 0.0
+    s = loudness.measure(backend.to_device(np.full((2, 4000), 0.5), xp), 48000)
+    assert s.momentary_max_lufs == float("-inf")  # shorter than one 400 ms window
+
+
+def test_non_finite_samples_raise_with_position(xp):
+    x = np.zeros((2, 48000), dtype=np.float32)
+    x[1, 1234] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite.*sample 1234"):
+        loudness.measure(backend.to_device(x, xp), 48000)
+
+
+def test_chunked_filtering_matches_one_pass(xp):
+    x = backend.to_device(synth_music(8.0, 48000, seed=2).astype(np.float32), xp)
+    whole = loudness.measure(x, 48000, chunk=1 << 30)
+    parts = loudness.measure(x, 48000, chunk=12345)
+    assert parts.integrated_lufs == pytest.approx(whole.integrated_lufs, abs=1e-9)
+    assert parts.momentary_max_lufs == pytest.approx(whole.momentary_max_lufs, abs=1e-9)
+    assert parts.loudness_range_lu == pytest.approx(whole.loudness_range_lu, abs=1e-9)
+
+
+def test_true_peak_pruned_path_matches_full_interpolation():
+    rng = np.random.default_rng(11)
+    # Quiet body with a few loud transients: the pruned path is taken.
+    x = rng.standard_normal((2, 96000)) * 0.01
+    x[:, 50000:50040] += np.hanning(40) * 0.9 * np.sign(rng.standard_normal(40))
+    h = truepeak.interpolation_filter(4)
+    full = np.abs(truepeak._phase_outputs(x, h, np.arange(x.shape[1]), np)).max(axis=(1, 2))
+    full = np.maximum(full, np.abs(x).max(axis=1))
+    np.testing.assert_allclose(truepeak.true_peak(x, 48000), full, rtol=1e-12)
+    # Dense material takes the chunked polyphase path; it must agree too.
+    y = np.clip(rng.standard_normal((2, 50000)) * 0.5, -1, 1)
+    full = np.abs(truepeak._phase_outputs(y, h, np.arange(y.shape[1]), np)).max(axis=(1, 2))
+    np.testing.assert_allclose(truepeak.true_peak(y, 48000, chunk=7001), np.maximum(full, np.abs(y).max(axis=1)), rtol=1e-12)
+
+
+def test_cli_loudness_json_contract(tmp_path, capsys):
+    fs = 48000
+    good = tmp_path / "tone.wav"
+    sf.write(good, sine(1000.0, -23.0, 6.0, fs=fs).T, fs, subtype="PCM_24")
+    quiet = tmp_path / "silence.flac"
+    sf.write(quiet, np.zeros((fs * 2, 2)), fs)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rc = cli.main(["loudness", str(good), str(broken), str(quiet), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1  # one file could not be read
+    assert [r["path"] for r in out] == [str(good), str(broken), str(quiet)]
+    keys = {"path", "integrated_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs", "momentary_max_lufs",
+            "short_term_max_lufs", "duration_s", "sample_rate", "channels"}  # fmt: skip
+    assert set(out[0]) == keys
+    assert out[0]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+    assert out[0]["true_peak_dbtp"] == pytest.approx(-23.0, abs=0.2)
+    assert out[0]["sample_rate"] == fs and out[0]["channels"] == 2 and out[0]["duration_s"] == pytest.approx(6.0)
+    assert set(out[1]) == {"path", "error"} and "cannot read" in out[1]["error"]
+    assert out[2]["integrated_lufs"] is None and out[2]["true_peak_dbtp"] is None
+
+
+def test_cli_loudness_table(tmp_path, capsys):
+    f = tmp_path / "a.wav"
+    sf.write(f, sine(1000.0, -20.0, 3.0).T, 48000)
+    assert cli.main(["loudness", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "integrated" in text and "a.wav" in text and "-20.0" in text
