@@ -164,7 +164,7 @@ def true_peak(
     # filter's support times the largest phase L1 norm.
     local_max = backend.ndimage(xp).maximum_filter1d(xp.max(xp.abs(x64), axis=0), size=t, origin=-1)
     floor = xp.max(sp)
-    candidates = xp.nonzero(local_max * bound_gain >= floor)[0]
+    candidates = xp.nonzero(local_max * bound_gain > floor)[0]  # only these could beat the floor
     n_cand = int(candidates.shape[0])
     peak = sp
     if n_cand <= max(4096, x.shape[1] // 8):

@@ -1,0 +1,343 @@
+"""Fingerprint: the kernels' measurements of one track assembled into a named feature row.
+
+:func:`fingerprint` returns a ``dict[str, float]`` whose keys are exactly
+:data:`FEATURE_NAMES` (defined, with units, in :mod:`acetate.schemas.features`)
+in that order; :func:`feature_vector` turns it into a fixed-order float64
+vector.  Everything runs on the input's backend (NumPy or CuPy); only the
+final scalars come back to the host.
+
+Features (units in ``FEATURE_UNITS``)
+-------------------------------------
+* ``duration_s``, ``sample_rate`` (Hz), ``channels``.
+* Loudness from the project meter (:func:`acetate.kernels.loudness.measure`,
+  :func:`acetate.kernels.truepeak.true_peak` at 4x, ``sample_peak``):
+  ``integrated_lufs``, ``momentary_max_lufs``, ``short_term_max_lufs``,
+  ``loudness_range_lu``, ``true_peak_dbtp`` and ``sample_peak_dbfs`` (maximum
+  over channels).  ``plr_db`` = true peak dBTP minus integrated LUFS.
+  ``crest_factor_db`` = sample peak dBFS minus RMS dBFS (RMS over all
+  channels and samples).  Undefined values (silence, too short: the meter's
+  ``-inf``) are reported as NaN.
+* Spectrum, from one STFT (Hann, ~85 ms frames -- 4096 samples at 48 kHz --
+  50 % overlap) of the channel-mean power ``(|L|^2 + |R|^2) / 2``, bins below
+  20 Hz left out: ``spectral_centroid_hz``, ``spectral_rolloff_hz`` (85 % of
+  the power below), ``spectral_flatness`` (geometric / arithmetic mean over
+  20 Hz .. 20 kHz, 0..1), ``spectral_tilt_db_per_oct`` (least-squares slope of
+  1/3-octave band *energy* in dB against log2 frequency over 50 Hz .. 16 kHz:
+  pink noise reads 0, white noise +3.01).
+* ``ltas_mid_<fc>hz_db`` / ``ltas_side_<fc>hz_db``: long-term power of mid
+  ``(L+R)/2`` and side ``(L-R)/2`` in each ISO 1/3-octave band 20 Hz .. 20 kHz,
+  in dB relative to the overall mean-square level (mean power of L and R =
+  total mid + side power), floored at ``LEVEL_FLOOR_DB`` (-120 dB); NaN for
+  bands whose centre is at or above Nyquist and for digital silence.
+* ``dynamics_<fc>hz_db``: per octave band (31.5 Hz .. 16 kHz), P95 - P10 of the
+  short-time (per STFT frame) band level over frames whose total level is at
+  least -70 dBFS (band levels floored at -150 dB); NaN with < 2 such frames.
+* ``correlation_overall`` / ``correlation_<fc>hz``: L/R correlation from the
+  cross-spectrum, overall (20 Hz .. Nyquist) and per octave band, -1..1.
+* ``width_overall_db`` / ``width_<fc>hz_db``: side/mid energy ratio in dB,
+  clipped to +-120 dB (identical channels: -120; L = -R: +120).
+* ``dc_offset_left`` / ``dc_offset_right``: mean sample value per channel,
+  linear full scale, signed.
+* ``clip_run_count``: runs of >= 3 consecutive samples with
+  ``|x| >= 0.999`` full scale, counted per channel and summed;
+  ``clip_run_samples``: samples in those runs.
+* ``leading_silence_s`` / ``trailing_silence_s``: time before the first and
+  after the last sample whose magnitude (any channel) exceeds -60 dBFS; the
+  whole duration when no sample does.
+
+Mono input is analysed as dual mono (L = R): correlation 1, width -120 dB,
+side LTAS at the floor, ``dc_offset_right`` = ``dc_offset_left``.  With more
+than two channels the spectral and stereo features use the first two (front
+L/R in WAV order); loudness, peaks, DC, clipping and silence use what each
+defines (the meter weighs all channels).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from acetate.kernels import backend, spectrum, stereo
+from acetate.schemas.features import FEATURE_NAMES, FEATURE_UNITS, OCTAVE_LABELS, THIRD_OCTAVE_LABELS
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_UNITS",
+    "LOUDNESS_KEYS",
+    "LEVEL_FLOOR_DB",
+    "SILENCE_DBFS",
+    "CLIP_LEVEL",
+    "CLIP_MIN_RUN",
+    "fingerprint",
+    "feature_vector",
+    "analyze_file",
+    "clip_runs",
+    "silence_bounds",
+]
+
+#: Keys taken from the loudness meter (or from the ``loudness`` argument of :func:`fingerprint`).
+LOUDNESS_KEYS: tuple[str, ...] = (
+    "integrated_lufs",
+    "momentary_max_lufs",
+    "short_term_max_lufs",
+    "loudness_range_lu",
+    "true_peak_dbtp",
+    "sample_peak_dbfs",
+)
+#: Floor of relative band levels (dB) and clip of width (+-dB).
+LEVEL_FLOOR_DB = -120.0
+#: Silence threshold for leading/trailing silence, dBFS (sample magnitude).
+SILENCE_DBFS = -60.0
+#: Clipping: magnitude threshold (full scale) and shortest run (samples).
+CLIP_LEVEL = 0.999
+CLIP_MIN_RUN = 3
+#: Frames below this total level (dBFS mean square) are left out of band dynamics.
+DYNAMICS_GATE_DB = -70.0
+#: Lowest frequency (Hz) of the spectral descriptors and the overall stereo figures.
+SPECTRAL_FMIN_HZ = 20.0
+
+
+def clip_runs(x: Any, level: float = CLIP_LEVEL, min_run: int = CLIP_MIN_RUN) -> tuple[int, int]:
+    """Count runs of at least ``min_run`` consecutive samples with ``|x| >= level`` (full scale).
+
+    Parameters
+    ----------
+    x : array, shape (C, n)
+        Audio, full scale 1.0.
+    level : float
+        Magnitude threshold, linear full scale (default 0.999).
+    min_run : int
+        Shortest run that counts, samples (default 3).
+
+    Returns
+    -------
+    runs, samples : int
+        Number of qualifying runs (summed over channels; a run never spans
+        two channels) and the samples they hold.
+    """
+    if not (0.0 < level) or not math.isfinite(level):
+        raise ValueError(f"level must be a positive finite full-scale value, got {level!r}")
+    if int(min_run) != min_run or min_run < 1:
+        raise ValueError(f"min_run must be a positive whole number of samples, got {min_run!r}")
+    xp = backend.namespace(x)
+    hot = xp.astype(xp.abs(x) >= level, xp.int8)
+    pad = xp.zeros((hot.shape[0], 1), dtype=xp.int8)
+    edges = xp.diff(xp.reshape(xp.concatenate([pad, hot, pad], axis=1), (-1,)))
+    starts = xp.nonzero(edges == 1)[0]
+    ends = xp.nonzero(edges == -1)[0]
+    lengths = ends - starts
+    long = lengths >= min_run
+    return int(backend.to_float(xp.sum(long))), int(backend.to_float(xp.sum(xp.where(long, lengths, 0))))
+
+
+def silence_bounds(x: Any, fs: float, threshold_dbfs: float = SILENCE_DBFS) -> tuple[float, float]:
+    """Leading and trailing silence, seconds.
+
+    Silence is every sample whose magnitude is at or below ``threshold_dbfs``
+    in all channels.  Returns ``(leading_s, trailing_s)``; both equal the
+    duration when the whole signal is silent.
+    """
+    xp = backend.namespace(x)
+    n = int(x.shape[1])
+    loud = xp.max(xp.abs(x), axis=0) > 10.0 ** (threshold_dbfs / 20.0)
+    if not bool(backend.to_host(xp.any(loud))):
+        return n / fs, n / fs
+    first = int(backend.to_float(xp.argmax(loud)))
+    last = n - 1 - int(backend.to_float(xp.argmax(loud[::-1])))
+    return first / fs, (n - 1 - last) / fs
+
+
+def _finite_or_nan(v: Any) -> float:
+    v = float(v)
+    return v if math.isfinite(v) else math.nan
+
+
+def _db20(v: float) -> float:
+    return 20.0 * math.log10(v) if v > 0 else math.nan
+
+
+def _loudness_features(x: Any, fs: int, given: Mapping[str, float] | None) -> dict[str, float]:
+    given = dict(given or {})
+    unknown = [k for k in given if k not in LOUDNESS_KEYS]
+    if unknown:
+        raise ValueError(f"loudness has unknown key {unknown[0]!r}; expected some of {list(LOUDNESS_KEYS)}")
+    out = {k: _finite_or_nan(given[k]) for k in given}
+    xp = backend.namespace(x)
+    if "sample_peak_dbfs" not in out:
+        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.max(xp.abs(xp.astype(x, xp.float64)))))
+    if any(k not in out for k in LOUDNESS_KEYS[:4]):
+        from acetate.kernels import loudness as meter  # lazy: sibling kernel
+
+        stats = meter.measure(x, fs)
+        for k in LOUDNESS_KEYS[:4]:
+            out.setdefault(k, _finite_or_nan(getattr(stats, k)))
+    if "true_peak_dbtp" not in out:
+        from acetate.kernels import truepeak
+
+        out["true_peak_dbtp"] = _db20(backend.to_float(xp.max(truepeak.true_peak(x, fs, oversample=4))))
+    return out
+
+
+def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Measure one track's features (see the module docstring for each one).
+
+    Parameters
+    ----------
+    x : array, shape (C, n) or (n,)
+        Audio on NumPy or CuPy, full scale 1.0 (computed in float32 /
+        float64 accumulations); must be finite.
+    fs : int
+        Sample rate, hertz.
+    loudness : mapping, optional
+        Precomputed values for any of :data:`LOUDNESS_KEYS` (e.g. from a
+        verification pass); the rest are measured with the project meter.
+
+    Returns
+    -------
+    dict of str to float
+        Keys exactly :data:`FEATURE_NAMES`, in order.
+
+    Raises
+    ------
+    ValueError
+        On a bad shape, no samples, non-finite samples, a bad ``fs`` or an
+        unknown ``loudness`` key.
+    """
+    xp = backend.namespace(x)
+    if isinstance(fs, bool) or not isinstance(fs, (int, np.integer, float)) or not math.isfinite(fs) or fs <= 0 or int(fs) != fs:
+        raise ValueError(f"fs must be a positive whole number of hertz, got {fs!r}")
+    fs = int(fs)
+    if x.ndim == 1:
+        x = xp.reshape(x, (1, -1))
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"audio must have shape (channels, n) with n >= 1, got shape {tuple(x.shape)}")
+    x = xp.astype(x, xp.float32)
+    n_bad = int(backend.to_float(xp.sum(xp.astype(~xp.isfinite(x), xp.int64))))
+    if n_bad:
+        raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples")
+    n_ch, n = int(x.shape[0]), int(x.shape[1])
+    lr = xp.concatenate([x, x], axis=0) if n_ch == 1 else x[:2]
+
+    f: dict[str, float] = {"duration_s": n / fs, "sample_rate": float(fs), "channels": float(n_ch)}
+
+    # Loudness and peaks.
+    loud = _loudness_features(x, fs, loudness)
+    f.update({k: loud[k] for k in LOUDNESS_KEYS})
+    f["plr_db"] = f["true_peak_dbtp"] - f["integrated_lufs"]
+    ms_all = backend.to_float(xp.mean(xp.astype(x, xp.float64) ** 2))
+    rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
+    f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
+
+    # One STFT of L/R shared by spectrum and stereo analysis.
+    s = spectrum.stft(lr, fs)
+    p_ll, p_rr, p_lr = stereo.cross_spectra(s.spec, s.scale)  # long-term, float64, (K,)
+    above = s.freqs >= SPECTRAL_FMIN_HZ
+    p_mean = xp.where(above, 0.5 * (p_ll + p_rr), 0.0)
+    f["spectral_centroid_hz"] = backend.to_float(spectrum.spectral_centroid(p_mean, s.freqs))
+    f["spectral_rolloff_hz"] = backend.to_float(spectrum.spectral_rolloff(p_mean, s.freqs, 0.85))
+    f["spectral_flatness"] = backend.to_float(spectrum.spectral_flatness(p_mean, s.freqs, SPECTRAL_FMIN_HZ, 20000.0))
+    centres = spectrum.band_edges(fs, 3).centre
+    f["spectral_tilt_db_per_oct"] = backend.to_float(
+        spectrum.spectral_tilt(spectrum.band_power(0.5 * (p_ll + p_rr), s.freqs, fs, 3), centres)
+    )
+
+    # Mid / side LTAS relative to the overall level (total mid + side power = mean of L and R power).
+    reference = xp.sum(0.5 * (p_ll + p_rr))
+    mid = spectrum.band_power(0.25 * (p_ll + p_rr + 2.0 * p_lr), s.freqs, fs, 3)
+    side = spectrum.band_power(xp.maximum(0.25 * (p_ll + p_rr - 2.0 * p_lr), 0.0), s.freqs, fs, 3)
+    mid_db = backend.to_host(spectrum.level_db(mid, reference, LEVEL_FLOOR_DB))
+    side_db = backend.to_host(spectrum.level_db(side, reference, LEVEL_FLOOR_DB))
+    for i, lab in enumerate(THIRD_OCTAVE_LABELS):
+        f[f"ltas_mid_{lab}hz_db"] = float(mid_db[i])
+    for i, lab in enumerate(THIRD_OCTAVE_LABELS):
+        f[f"ltas_side_{lab}hz_db"] = float(side_db[i])
+
+    # Per-octave-band dynamics of the channel-mean short-time power.
+    spec = s.spec
+    frame_pow = (xp.real(spec) ** 2 + xp.imag(spec) ** 2) * xp.astype(s.scale * 0.5, xp.float32)
+    frame_pow = frame_pow[0] + frame_pow[1]  # (F, K) channel mean
+    dyn = backend.to_host(
+        spectrum.band_dynamics(
+            spectrum.band_power(frame_pow, s.freqs, fs, 1),
+            xp.sum(xp.astype(frame_pow, xp.float64), axis=-1),
+            gate_db=DYNAMICS_GATE_DB,
+        )
+    )
+    for i, lab in enumerate(OCTAVE_LABELS):
+        f[f"dynamics_{lab}hz_db"] = float(dyn[i])
+
+    # Stereo.
+    st = stereo.stereo_stats_from_stft(s, fraction=1, fmin=SPECTRAL_FMIN_HZ)
+    corr = backend.to_host(st.correlation)
+    width = backend.to_host(stereo.width_db(st.width, -LEVEL_FLOOR_DB))
+    f["correlation_overall"] = backend.to_float(st.correlation_overall)
+    for i, lab in enumerate(OCTAVE_LABELS):
+        f[f"correlation_{lab}hz"] = float(corr[i])
+    f["width_overall_db"] = backend.to_float(stereo.width_db(st.width_overall, -LEVEL_FLOOR_DB))
+    for i, lab in enumerate(OCTAVE_LABELS):
+        f[f"width_{lab}hz_db"] = float(width[i])
+
+    # Time-domain housekeeping.
+    dc = backend.to_host(xp.mean(xp.astype(lr, xp.float64), axis=1))
+    f["dc_offset_left"], f["dc_offset_right"] = float(dc[0]), float(dc[1])
+    runs, run_samples = clip_runs(x)
+    f["clip_run_count"], f["clip_run_samples"] = float(runs), float(run_samples)
+    f["leading_silence_s"], f["trailing_silence_s"] = silence_bounds(x, fs)
+
+    missing = [k for k in FEATURE_NAMES if k not in f]
+    if missing or len(f) != len(FEATURE_NAMES):  # pragma: no cover - guards the single source of truth
+        raise RuntimeError(f"fingerprint out of step with FEATURE_NAMES: missing {missing[:3]}")
+    return {k: float(f[k]) for k in FEATURE_NAMES}
+
+
+def feature_vector(fp: Mapping[str, float]) -> np.ndarray:
+    """A fingerprint as a float64 vector in :data:`FEATURE_NAMES` order.
+
+    Raises
+    ------
+    KeyError
+        Naming the first feature missing from ``fp``.
+    """
+    missing = [k for k in FEATURE_NAMES if k not in fp]
+    if missing:
+        raise KeyError(f"fingerprint lacks feature {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return np.array([float(fp[k]) if fp[k] is not None else math.nan for k in FEATURE_NAMES], dtype=np.float64)
+
+
+def _read(path: str) -> tuple[np.ndarray, int]:
+    try:
+        from acetate.pipeline import audio
+    except ImportError:  # pragma: no cover - audio.py is part of the package
+        audio = None
+    if audio is not None and hasattr(audio, "decode"):
+        return audio.decode(path)
+    import soundfile as sf
+
+    data, fs = sf.read(path, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), int(fs)
+
+
+def analyze_file(path: str | os.PathLike, *, device: str = "cpu", loudness: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Decode ``path`` and fingerprint it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Audio file (decoded with :func:`acetate.pipeline.audio.decode`).
+    device : {"cpu", "gpu", "auto"}
+        Where to compute (see :func:`acetate.kernels.backend.array_module`).
+    loudness : mapping, optional
+        Precomputed loudness values (see :func:`fingerprint`).
+
+    Returns
+    -------
+    dict
+        ``{"path": str(path), **fingerprint}`` -- a row for
+        :func:`acetate.schemas.features.features_table`.
+    """
+    path = os.fspath(path)
+    x, fs = _read(path)
+    xp = backend.array_module(device)
+    return {"path": str(path), **fingerprint(backend.to_device(x, xp), fs, loudness=loudness)}
