@@ -118,6 +118,9 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
         # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
         extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
         sf.write(tmp, np.ascontiguousarray(np.asarray(x, dtype=np.float32).T), int(fs), format=container, subtype=subtype, **extra)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; deliverables get the usual mode
         os.replace(tmp, final)
     except BaseException:
         if os.path.exists(tmp):

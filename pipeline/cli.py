@@ -48,6 +48,113 @@ def _cmd_loudness(args) -> int:
     return 1 if failed else 0
 
 
+def _add_master(sub) -> None:
+    from acetate.pipeline.render import TARGETS
+
+    p = sub.add_parser("master", help="master tracks or folders to delivery formats")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (every audio file inside)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<input stem>.<ext> per format")
+    p.add_argument("--target", default="streaming", metavar="NAME|LUFS", help=f"loudness target: {', '.join(TARGETS)} or a number (default streaming)")
+    p.add_argument("--ceiling", type=float, default=None, metavar="DBTP", help="true-peak ceiling (default: the target's)")
+    p.add_argument("--preset", default="auto", metavar="auto|NAME", help="preset name, or auto to pick the nearest from the bank")
+    p.add_argument("--bank", default=None, metavar="PATH", help="preset bank (default: the built-in bank)")
+    p.add_argument("--intensity", choices=("low", "medium", "high"), default="medium")
+    p.add_argument("--format", default="wav24", metavar="FMT[,FMT...]", help="wav24, wav16, flac24, flac16, mp3 (comma-separated)")
+    p.add_argument("--rate", type=int, default=None, metavar="HZ", help="delivery sample rate (default: the source's)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels")
+    p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
+    p.set_defaults(func=_cmd_master)
+
+
+def _cmd_master(args) -> int:
+    import json
+
+    from acetate.pipeline import audio, mastering, render
+
+    try:
+        target, ceiling = render.resolve_target(args.target, args.ceiling)
+        formats = [f.strip() for f in args.format.split(",") if f.strip()]
+        unknown = [f for f in formats if f not in audio.FORMATS]
+        if unknown:
+            raise ValueError(f"unknown format(s) {unknown}; choose from {sorted(audio.FORMATS)}")
+        settings = render.MasterSettings(
+            target_lufs=target, ceiling_dbtp=ceiling, intensity=args.intensity, output_rate=args.rate, device=args.device
+        )
+    except ValueError as exc:
+        print(f"acetate master: {exc}", file=sys.stderr)
+        return 2
+    rows = []
+    for path in audio.list_audio(args.inputs):
+        row = mastering.master_file(path, args.out, settings, formats=formats, preset=args.preset, bank=args.bank)
+        row.pop("trace", None)
+        rows.append(row)
+        if not args.json:
+            if "error" in row:
+                print(f"FAILED  {path}  [{row['stage']}] {row['error']}")
+            else:
+                i, o = row["input"], row["output"]
+                flags = "" if row["target_met"] is not False else "  (target missed: see notes)"
+                print(
+                    f"ok      {path}  preset={row['preset']}  {_fmt(i['integrated_lufs'], '.1f')} -> {_fmt(o['integrated_lufs'], '.2f')} LUFS, "
+                    f"TP {_fmt(o['true_peak_dbtp_16x'], '.2f')} dBTP{flags}"
+                )
+                for out in row["outputs"]:
+                    print(f"          {out['path']}")
+    if args.json:
+        print(json.dumps(rows, indent=2, allow_nan=False, default=float))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a catalogue job (jobs/*.yaml) on a Dask cluster")
+    p.add_argument("job", metavar="JOB.yaml", help="job file, or a built-in job's name (demo, nightly, remaster-catalogue)")
+    p.add_argument("--cluster", metavar="CLUSTER.yaml", default=None, help="where to run (default: ./cluster.yaml if present, else a local cluster)")
+    p.add_argument("--input", metavar="DIR|MANIFEST", default=None, help="override the job's inputs: a folder, glob, file or a CSV/Parquet manifest")
+    p.add_argument("--out", metavar="DIR", default=None, help="override the job's output root")
+    p.add_argument("--workers", type=int, metavar="N", default=None, help="local workers / GPUs / Slurm jobs to start, or workers to wait for")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any track failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    import os
+
+    from acetate.pipeline import batch, cluster, jobs
+
+    try:
+        job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
+        cfg = cluster.load_cluster_config(args.cluster or ("cluster.yaml" if os.path.isfile("cluster.yaml") else None))
+        handle = cluster.connect(cfg, workers=args.workers)
+    except (jobs.JobError, cluster.ClusterError) as exc:
+        print(f"acetate run: {exc}", file=sys.stderr)
+        return 2
+    with handle:
+        print(f"acetate run: job {job.name!r} ({job.mode}) on {handle.description}", flush=True)
+        print(f"dashboard: {handle.dashboard_link or 'not available (install bokeh)'}", flush=True)
+        try:
+            result = batch.run_job(job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}")
+        except KeyboardInterrupt:
+            print("acetate run: interrupted; run the same command again to finish the catalogue", file=sys.stderr)
+            return 130
+        except jobs.JobError as exc:
+            print(f"acetate run: {exc}", file=sys.stderr)
+            return 2
+    print(
+        f"{result.tracks} tracks: {result.done} done, {result.skipped} already done, {result.failed} failed; "
+        f"{result.audio_seconds:.0f} s of audio in {result.wall_seconds:.1f} s ({result.x_realtime:.1f}x realtime)"
+    )
+    for f in result.failures[:20]:
+        print(f"failed  {f['track_id']}  [{f['stage']}] {f['error_type']}: {f['message']}")
+    if len(result.failures) > 20:
+        print(f"... and {len(result.failures) - 20} more (see the failures dataset)")
+    out = result.out_root
+    if job.mode == "master":
+        print(f"masters: {os.path.join(out, 'masters')}")
+    print(f"Parquet: {out}/{{features,presets,loudness,failures,runs}}  (run {result.run_id})")
+    return result.exit_code(job.options["strict"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acetate",

@@ -1,0 +1,103 @@
+"""One file's mastering journey: decode -> analyse -> select -> render -> verify -> write.
+
+:func:`master_file` is what ``acetate master`` runs per input and what a batch
+worker runs per track; it returns a small JSON-able row and never raises for a
+bad input (the row carries ``error`` and the ``stage`` that failed).
+"""
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from acetate.pipeline import audio, render
+from acetate.pipeline.presets import BALANCED, Preset
+
+__all__ = ["choose_preset", "master_file", "summary_row"]
+
+
+def choose_preset(fingerprint: Mapping[str, float], preset: str = "auto", bank: Any = None) -> tuple[Preset, dict[str, Any]]:
+    """The preset to use and the selection record (name, distance, runners-up).
+
+    ``preset="auto"`` asks the bank (default bank when ``bank`` is None) for the
+    nearest style; a name forces that preset from the bank.
+    """
+    try:
+        from acetate.pipeline.presets import load_bank
+    except ImportError:  # no bank support: the built-in balanced preset
+        if preset not in ("auto", BALANCED.name):
+            raise ValueError(f"unknown preset {preset!r}: only {BALANCED.name!r} is built in") from None
+        return BALANCED, {"preset": BALANCED.name, "distance": None, "runners_up": [], "mode": "builtin"}
+    b = bank if bank is not None and not isinstance(bank, (str, Path)) else load_bank(bank)
+    if preset == "auto":
+        sel = b.select(fingerprint)
+        return sel.preset, {"preset": sel.preset.name, "distance": sel.distance, "runners_up": list(sel.runners_up), "mode": "auto"}
+    return b[preset], {"preset": preset, "distance": None, "runners_up": [], "mode": "forced"}
+
+
+def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("integrated_lufs", "true_peak_dbtp", "loudness_range_lu", "sample_peak_dbfs", "short_term_max_lufs", "momentary_max_lufs")
+    return {k: r.get(k) for k in keys}
+
+
+def summary_row(path: str, result: render.MasterResult, outputs: list[dict[str, Any]], selection: Mapping[str, Any]) -> dict[str, Any]:
+    """The CLI's per-input object (``acetate master --json``)."""
+    out_report = _report_subset(result.output_report)
+    out_report["true_peak_dbtp_16x"] = result.output_report.get("true_peak_dbtp_16x")
+    return {
+        "path": path,
+        "outputs": outputs,
+        "preset": result.preset,
+        "selection": dict(selection),
+        "target_lufs": result.target_lufs,
+        "ceiling_dbtp": result.ceiling_dbtp,
+        "target_met": result.target_met,
+        "ceiling_met": result.ceiling_met,
+        "input": _report_subset(result.input_report),
+        "output": out_report,
+        "notes": list(result.notes),
+    }
+
+
+def master_file(
+    path: str,
+    out_dir: str | Path,
+    settings: render.MasterSettings,
+    *,
+    formats: Sequence[str] = ("wav24",),
+    preset: str = "auto",
+    bank: Any = None,
+    stem: str | None = None,
+) -> dict[str, Any]:
+    """Master ``path`` into ``out_dir/<stem>.<ext>`` per format; return the summary row.
+
+    Failures become ``{"path", "error", "stage"}`` rows.
+    """
+    from acetate.pipeline.analyse import fingerprint
+
+    stage = "decode"
+    try:
+        x, fs = audio.decode(path)
+        if x.shape[0] > 2:
+            raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
+        stage = "analyse"
+        rate = settings.output_rate or fs
+        if rate != fs:  # fingerprint at the delivery rate, as the renderer works there
+            x_fp, _, _ = render._prepare(x, fs, settings, __import__("numpy"))
+        else:
+            x_fp = x if x.shape[0] == 2 else __import__("numpy").concatenate([x, x])
+        fp = fingerprint(x_fp, rate)
+        if not math.isfinite(fp.get("integrated_lufs", math.nan)):
+            raise render.RenderError("silent programme (no 400 ms block above -70 LUFS): nothing to master")
+        stage = "select"
+        chosen, selection = choose_preset(fp, preset, bank)
+        stage = "render"
+        result = render.master(x, fs, settings, preset=chosen, fingerprint=fp)
+        stage = "write"
+        outputs = render.write_outputs(result, Path(out_dir) / (stem or Path(path).stem), formats)
+        return summary_row(path, result, outputs, selection)
+    except (audio.AudioError, render.RenderError, ValueError, KeyError, MemoryError) as exc:
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}", "stage": stage}
+    except Exception as exc:  # never let one track take a batch down; keep the trace for the log
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}", "stage": stage, "trace": traceback.format_exc(limit=5)}

@@ -1,0 +1,780 @@
+"""Mastering presets: data, not code.
+
+A :class:`Preset` says what a style sounds like (a target long-term spectrum of
+mid and side on the fingerprint's 1/3-octave grid) and how to get there
+(dynamics per band, width per band, loudness target, limiter character). The
+renderer (:mod:`acetate.pipeline.render`) turns a preset plus a track's
+fingerprint into chain parameters.
+
+Presets serialise to plain JSON-able dicts (:meth:`Preset.to_dict`,
+:meth:`Preset.from_dict`); nothing is ever pickled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from acetate.kernels.spectrum import BAND_CENTRES_HZ
+
+__all__ = [
+    "Preset",
+    "BAND_CENTRES_HZ",
+    "target_curve",
+    "BALANCED",
+    "Bank",
+    "Selection",
+    "SELECTION_FEATURES",
+    "SELECTION_WEIGHTS",
+    "selection_vector",
+    "load_bank",
+    "save_bank",
+    "get_preset",
+    "build_default_bank",
+    "DEFAULT_BANK_PATH",
+]
+
+#: Crossover edges (Hz) of the multiband dynamics and width stages: 4 bands.
+DEFAULT_CROSSOVERS_HZ = (120.0, 1000.0, 6000.0)
+
+
+def target_curve(
+    tilt_db_per_oct: float = -4.5,
+    pivot_hz: float = 150.0,
+    low_cut_hz: float = 35.0,
+    bass_db: float = 0.0,
+    air_db: float = 0.0,
+    centres_hz: Sequence[float] = BAND_CENTRES_HZ,
+    presence_db: float = 0.0,
+) -> tuple[float, ...]:
+    """A parametric long-term spectrum (band energy, dB re. the total) on the 1/3-octave grid.
+
+    Flat energy per band between ``low_cut_hz`` and ``pivot_hz``, then a tilt of
+    ``tilt_db_per_oct`` above the pivot (commercial masters measure about -4 to
+    -5 dB/oct of 1/3-octave band energy above 150-200 Hz); 12 dB/oct roll-off
+    below ``low_cut_hz``; ``bass_db`` lifts the bands below 120 Hz and ``air_db``
+    those above 8 kHz; ``presence_db`` is a bell (about 1.6 octaves wide) at
+    2.5 kHz, where the voice's intelligibility lives. Normalised so that the
+    band powers sum to 0 dB.
+
+    Examples
+    --------
+    >>> c = target_curve()
+    >>> len(c), round(10 * math.log10(sum(10 ** (v / 10) for v in c)), 6)
+    (31, 0.0)
+    """
+    f = np.asarray(centres_hz, dtype=np.float64)
+    level = np.where(f > pivot_hz, tilt_db_per_oct * np.log2(f / pivot_hz), 0.0)
+    level += np.where(f < low_cut_hz, 12.0 * np.log2(f / low_cut_hz), 0.0)
+    level += bass_db * np.clip(np.log2(240.0 / f), 0.0, 1.0)
+    level += air_db * np.clip(np.log2(f / 8000.0) + 1.0, 0.0, 1.0)
+    level += presence_db * np.exp(-0.5 * (np.log2(f / 2500.0) / 0.7) ** 2)
+    level -= 10.0 * np.log10(np.sum(10.0 ** (level / 10.0)))
+    return tuple(float(v) for v in level)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One mastering style.
+
+    Attributes
+    ----------
+    name, description : str
+    target_mid_db, target_side_db : tuple of float
+        Target long-term band energy of mid and side (dB re. the overall
+        level, as the fingerprint's ``ltas_mid_*`` / ``ltas_side_*``) on the
+        31-band 1/3-octave grid :data:`BAND_CENTRES_HZ`.
+    eq_max_db : float
+        Clamp of the equaliser's gain curve (+-dB) before intensity scaling.
+    eq_phase : {"linear", "minimum"}
+    crossovers_hz : tuple of float
+        Edges of the dynamics/width bands (``len + 1`` bands).
+    threshold_rel_db : tuple of float
+        Per band, compressor threshold relative to the band's own active RMS level (dB).
+    ratio, knee_db, attack_s, release_s : tuple of float
+        Per band compressor settings (ratio at intensity "high"; lower intensities
+        scale ``ratio - 1`` down).
+    width : tuple of float
+        Per band side gain (1 = unchanged; the lowest band is kept <= 1 for mono
+        compatibility).
+    target_lufs, ceiling_dbtp : float
+        Default loudness target and true-peak ceiling (a job's target wins).
+    limiter_lookahead_s, limiter_release_s : float
+        Limiter character.
+    max_limiting_db : float
+        Most gain reduction the limiter may apply to reach the target; beyond it the
+        target is missed (and reported) rather than the master squashed.
+    source : str
+        Where the target curve comes from.
+    """
+
+    name: str
+    description: str = ""
+    target_mid_db: tuple[float, ...] = field(default_factory=target_curve)
+    target_side_db: tuple[float, ...] = field(default_factory=lambda: tuple(v - 12.0 for v in target_curve()))
+    eq_max_db: float = 6.0
+    eq_phase: str = "linear"
+    crossovers_hz: tuple[float, ...] = DEFAULT_CROSSOVERS_HZ
+    threshold_rel_db: tuple[float, ...] = (4.0, 4.0, 4.0, 4.0)
+    ratio: tuple[float, ...] = (2.0, 1.8, 1.8, 1.6)
+    knee_db: tuple[float, ...] = (6.0, 6.0, 6.0, 6.0)
+    attack_s: tuple[float, ...] = (0.03, 0.015, 0.008, 0.004)
+    release_s: tuple[float, ...] = (0.25, 0.15, 0.1, 0.08)
+    width: tuple[float, ...] = (1.0, 1.0, 1.05, 1.1)
+    target_lufs: float = -14.0
+    ceiling_dbtp: float = -1.0
+    limiter_lookahead_s: float = 0.0015
+    limiter_release_s: float = 0.08
+    max_limiting_db: float = 10.0
+    source: str = "parametric curve: flat to 150 Hz, -4.5 dB/oct above (typical of commercial masters)"
+
+    def __post_init__(self) -> None:
+        nb = len(BAND_CENTRES_HZ)
+        for name in ("target_mid_db", "target_side_db"):
+            v = getattr(self, name)
+            if len(v) != nb:
+                raise ValueError(f"preset {self.name!r}: {name} needs {nb} bands, got {len(v)}")
+            object.__setattr__(self, name, tuple(float(a) for a in v))
+        n = len(self.crossovers_hz) + 1
+        for name in ("threshold_rel_db", "ratio", "knee_db", "attack_s", "release_s", "width"):
+            v = getattr(self, name)
+            if len(v) != n:
+                raise ValueError(f"preset {self.name!r}: {name} needs {n} values (one per band), got {len(v)}")
+            object.__setattr__(self, name, tuple(float(a) for a in v))
+        if any(r < 1.0 for r in self.ratio):
+            raise ValueError(f"preset {self.name!r}: ratios must be >= 1, got {self.ratio}")
+        if self.eq_phase not in ("linear", "minimum"):
+            raise ValueError(f"preset {self.name!r}: eq_phase must be 'linear' or 'minimum', got {self.eq_phase!r}")
+        if not math.isfinite(self.ceiling_dbtp) or self.ceiling_dbtp > 0:
+            raise ValueError(f"preset {self.name!r}: ceiling_dbtp must be <= 0 dBTP, got {self.ceiling_dbtp}")
+        object.__setattr__(self, "crossovers_hz", tuple(float(a) for a in self.crossovers_hz))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Preset":
+        """Build from :meth:`to_dict` output; unknown keys are an error naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown preset field(s): {', '.join(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+#: The built-in balanced preset (used when no bank is given).
+BALANCED = Preset(name="balanced", description="Even tonal balance, gentle glue, streaming loudness.")
+
+
+# =====================================================================================
+# Banks: presets + the data selection needs (no pickle; estimators built at load time)
+# =====================================================================================
+
+import json as _json  # noqa: E402  (kept beside the bank code that uses it)
+import os as _os  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+from acetate.schemas import bank as _bank_schema  # noqa: E402
+from acetate.schemas.features import THIRD_OCTAVE_LABELS as _LABELS3  # noqa: E402
+
+#: Shipped default bank (JSON, human-readable; regenerate with :func:`build_default_bank`).
+DEFAULT_BANK_PATH = _Path(__file__).with_name("data") / "default_bank.json"
+
+#: 1/3-octave bands used for selection: 31.5 Hz .. 16 kHz (the music's range; the
+#: 20/25 Hz and 20 kHz bands are mostly rumble, resampling edges or absent).
+SELECTION_BANDS: tuple[str, ...] = _LABELS3[2:30]
+
+#: Selection features: what a track *needs* from mastering, i.e. its tonal balance
+#: (mid long-term spectrum re. its own level, and its tilt), its density (crest
+#: factor), its macro-dynamics (loudness range) and its width. Absolute loudness
+#: is left out on purpose: the loudness stage fixes it whatever the style.
+SELECTION_FEATURES: tuple[str, ...] = tuple(f"ltas_mid_{b}hz_db" for b in SELECTION_BANDS) + (
+    "spectral_tilt_db_per_oct",
+    "crest_factor_db",
+    "loudness_range_lu",
+    "width_overall_db",
+)
+
+#: Weight of each selection feature after standardisation: the 28 spectrum bands
+#: share a total squared weight of 3 (so the spectrum counts like three scalar
+#: features, not 28), the four scalars weigh 1 each.
+SELECTION_WEIGHTS: tuple[float, ...] = tuple([math.sqrt(3.0 / len(SELECTION_BANDS))] * len(SELECTION_BANDS) + [1.0] * 4)
+
+#: Clips applied before scaling (a mono file's width of -120 dB, a silent band at the
+#: -120 dB floor or a clipped-to-death crest must not dominate a distance).
+SELECTION_CLIP: dict[str, tuple[float, float]] = {
+    "ltas": (-80.0, 10.0),
+    "spectral_tilt_db_per_oct": (-15.0, 10.0),
+    "crest_factor_db": (0.0, 40.0),
+    "loudness_range_lu": (0.0, 30.0),
+    "width_overall_db": (-40.0, 10.0),
+}
+
+SELECTION_METHODS = ("nearest_prototype", "knn")
+
+
+def selection_vector(fp: Mapping[str, float], features: Sequence[str] = SELECTION_FEATURES, clip: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
+    """The selection features of a fingerprint as a float64 vector (clipped; NaN kept = missing).
+
+    Parameters
+    ----------
+    fp : mapping
+        A fingerprint (:func:`acetate.pipeline.analyse.fingerprint`) or any
+        mapping holding ``features``.
+    features : sequence of str
+        Feature names (a bank's ``selection.features``).
+    clip : mapping, optional
+        ``{"ltas": (lo, hi), name: (lo, hi)}`` (default :data:`SELECTION_CLIP`).
+
+    Raises
+    ------
+    KeyError
+        Naming the first feature missing from ``fp``.
+
+    Examples
+    --------
+    >>> v = selection_vector({k: 0.0 for k in SELECTION_FEATURES} | {"width_overall_db": -120.0})
+    >>> v.shape, v[-1]
+    ((32,), -40.0)
+    """
+    clip = SELECTION_CLIP if clip is None else clip
+    missing = [k for k in features if k not in fp]
+    if missing:
+        raise KeyError(f"fingerprint lacks selection feature {missing[0]!r}")
+    out = np.empty(len(features), dtype=np.float64)
+    for i, k in enumerate(features):
+        v = fp[k]
+        v = math.nan if v is None else float(v)
+        lo_hi = clip.get("ltas") if k.startswith("ltas_") else clip.get(k)
+        if lo_hi is not None and math.isfinite(v):
+            v = min(max(v, float(lo_hi[0])), float(lo_hi[1]))
+        out[i] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of :meth:`Bank.select`.
+
+    Attributes
+    ----------
+    preset : Preset
+        The chosen preset.
+    distance : float
+        Its distance from the track (standardised, weighted feature space).
+    runners_up : tuple of (str, float)
+        The next presets, nearest first.
+    method : str
+        ``nearest_prototype`` or ``knn``.
+    bank : str
+        The bank's name.
+    n_features : int
+        Selection features the track had values for (NaN ones are skipped).
+    """
+
+    preset: Preset
+    distance: float
+    runners_up: tuple[tuple[str, float], ...]
+    method: str
+    bank: str
+    n_features: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able report: ``preset``, ``distance``, ``runners_up`` [{name, distance}], ``method``, ``bank``, ``n_features``."""
+        return {
+            "preset": self.preset.name,
+            "distance": round(self.distance, 4),
+            "runners_up": [{"name": n, "distance": round(d, 4)} for n, d in self.runners_up],
+            "method": self.method,
+            "bank": self.bank,
+            "n_features": self.n_features,
+        }
+
+
+_LEARNED_KEYS = tuple(_bank_schema.LEARNED_COLUMNS)
+
+
+def _weigh(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Multiply standardised features by their selection weights (a FunctionTransformer step)."""
+    return np.asarray(z, dtype=np.float64) * weights
+
+
+class Bank:
+    """A set of presets and the data to choose among them.
+
+    The selection pipeline (``StandardScaler`` fitted on the bank's member
+    rows, then the per-feature weights) is built and fitted here, from the
+    bank's own data: nothing is unpickled. Selection is nearest prototype by
+    NaN-aware Euclidean distance in that space (features the track lacks,
+    e.g. bands above its Nyquist, are skipped and the distance rescaled), or,
+    with ``method="knn"``, a vote of the ``k`` nearest member rows.
+
+    Parameters
+    ----------
+    presets : sequence of Preset
+    prototypes : array, shape (P, F)
+        Per preset, the selection features of the typical mix it suits.
+    members : sequence of arrays, each (n_p, F)
+        Reference rows labelled with each preset (fit the scaler; KNN votes).
+    meta : mapping
+        Bank metadata (``name``, ``description``, ``kind``, ``selection`` with
+        ``features``, ``weights``, ``clip``, ``method`` [, ``k``], ...).
+    learned : sequence of mapping, optional
+        Per preset, the learned-transform columns (see :mod:`acetate.schemas.bank`).
+
+    Examples
+    --------
+    >>> bank = load_bank()
+    >>> "balanced" in bank.names
+    True
+    """
+
+    def __init__(
+        self,
+        presets: Sequence[Preset],
+        prototypes: Any,
+        members: Sequence[Any],
+        meta: Mapping[str, Any],
+        learned: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.presets: tuple[Preset, ...] = tuple(presets)
+        if not self.presets:
+            raise ValueError("a bank needs at least one preset")
+        names = [p.name for p in self.presets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate preset names in bank: {names}")
+        self.meta: dict[str, Any] = _json.loads(_json.dumps(dict(meta)))  # deep copy, JSON-able check
+        sel = self.meta.setdefault("selection", {})
+        self.features: tuple[str, ...] = tuple(sel.get("features") or SELECTION_FEATURES)
+        sel["features"] = list(self.features)
+        nf = len(self.features)
+        w = sel.get("weights")
+        self.weights = np.asarray(w if w is not None else ([1.0] * nf), dtype=np.float64)
+        if self.weights.shape != (nf,) or not np.all(np.isfinite(self.weights)) or np.any(self.weights < 0):
+            raise ValueError(f"selection.weights must be {nf} finite non-negative numbers, got {w!r}")
+        sel["weights"] = [float(a) for a in self.weights]
+        self.clip = {k: tuple(v) for k, v in (sel.get("clip") or SELECTION_CLIP).items()}
+        sel["clip"] = {k: list(v) for k, v in self.clip.items()}
+        self.method = str(sel.get("method", "nearest_prototype"))
+        if self.method not in SELECTION_METHODS:
+            raise ValueError(f"selection.method must be one of {SELECTION_METHODS}, got {self.method!r}")
+        sel["method"] = self.method
+        self.k = int(sel.get("k", 5))
+        self.prototypes = np.asarray(prototypes, dtype=np.float64).reshape(len(self.presets), -1)
+        if self.prototypes.shape[1] != nf:
+            raise ValueError(f"prototypes have {self.prototypes.shape[1]} features, selection has {nf}")
+        self.members = [np.asarray(m, dtype=np.float64).reshape(-1, nf) for m in members]
+        if len(self.members) != len(self.presets):
+            raise ValueError(f"members: {len(self.members)} groups for {len(self.presets)} presets")
+        self.learned = [dict(d) for d in learned] if learned is not None else [{} for _ in self.presets]
+        if len(self.learned) != len(self.presets):
+            raise ValueError(f"learned: {len(self.learned)} entries for {len(self.presets)} presets")
+        self._pipeline = None
+
+    # -- basic access -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", "bank"))
+
+    @property
+    def description(self) -> str:
+        return str(self.meta.get("description", ""))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.presets)
+
+    def __len__(self) -> int:
+        return len(self.presets)
+
+    def __iter__(self):
+        return iter(self.presets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str) -> Preset:
+        for p in self.presets:
+            if p.name == name:
+                return p
+        raise KeyError(f"no preset {name!r} in bank {self.name!r}; choose from {', '.join(self.names)}")
+
+    def __repr__(self) -> str:
+        return f"Bank({self.name!r}, presets={list(self.names)})"
+
+    # -- selection ------------------------------------------------------------------
+    def _fitted(self):
+        if self._pipeline is None:
+            from sklearn.pipeline import Pipeline
+            from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+            rows = np.concatenate([m for m in self.members if m.size] + [self.prototypes], axis=0)
+            pipe = Pipeline(
+                [
+                    ("scale", StandardScaler()),
+                    ("weight", FunctionTransformer(_weigh, kw_args={"weights": self.weights}, check_inverse=False)),
+                ]
+            )
+            with np.errstate(invalid="ignore"):
+                pipe.fit(rows)
+            scaler = pipe.named_steps["scale"]
+            # a feature constant over the bank's rows carries no information
+            scaler.scale_ = np.where(np.isfinite(scaler.scale_) & (scaler.scale_ > 1e-9), scaler.scale_, 1.0)
+            self._pipeline = pipe
+            self._proto_z = pipe.transform(self.prototypes)
+            self._member_z = [pipe.transform(m) if m.size else m for m in self.members]
+        return self._pipeline
+
+    def transform(self, vectors: Any) -> np.ndarray:
+        """Selection vectors (N, F) -> the standardised, weighted space the distances live in."""
+        return self._fitted().transform(np.atleast_2d(np.asarray(vectors, dtype=np.float64)))
+
+    def distances(self, fp: Mapping[str, float]) -> np.ndarray:
+        """Distance from a fingerprint to each preset's prototype (NaN-aware Euclidean), in bank order."""
+        from sklearn.metrics.pairwise import nan_euclidean_distances
+
+        z = self.transform(selection_vector(fp, self.features, self.clip))
+        if not np.any(np.isfinite(z)):
+            raise ValueError("the fingerprint has none of the selection features (silent or unmeasurable track)")
+        return nan_euclidean_distances(z, self._proto_z)[0]
+
+    def select(self, fp: Mapping[str, float], *, n_runners_up: int = 3) -> Selection:
+        """Choose the preset for a track from its fingerprint (deterministic).
+
+        Parameters
+        ----------
+        fp : mapping
+            The track's fingerprint.
+        n_runners_up : int
+            How many next-best presets to report.
+
+        Returns
+        -------
+        Selection
+
+        Raises
+        ------
+        KeyError
+            If the fingerprint lacks a selection feature.
+        ValueError
+            If it has no finite selection feature at all.
+        """
+        d = self.distances(fp)
+        order = sorted(range(len(d)), key=lambda i: (d[i], i))  # ties: bank order
+        best = order[0]
+        if self.method == "knn":
+            best = self._knn_vote(fp, d)
+            order = [best] + [i for i in order if i != best]
+        v = selection_vector(fp, self.features, self.clip)
+        return Selection(
+            preset=self.presets[best],
+            distance=float(d[best]),
+            runners_up=tuple((self.presets[i].name, float(d[i])) for i in order[1 : 1 + n_runners_up]),
+            method=self.method,
+            bank=self.name,
+            n_features=int(np.isfinite(v).sum()),
+        )
+
+    def _knn_vote(self, fp: Mapping[str, float], proto_d: np.ndarray) -> int:
+        from sklearn.metrics.pairwise import nan_euclidean_distances
+
+        z = self.transform(selection_vector(fp, self.features, self.clip))
+        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size for dd in nan_euclidean_distances(z, m)[0]]
+        if not rows:
+            return int(np.argmin(proto_d))
+        rows.sort()
+        votes: dict[int, float] = {}
+        for dd, p in rows[: self.k]:
+            votes[p] = votes.get(p, 0.0) + 1.0 / (dd + 1e-6)
+        return max(votes, key=lambda p: (votes[p], -proto_d[p], -p))
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Bank rows for :func:`acetate.schemas.bank.bank_table` (one per preset)."""
+        rows = []
+        for p, proto, m, le in zip(self.presets, self.prototypes, self.members, self.learned):
+            r = p.to_dict()
+            r["prototype"] = [float(a) for a in proto]
+            r["members"] = [[float(a) for a in row] for row in m]
+            for k in _LEARNED_KEYS:
+                v = le.get(k)
+                r[k] = list(v) if isinstance(v, (tuple, np.ndarray)) else v
+            rows.append(r)
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> "Bank":
+        """Inverse of :meth:`to_rows` (rows already validated by the schema)."""
+        pfields = {f.name for f in fields(Preset)}
+        presets, protos, members, learned = [], [], [], []
+        for r in rows:
+            presets.append(Preset.from_dict({k: v for k, v in r.items() if k in pfields and v is not None}))
+            protos.append(r["prototype"])
+            members.append(np.asarray(r["members"] or np.empty((0, len(r["prototype"]))), dtype=np.float64).reshape(-1, len(r["prototype"])))
+            learned.append({k: r.get(k) for k in _LEARNED_KEYS if r.get(k) is not None})
+        return cls(presets, np.asarray(protos, dtype=np.float64), members, meta, learned)
+
+    def info(self) -> list[dict[str, Any]]:
+        """One summary dict per preset (for listings)."""
+        out = []
+        for p, m, le in zip(self.presets, self.members, self.learned):
+            out.append(
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "target_lufs": p.target_lufs,
+                    "ceiling_dbtp": p.ceiling_dbtp,
+                    "ratio": list(p.ratio),
+                    "width": list(p.width),
+                    "members": int(m.shape[0]),
+                    "n_pairs": le.get("n_pairs"),
+                    "source": p.source,
+                }
+            )
+        return out
+
+
+def save_bank(bank: Bank, path: str | _os.PathLike) -> str:
+    """Write ``bank`` to ``path``: JSON if the name ends in ``.json``, else Parquet (atomic).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = save_bank(load_bank(), os.path.join(tempfile.mkdtemp(), "bank.parquet"))
+    >>> load_bank(p).names == load_bank().names
+    True
+    """
+    return _bank_schema.write_bank_file(_bank_schema.bank_table(bank.to_rows(), bank.meta), path)
+
+
+_DEFAULT_CACHE: dict[str, Bank] = {}
+
+
+def load_bank(path: str | _os.PathLike | None = None) -> Bank:
+    """Load a bank (Parquet or JSON); ``None`` or ``"default"`` gives the shipped default bank.
+
+    Loading reads numbers and strings only; the selection pipeline is fitted
+    from the bank's own rows here.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not a bank, an unreadable schema version, or invalid contents (named).
+    """
+    if path is None or (isinstance(path, str) and path == "default"):
+        if "default" not in _DEFAULT_CACHE:
+            if DEFAULT_BANK_PATH.exists():
+                rows, meta = _bank_schema.read_bank_file(DEFAULT_BANK_PATH)
+                _DEFAULT_CACHE["default"] = Bank.from_rows(rows, meta)
+            else:  # pragma: no cover - a source checkout without the data file
+                _DEFAULT_CACHE["default"] = build_default_bank()
+        return _DEFAULT_CACHE["default"]
+    rows, meta = _bank_schema.read_bank_file(path)
+    return Bank.from_rows(rows, meta)
+
+
+def get_preset(name: str, bank: Bank | str | _os.PathLike | None = None) -> Preset:
+    """The preset called ``name`` in ``bank`` (default bank if None); KeyError lists the choices."""
+    b = bank if isinstance(bank, Bank) else load_bank(bank)
+    return b[name]
+
+
+# --- the default bank -------------------------------------------------------------------
+
+_PESTANA = (
+    "Pestana, Ma, Reiss, Barbosa & Black (2013), 'Spectral characteristics of popular commercial "
+    "recordings 1950-2010', AES 135th Convention"
+)
+_HOVE = "Hove, Vuust & Stupacher (2019), 'Increased levels of bass in popular music recordings 1955-2016 and their relation to preference ratings'"
+_BYRNE = "Byrne et al. (1994), 'An international comparison of long-term average speech spectra', J. Acoust. Soc. Am. 96(4)"
+
+#: Per preset: target-curve parameters, side offset, preset overrides, prototype mix traits
+#: (crest factor dB, loudness range LU, overall width dB) and the source statement.
+_DEFAULT_SPECS: tuple[dict[str, Any], ...] = (
+    dict(
+        name="balanced",
+        description="Even tonal balance, gentle glue, streaming loudness. The safe default.",
+        curve=dict(tilt_db_per_oct=-3.0, pivot_hz=150.0, low_cut_hz=40.0),
+        side_db=-12.0,
+        preset={},
+        proto=(15.0, 7.0, -12.0),
+        source=f"Parametric approximation (flat to 150 Hz, -4.5 dB/oct of 1/3-octave band energy above, 12 dB/oct below 35 Hz) of the average long-term spectrum of commercial pop/rock masters reported in {_PESTANA}; not a fit to measured data.",
+    ),
+    dict(
+        name="warm",
+        description="Darker top, fuller low-mids, softer compression: for mellow pop, soul, singer-songwriter.",
+        curve=dict(tilt_db_per_oct=-4.0, pivot_hz=150.0, low_cut_hz=36.0, bass_db=1.5, air_db=-2.0),
+        side_db=-12.0,
+        preset=dict(ratio=(1.8, 1.6, 1.6, 1.4), width=(1.0, 1.0, 1.0, 1.05), limiter_release_s=0.12),
+        proto=(15.5, 8.0, -12.0),
+        source=f"Balanced curve made 1 dB/oct steeper with +1.5 dB below 120 Hz and -2 dB above 8 kHz: the darker end of the spread of master spectra in {_PESTANA}; parametric, not a fit.",
+    ),
+    dict(
+        name="bright",
+        description="Bright and open: flatter tilt, extra air and a touch wider top, for acoustic pop, indie, folk-pop.",
+        curve=dict(tilt_db_per_oct=-2.2, pivot_hz=150.0, low_cut_hz=45.0, air_db=2.0, presence_db=0.5),
+        side_db=-11.0,
+        preset=dict(width=(1.0, 1.0, 1.08, 1.15)),
+        proto=(14.0, 7.0, -10.0),
+        source=f"Balanced curve 0.7 dB/oct flatter with +2 dB air above 8 kHz: the brighter end (recent decades) of the master spectra in {_PESTANA}; parametric, not a fit.",
+    ),
+    dict(
+        name="bass_heavy",
+        description="Electronic, hip-hop, R&B: low end kept big and mono, punchy slow low-band attack, loud.",
+        curve=dict(tilt_db_per_oct=-3.5, pivot_hz=120.0, low_cut_hz=30.0, bass_db=5.0),
+        side_db=-13.0,
+        side_low_cut_db=-10.0,
+        preset=dict(
+            ratio=(1.6, 2.0, 2.0, 1.8),
+            attack_s=(0.04, 0.015, 0.008, 0.004),
+            width=(0.9, 1.0, 1.1, 1.15),
+            target_lufs=-10.0,
+            max_limiting_db=10.0,
+            eq_max_db=6.0,
+        ),
+        proto=(13.0, 6.0, -14.0),
+        source=f"Balanced curve with +5 dB below 120 Hz and a lower 28 Hz roll-off, after the rise of bass energy in popular recordings (strongest in electronic and hip-hop) measured by {_HOVE}; parametric, not a fit.",
+    ),
+    dict(
+        name="dynamic_acoustic",
+        description="Classical, jazz, acoustic: light touch, dynamics kept, lower loudness, little limiting.",
+        curve=dict(tilt_db_per_oct=-3.8, pivot_hz=200.0, low_cut_hz=45.0),
+        side_db=-9.0,
+        preset=dict(
+            threshold_rel_db=(8.0, 8.0, 8.0, 8.0),
+            ratio=(1.3, 1.25, 1.25, 1.2),
+            width=(1.0, 1.0, 1.0, 1.0),
+            target_lufs=-18.0,
+            max_limiting_db=3.0,
+            eq_max_db=4.0,
+            limiter_release_s=0.2,
+        ),
+        proto=(20.0, 13.0, -8.0),
+        source=f"Steeper, later-pivot high-frequency roll-off of acoustic recordings made at a distance (air absorption, no close-miked transients) and a wider side, by analogy with the older/acoustic end of {_PESTANA}; -18 LUFS as on classical streaming catalogues; parametric, not a fit.",
+    ),
+    dict(
+        name="dense_loud",
+        description="Rock, metal, EDM drops: dense, compressed, loud, with a firm low end.",
+        curve=dict(tilt_db_per_oct=-2.5, pivot_hz=150.0, low_cut_hz=40.0, bass_db=1.0, air_db=0.5),
+        side_db=-11.0,
+        preset=dict(
+            threshold_rel_db=(2.0, 2.0, 2.0, 2.0),
+            ratio=(3.0, 3.0, 3.0, 2.5),
+            attack_s=(0.02, 0.01, 0.005, 0.003),
+            target_lufs=-9.0,
+            max_limiting_db=12.0,
+        ),
+        proto=(11.0, 4.0, -10.0),
+        source=f"The flatter-tilt, loud-era (2000s) masters of {_PESTANA} (density raises upper-band energy); parametric, not a fit.",
+    ),
+    dict(
+        name="vocal_forward",
+        description="Pop and singer-led mixes: presence lift around 2.5 kHz, lean low end, vocal kept centred.",
+        curve=dict(tilt_db_per_oct=-3.0, pivot_hz=150.0, low_cut_hz=45.0, bass_db=-1.0, presence_db=2.5),
+        side_db=-13.0,
+        preset=dict(ratio=(2.0, 2.2, 2.0, 1.6), width=(1.0, 1.0, 1.05, 1.1)),
+        proto=(15.0, 6.0, -15.0),
+        source=f"Balanced curve ({_PESTANA}) with a +2.5 dB presence bell at 2.5 kHz (the band that carries speech intelligibility, cf. the ANSI S3.5 band-importance function) and 1 dB less bass; parametric, not a fit.",
+    ),
+    dict(
+        name="spoken_word",
+        description="Speech, audiobooks, podcasts: speech spectrum, no sub-bass, steady levelling, -16 LUFS.",
+        curve=dict(tilt_db_per_oct=-5.0, pivot_hz=500.0, low_cut_hz=110.0),
+        side_db=-30.0,
+        preset=dict(
+            threshold_rel_db=(0.0, 0.0, 0.0, 0.0),
+            ratio=(2.5, 2.5, 2.5, 2.0),
+            width=(1.0, 1.0, 1.0, 1.0),
+            target_lufs=-16.0,
+            max_limiting_db=6.0,
+        ),
+        proto=(16.0, 8.0, -40.0),
+        source=f"Parametric approximation of the long-term average speech spectrum (LTASS) of {_BYRNE}: little energy below ~100 Hz, a plateau to ~500 Hz, then about -6 dB/oct of band energy; -16 LUFS as podcast platforms ask; not a fit.",
+    ),
+)
+
+#: The default bank's synthetic reference population: per preset, this many rows drawn
+#: around the prototype with :data:`_MEMBER_SPREAD` (the scaler is fitted on them).
+_MEMBERS_PER_PRESET = 24
+#: Spread (1 sd) of real mixes around a style's prototype, per feature group.
+_MEMBER_SPREAD = {"ltas": 2.0, "spectral_tilt_db_per_oct": 0.6, "crest_factor_db": 2.0, "loudness_range_lu": 2.5, "width_overall_db": 3.0}
+_DEFAULT_SEED = 20240601
+
+
+def _tilt_of(mid_db: np.ndarray, side_db: np.ndarray) -> float:
+    """The fingerprint's tilt definition applied to a target curve (total band energy, 50 Hz .. 16 kHz)."""
+    from acetate.kernels.spectrum import spectral_tilt
+
+    total = 10.0 ** (mid_db / 10.0) + 10.0 ** (side_db / 10.0)
+    return float(spectral_tilt(total, np.asarray(BAND_CENTRES_HZ)))
+
+
+def build_default_bank() -> Bank:
+    """Build the default bank from its documented specification (deterministic).
+
+    Each preset's prototype -- the mix it suits -- is its own target curve
+    (the mid spectrum it aims for) with the crest factor, loudness range and
+    width typical of unmastered mixes of that style: selection then picks the
+    style whose target is nearest to what the track already is, so mastering
+    keeps a track's character and corrects its deviations (a bass-heavy
+    electronic mix stays bass-heavy, a classical recording keeps its
+    dynamics, speech is treated as speech). The scaler is fitted on a seeded
+    synthetic population around the prototypes (:data:`_MEMBER_SPREAD`),
+    which stands for the spread of real mixes within a style.
+
+    The shipped ``data/default_bank.json`` is this function's output.
+    """
+    rng = np.random.default_rng(_DEFAULT_SEED)
+    idx = {b: i for i, b in enumerate(_LABELS3)}
+    sel_idx = np.array([idx[b] for b in SELECTION_BANDS])
+    centres = np.asarray(BAND_CENTRES_HZ)
+    spread = np.array([_MEMBER_SPREAD["ltas"]] * len(SELECTION_BANDS) + [_MEMBER_SPREAD[k] for k in SELECTION_FEATURES[len(SELECTION_BANDS):]])
+    presets, protos, members = [], [], []
+    for spec in _DEFAULT_SPECS:
+        mid = np.asarray(target_curve(**spec["curve"]))
+        side = mid + spec["side_db"] + np.where(centres < 120.0, spec.get("side_low_cut_db", 0.0), 0.0)
+        # express both re. the overall (mid + side) level, as the fingerprint does
+        total = 10.0 * np.log10(np.sum(10.0 ** (mid / 10.0)) + np.sum(10.0 ** (side / 10.0)))
+        mid, side = mid - total, side - total
+        p = Preset(
+            name=spec["name"],
+            description=spec["description"],
+            target_mid_db=tuple(np.round(mid, 3)),
+            target_side_db=tuple(np.round(side, 3)),
+            source=spec["source"],
+            **spec["preset"],
+        )
+        crest, lra, width = spec["proto"]
+        proto = np.concatenate([np.asarray(p.target_mid_db)[sel_idx], [_tilt_of(np.asarray(p.target_mid_db), np.asarray(p.target_side_db)), crest, lra, width]])
+        proto = np.round(proto, 3)
+        cloud = np.round(proto + rng.standard_normal((_MEMBERS_PER_PRESET, proto.size)) * spread, 2)
+        presets.append(p)
+        protos.append(proto)
+        members.append(cloud)
+    meta = {
+        "name": "default",
+        "description": "Acetate's default bank: eight production styles with parametric target curves.",
+        "kind": "default",
+        "band_centres_hz": list(BAND_CENTRES_HZ),
+        "selection": {
+            "features": list(SELECTION_FEATURES),
+            "weights": list(SELECTION_WEIGHTS),
+            "clip": {k: list(v) for k, v in SELECTION_CLIP.items()},
+            "method": "nearest_prototype",
+        },
+        "prototypes": (
+            "Per preset: the preset's own mid target (31.5 Hz..16 kHz) and its tilt, plus the crest factor, "
+            "loudness range and width typical of unmastered mixes of the style (documented in build_default_bank)."
+        ),
+        "members": (
+            f"Synthetic reference population: {_MEMBERS_PER_PRESET} rows per preset drawn (seed {_DEFAULT_SEED}) around the "
+            f"prototype with sd {_MEMBER_SPREAD}; used only to fit the scaler."
+        ),
+        "sources": {spec["name"]: spec["source"] for spec in _DEFAULT_SPECS},
+    }
+    return Bank(presets, np.asarray(protos), members, meta)
