@@ -48,6 +48,46 @@ def _cmd_loudness(args) -> int:
     return 1 if failed else 0
 
 
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="fingerprint files (loudness, spectrum, dynamics, stereo) to Parquet")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+    p.add_argument("--out", required=True, metavar="FEATURES.parquet", help="Parquet file to write (schema 'features')")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(args) -> int:
+    import os
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from acetate.pipeline import analyse, audio
+    from acetate.schemas.features import features_table
+
+    rows = []
+    for path in audio.list_audio(args.paths):
+        try:
+            rows.append(analyse.analyze_file(path, device=args.device))
+            print(f"ok      {path}")
+        except (audio.AudioError, ValueError, MemoryError) as exc:
+            rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
+            print(f"FAILED  {path}: {exc}")
+    table = features_table(rows)
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".part", dir=os.path.dirname(out))
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)  # atomic: a crash never leaves a half-written file under the name
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"wrote {table.num_rows} rows to {out}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def _add_master(sub) -> None:
     from acetate.pipeline.render import TARGETS
 
