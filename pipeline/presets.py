@@ -32,6 +32,8 @@ __all__ = [
     "load_bank",
     "save_bank",
     "get_preset",
+    "default_bank",
+    "select",
     "build_default_bank",
     "DEFAULT_BANK_PATH",
 ]
@@ -41,9 +43,9 @@ DEFAULT_CROSSOVERS_HZ = (120.0, 1000.0, 6000.0)
 
 
 def target_curve(
-    tilt_db_per_oct: float = -4.5,
+    tilt_db_per_oct: float = -3.0,
     pivot_hz: float = 150.0,
-    low_cut_hz: float = 35.0,
+    low_cut_hz: float = 40.0,
     bass_db: float = 0.0,
     air_db: float = 0.0,
     centres_hz: Sequence[float] = BAND_CENTRES_HZ,
@@ -128,7 +130,7 @@ class Preset:
     limiter_lookahead_s: float = 0.0015
     limiter_release_s: float = 0.08
     max_limiting_db: float = 10.0
-    source: str = "parametric curve: flat to 150 Hz, -4.5 dB/oct above (typical of commercial masters)"
+    source: str = "parametric curve: flat to 150 Hz, -3.0 dB/oct above, 12 dB/oct below 40 Hz (see the default bank's balanced preset)"
 
     def __post_init__(self) -> None:
         nb = len(BAND_CENTRES_HZ)
@@ -237,7 +239,7 @@ def selection_vector(fp: Mapping[str, float], features: Sequence[str] = SELECTIO
     Examples
     --------
     >>> v = selection_vector({k: 0.0 for k in SELECTION_FEATURES} | {"width_overall_db": -120.0})
-    >>> v.shape, v[-1]
+    >>> v.shape, float(v[-1])
     ((32,), -40.0)
     """
     clip = SELECTION_CLIP if clip is None else clip
@@ -395,6 +397,13 @@ class Bank:
 
     def __contains__(self, name: object) -> bool:
         return name in self.names
+
+    def get(self, name: str, default: Preset | None = None) -> Preset | None:
+        """The preset called ``name``, or ``default``."""
+        for p in self.presets:
+            if p.name == name:
+                return p
+        return default
 
     def __getitem__(self, name: str) -> Preset:
         for p in self.presets:
@@ -578,6 +587,17 @@ def load_bank(path: str | _os.PathLike | None = None) -> Bank:
     return Bank.from_rows(rows, meta)
 
 
+def default_bank() -> Bank:
+    """The shipped default bank (loaded once)."""
+    return load_bank(None)
+
+
+def select(bank: Bank | str | _os.PathLike | None, fp: Mapping[str, float], *, n_runners_up: int = 3) -> Selection:
+    """``bank.select(fp)`` for a bank object, a bank path, or None (the default bank)."""
+    b = bank if isinstance(bank, Bank) else load_bank(bank)
+    return b.select(fp, n_runners_up=n_runners_up)
+
+
 def get_preset(name: str, bank: Bank | str | _os.PathLike | None = None) -> Preset:
     """The preset called ``name`` in ``bank`` (default bank if None); KeyError lists the choices."""
     b = bank if isinstance(bank, Bank) else load_bank(bank)
@@ -603,7 +623,7 @@ _DEFAULT_SPECS: tuple[dict[str, Any], ...] = (
         side_db=-12.0,
         preset={},
         proto=(15.0, 7.0, -12.0),
-        source=f"Parametric approximation (flat to 150 Hz, -4.5 dB/oct of 1/3-octave band energy above, 12 dB/oct below 35 Hz) of the average long-term spectrum of commercial pop/rock masters reported in {_PESTANA}; not a fit to measured data.",
+        source=f"Parametric approximation (flat to 150 Hz, -3.0 dB/oct of 1/3-octave band energy above, 12 dB/oct below 40 Hz) of the average long-term spectrum of commercial masters reported in {_PESTANA}, with the tilt set to the -2.7 dB/oct (200 Hz-12.5 kHz) measured here on 20 mastered game soundtracks (Debian hyperrogue-music, nexuiz-music, fb-music-high); not a fit to measured data.",
     ),
     dict(
         name="warm",
