@@ -171,7 +171,12 @@ def _cmd_run(args) -> int:
         return 2
     with handle:
         print(f"acetate run: job {job.name!r} ({job.mode}) on {handle.description}", flush=True)
-        print(f"dashboard: {handle.dashboard_link or 'not available (install bokeh)'}", flush=True)
+        import importlib.util
+
+        link = handle.dashboard_link
+        if link and handle.kind == "local" and importlib.util.find_spec("bokeh") is None:
+            link += "  (needs bokeh: pip install bokeh)"
+        print(f"dashboard: {link or 'not available'}", flush=True)
         try:
             result = batch.run_job(job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}")
         except KeyboardInterrupt:
@@ -193,6 +198,116 @@ def _cmd_run(args) -> int:
         print(f"masters: {os.path.join(out, 'masters')}")
     print(f"Parquet: {out}/{{features,presets,loudness,failures,runs}}  (run {result.run_id})")
     return result.exit_code(job.options["strict"])
+
+
+def _add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the presets of a bank (default: the built-in bank)")
+    p.add_argument("--bank", default=None, metavar="PATH", help="bank file (.parquet or .json)")
+    p.add_argument("--json", action="store_true", help="print the bank's presets and metadata as JSON")
+    p.add_argument("--export", default=None, metavar="PATH", help="also write the bank to PATH (.parquet or .json)")
+    p.set_defaults(func=_cmd_presets)
+
+
+def _cmd_presets(args) -> int:
+    import json
+
+    from acetate.pipeline import presets
+
+    try:
+        bank = presets.load_bank(args.bank)
+        if args.export:
+            presets.save_bank(bank, args.export)
+    except (OSError, ValueError) as exc:
+        print(f"acetate presets: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        meta = {k: v for k, v in bank.meta.items() if k != "selection"}
+        print(json.dumps({"bank": meta, "presets": bank.info()}, indent=2, allow_nan=False, default=str))
+        return 0
+    print(f"bank {bank.name!r} ({bank.meta.get('kind', '?')}): {bank.description}")
+    report = bank.meta.get("report")
+    if report:
+        print(f"  learned from {report.get('n_pairs')} pairs, K={report.get('k')}, held-out accuracy {report.get('accuracy')} (chance {report.get('chance')})")
+    print(f"{'name':18s} {'LUFS':>6} {'ceil':>5} {'ratios':>20} {'rows':>5}  description")
+    for r in bank.info():
+        ratios = "/".join(f"{v:g}" for v in r["ratio"])
+        print(f"{r['name']:18s} {r['target_lufs']:6.1f} {r['ceiling_dbtp']:5.1f} {ratios:>20} {r['members']:5d}  {r['description']}")
+    return 0
+
+
+def _add_learn(sub) -> None:
+    p = sub.add_parser("learn", help="learn a preset bank from mix/master pairs")
+    p.add_argument("--pairs", required=True, metavar="MANIFEST", help="CSV or Parquet with mix_path, master_path[, group]")
+    p.add_argument("--out", required=True, metavar="BANK", help="bank to write (.parquet, or .json)")
+    p.add_argument("--k", type=int, default=None, help="number of presets (default: best silhouette in 2..--k-max)")
+    p.add_argument("--k-max", type=int, default=8, help="largest K tried when choosing (default 8)")
+    p.add_argument("--test-size", type=float, default=0.25, help="fraction of groups held out for the accuracy estimate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="bank name (default: the manifest's stem)")
+    p.add_argument("--max-offset", type=float, default=10.0, metavar="S", help="largest mix/master offset searched, seconds")
+    p.add_argument("--json", action="store_true", help="print the training report as JSON")
+    p.set_defaults(func=_cmd_learn)
+
+
+def _cmd_learn(args) -> int:
+    import json
+
+    from acetate.pipeline import learn, presets
+
+    progress = None if args.json else print
+    try:
+        bank, report = learn.learn_from_manifest(
+            args.pairs, k=args.k, k_max=args.k_max, test_size=args.test_size, seed=args.seed, name=args.name, max_offset_s=args.max_offset, progress=progress
+        )
+        presets.save_bank(bank, args.out)
+    except (OSError, ValueError) as exc:
+        print(f"acetate learn: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        print(f"wrote {args.out}: {len(bank)} presets from {report['n_pairs']} pairs ({report['n_groups']} groups), K={report['k']} ({report['k_criterion']})")
+        print(f"held-out accuracy {report['accuracy']} (chance {report['chance']}); per preset {report['per_preset']}")
+        if report["skipped"]:
+            print(f"skipped {len(report['skipped'])} pair(s): see the bank's report")
+    return 0
+
+
+def _add_training_data(sub) -> None:
+    p = sub.add_parser("training-data", help="render preset/intensity variants of tracks and a Parquet table of what went in and out")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/training.parquet and DIR/audio/")
+    p.add_argument("--bank", default=None, metavar="PATH", help="preset bank (default: the built-in bank)")
+    p.add_argument("--presets", default=None, metavar="NAME[,NAME...]", help="presets to render (default: all in the bank)")
+    p.add_argument("--intensities", default="low,medium,high", metavar="I[,I...]", help="intensities (default low,medium,high)")
+    p.add_argument("--random", type=int, default=None, metavar="N", help="N random (preset, intensity, target) draws per track instead of the grid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="flac24", choices=("flac24", "wav24", "wav32f"))
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.set_defaults(func=_cmd_training_data)
+
+
+def _cmd_training_data(args) -> int:
+    from acetate.pipeline import training
+
+    try:
+        path = training.generate(
+            args.inputs,
+            args.out,
+            presets=[s.strip() for s in args.presets.split(",") if s.strip()] if args.presets else None,
+            intensities=[s.strip() for s in args.intensities.split(",") if s.strip()],
+            n_random=args.random,
+            seed=args.seed,
+            bank=args.bank,
+            fmt=args.format,
+            device=args.device,
+            progress=print,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"acetate training-data: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

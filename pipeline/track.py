@@ -1,0 +1,611 @@
+"""One track's journey -- the unit a Dask worker runs.
+
+``hash -> decode -> analyse -> select -> render -> verify -> write``
+
+A worker receives a track spec (a dict of :class:`acetate.pipeline.jobs.TrackSpec`)
+and the job's settings, reads the audio from the shared path itself, writes
+its masters and its Parquet part files under the output root itself, and
+returns only a small summary dict.  Every exception is caught per stage and
+becomes a ``failures`` row (stage, error type, message, attempt); nothing
+escapes except a dying process.
+
+Resume
+------
+A track's *key* is ``<content hash>:<settings hash>``: the blake2b of the
+file's bytes and a hash of everything in the job that changes its results
+(mode, its targets, formats, preset bank and choice, intensity, album gain).
+The per-track ledger file ``OUT/.acetate/ledger/<track>.json`` is written
+atomically: ``running`` when an attempt starts, ``done`` after its masters and
+part files are in place, ``failed`` after a failure row.  A task whose ledger
+says ``done`` with the same key (and whose masters exist) returns
+``skipped`` at once, so a rerun -- or Dask re-running a task whose worker
+died -- never does a finished track twice.
+
+Album mode
+----------
+:func:`measure_track` is the first phase: decode and analyse (cached by
+content hash in ``OUT/.acetate/measure/``), return the integrated loudness and
+the gating-block loudness series.  The batch pools an album's blocks into the
+album loudness and sets each track's ``album_loudness_lufs``.  :func:`run_track`
+then masters each album track, per target, to ``its input loudness + album
+gain`` where the album gain is ``target - album loudness`` (one offset for the
+whole album, as album ReplayGain): a per-track loudness target handed to
+render's loudness stage, which keeps the album's relative loudness through the
+chain while render's limiter holds each track's ceiling.  The cached analysis
+is reused, so phase 2 decodes again but does not analyse again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from acetate.pipeline import audio, store
+
+__all__ = [
+    "SETTINGS_VERSION",
+    "ANALYSIS_VERSION",
+    "TrackFailure",
+    "content_hash",
+    "settings_hash",
+    "master_paths",
+    "ledger_path",
+    "read_ledger",
+    "measure_track",
+    "run_track",
+    "block_loudness",
+]
+
+#: Bump when a code change should redo finished tracks (part of every settings hash).
+SETTINGS_VERSION = "1"
+#: Bump when the cached input analysis (fingerprint, report, blocks) changes.
+ANALYSIS_VERSION = "1"
+
+_GPU_LOCK = threading.Lock()  # one GPU section per worker process at a time
+_BANK_CACHE: dict[str, Any] = {}
+
+
+class TrackFailure(Exception):
+    """A failure at a named stage (wraps the original exception's type and message)."""
+
+    def __init__(self, stage: str, error_type: str, message: str) -> None:
+        super().__init__(f"{stage}: {error_type}: {message}")
+        self.stage, self.error_type, self.message = stage, error_type, message
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _msg(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ").strip()
+    return text or type(exc).__name__
+
+
+def _stage(stage: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; any exception becomes a :class:`TrackFailure` at ``stage``."""
+    try:
+        return fn()
+    except TrackFailure:
+        raise
+    except MemoryError as exc:
+        raise TrackFailure(stage, "MemoryError", f"out of memory: {_msg(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        raise TrackFailure(stage, type(exc).__name__, _msg(exc)) from exc
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """blake2b (128-bit) of the bytes of ``path``, hex."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise audio.AudioError(f"no such file: {p}")
+    h = hashlib.blake2b(digest_size=16)
+    with open(p, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Hash of what changes a track's results: the job settings that matter and the spec's choices."""
+    targets = {t: settings["targets"][t] for t in spec.get("targets") or ()}
+    album = spec.get("album_loudness_lufs")
+    blob = {
+        "v": SETTINGS_VERSION,
+        "mode": settings["mode"],
+        "targets": targets,
+        "target_order": list(spec.get("targets") or ()),
+        "formats": list(settings.get("formats") or ()),
+        "bank": settings.get("preset_bank_hash") or settings.get("preset_bank"),
+        "preset": spec.get("preset") or settings.get("preset"),
+        "intensity": settings.get("intensity", "medium"),
+        "album_loudness_lufs": None if album is None else round(float(album), 2),
+        "training": settings.get("training") if settings["mode"] == "training-data" else None,
+    }
+    return hashlib.blake2b(json.dumps(blob, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def ledger_path(out_root: str | os.PathLike, track_id: str) -> Path:
+    return Path(out_root) / store.STATE_DIR / "ledger" / f"{store.safe_name(track_id)}.json"
+
+
+def read_ledger(out_root: str | os.PathLike, track_id: str) -> dict[str, Any] | None:
+    """The ledger record of ``track_id`` (None if it never started)."""
+    return store.read_json(ledger_path(out_root, track_id))
+
+
+def master_paths(out_root: str | os.PathLike, track_id: str, targets: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Target -> path stem (no extension) of its master.
+
+    The first target's master is ``OUT/masters/<track_id>``; further targets
+    go to ``OUT/masters/<target>/<track_id>``.
+    """
+    name = store.safe_name(track_id)
+    root = Path(out_root) / "masters"
+    return {t: str(root / name) if i == 0 else str(root / store.safe_name(t) / name) for i, t in enumerate(targets)}
+
+
+# --- measurement --------------------------------------------------------------------
+
+
+def block_loudness(x: Any, fs: int) -> np.ndarray:
+    """Loudness (LUFS) of the BS.1770 gating blocks (400 ms, 100 ms hop) above the absolute gate, float32.
+
+    Pooling several tracks' blocks and gating them together gives the album's
+    integrated loudness.
+    """
+    from acetate.kernels import backend, loudness
+
+    _, lufs = loudness.sliding_loudness(x, fs, 0.4, 0.1)
+    v = backend.to_host(lufs)
+    return np.asarray(v[v > -70.0], dtype=np.float32)
+
+
+def _device(settings: Mapping[str, Any]) -> str:
+    """``cpu`` or ``gpu`` for this task: ``auto`` uses the GPU when this worker declares resource GPU."""
+    want = settings.get("device", "auto")
+    if want in ("cpu", "gpu"):
+        return want
+    try:
+        from distributed import get_worker
+
+        has_gpu = get_worker().state.total_resources.get("GPU", 0) > 0
+    except Exception:  # not in a worker, or an older distributed
+        has_gpu = False
+    if not has_gpu:
+        return "cpu"
+    from acetate.kernels import backend
+
+    return "gpu" if backend.gpu_available() else "cpu"
+
+
+class _DeviceSection:
+    """Serialise GPU work within a worker process (decode/encode of other threads overlap)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def __enter__(self) -> None:
+        if self.device == "gpu":
+            _GPU_LOCK.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device == "gpu":
+            try:
+                import cupy
+
+                cupy.get_default_memory_pool().free_all_blocks()
+            except Exception:
+                pass
+            _GPU_LOCK.release()
+
+
+def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
+    """Input loudness report, fingerprint and gating blocks of host audio ``x``."""
+    from acetate.kernels import backend
+    from acetate.pipeline import analyse, meter
+
+    if x.shape[0] > 6:
+        raise audio.AudioError(f"{x.shape[0]} channels: BS.1770 layouts cover 1 to 6 channels")
+    xp = backend.array_module(device)
+    with _DeviceSection(device):
+        xd = backend.to_device(x, xp)
+        report = meter.loudness_report(xd, fs)
+        given = {k: (math.nan if report[k] is None else report[k]) for k in analyse.LOUDNESS_KEYS if k in report}
+        fp = analyse.fingerprint(xd, fs, loudness=given)
+        blocks = block_loudness(xd, fs)
+    return {"report": report, "fingerprint": fp, "blocks": [round(float(b), 4) for b in blocks]}
+
+
+def _measure_cache_path(out_root: str, chash: str) -> Path:
+    return Path(out_root) / store.STATE_DIR / "measure" / f"{chash}.json"
+
+
+def _analysis(x_loader: Callable[[], tuple[np.ndarray, int]], out_root: str, chash: str, device: str) -> tuple[dict[str, Any], np.ndarray | None, int | None]:
+    """Cached analysis of the input (by content hash), decoding only when needed.
+
+    Returns (analysis, audio or None, fs or None).
+    """
+    cache = store.read_json(_measure_cache_path(out_root, chash))
+    if cache and cache.get("version") == ANALYSIS_VERSION:
+        return cache, None, None
+    x, fs = _stage("decode", x_loader)
+    result = _stage("analyse", lambda: _analyse(x, fs, device))
+    result["version"] = ANALYSIS_VERSION
+    store.write_json(_measure_cache_path(out_root, chash), result)
+    return result, x, fs
+
+
+def _check_silent(report: Mapping[str, Any], path: str) -> None:
+    if report.get("integrated_lufs") is None:
+        raise TrackFailure(
+            "analyse",
+            "SilentTrack",
+            f"silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, integrated loudness undefined: {path}",
+        )
+
+
+def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: str) -> dict[str, Any]:
+    """Album phase 1: content hash, input loudness and gating blocks of one track.
+
+    Returns
+    -------
+    dict
+        ``track_id``, ``album``, ``content_hash``, ``integrated_lufs``,
+        ``duration_s``, ``blocks`` (float32 ndarray of block loudness above
+        -70 LUFS), ``error`` (None, or ``{stage, error_type, message}``).
+    """
+    out = {"track_id": spec["track_id"], "album": spec.get("album"), "content_hash": None, "integrated_lufs": None, "duration_s": 0.0, "blocks": np.empty(0, np.float32), "error": None}
+    try:
+        path = spec["path"]
+        chash = _stage("hash", lambda: content_hash(path))
+        out["content_hash"] = chash
+        analysis, _, _ = _analysis(lambda: audio.decode(path), out_root, chash, _device(settings))
+        _check_silent(analysis["report"], path)
+        out["integrated_lufs"] = analysis["report"]["integrated_lufs"]
+        out["duration_s"] = float(analysis["report"]["duration_s"])
+        out["blocks"] = np.asarray(analysis["blocks"], dtype=np.float32)
+    except TrackFailure as f:
+        out["error"] = {"stage": f.stage, "error_type": f.error_type, "message": f.message}
+    return out
+
+
+# --- presets ------------------------------------------------------------------------
+
+
+def _load_bank(settings: Mapping[str, Any]) -> Any:
+    """The job's preset bank (``None``: the shipped default), loaded once per worker process and bank content."""
+    from acetate.pipeline import presets
+
+    key = f"{settings.get('preset_bank')}:{settings.get('preset_bank_hash')}"
+    if key not in _BANK_CACHE:
+        _BANK_CACHE[key] = presets.load_bank(settings.get("preset_bank"))
+    return _BANK_CACHE[key]
+
+
+def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Choose the preset: the manifest row's or the job's forced preset, else the bank's nearest.
+
+    Returns ``{"preset": Preset, "forced": bool, "distance": float|None, "runners_up": [(name, d)]}``.
+    """
+    bank = _load_bank(settings)
+    forced = spec.get("preset") or settings.get("preset")
+    if forced:
+        return {"preset": bank[forced], "forced": True, "distance": None, "runners_up": []}
+    sel = bank.select(fp)
+    return {"preset": sel.preset, "forced": False, "distance": _float(sel.distance), "runners_up": [(str(n), _float(d)) for n, d in sel.runners_up]}
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# --- rows -------------------------------------------------------------------------
+
+
+def _loudness_row(run_id: str, spec: Mapping[str, Any], stage: str, target: str, tspec: Mapping[str, float], report: Mapping[str, Any], path: str, target_lufs: float) -> dict[str, Any]:
+    i = report.get("integrated_lufs")
+    tp = report.get("true_peak_dbtp")
+    passed = None
+    if i is not None:
+        passed = abs(i - target_lufs) <= tspec["tolerance_lu"] and (tp is None or tp <= tspec["true_peak_dbtp"] + 1e-6)
+    row = {k: report.get(k) for k in ("integrated_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs", "momentary_max_lufs", "short_term_max_lufs", "duration_s", "sample_rate", "channels")}
+    row.update(
+        run_id=run_id,
+        track_id=spec["track_id"],
+        album=spec.get("album"),
+        scope="track",
+        stage=stage,
+        target=target,
+        path=path,
+        target_lufs=target_lufs,
+        target_true_peak_dbtp=tspec["true_peak_dbtp"],
+        tolerance_lu=tspec["tolerance_lu"],
+        delta_lu=None if i is None else i - target_lufs,
+        passed=passed,
+    )
+    return row
+
+
+def _feature_row(fp: Mapping[str, float], path: str, track_id: str, stage: str, target: str | None) -> dict[str, Any]:
+    return {"path": path, "track_id": track_id, "stage": stage, "target": target, **fp}
+
+
+def _write_parts(out_root: str, part: str, run_id: str, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    from acetate.schemas import loudness as lschema
+    from acetate.schemas import presets as pschema
+    from acetate.schemas import registry
+
+    builders = {
+        "features": lambda r: registry.features_dataset_table(r, run_id=run_id),
+        "presets": pschema.presets_table,
+        "loudness": lschema.loudness_table,
+    }
+    for name, build in builders.items():
+        if rows.get(name):
+            store.write_part(out_root, name, build(rows[name]), part)
+        else:
+            store.remove_part(out_root, name, part)
+
+
+def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: TrackFailure, attempt: int, key: str | None) -> None:
+    from acetate.schemas import failures
+
+    row = {
+        "run_id": run_id,
+        "track_id": spec["track_id"],
+        "path": spec.get("path"),
+        "stage": f.stage,
+        "error_type": f.error_type,
+        "message": f.message,
+        "attempt": attempt,
+        "key": key,
+        "time": _now(),
+    }
+    store.write_part(out_root, "failures", failures.failures_table([row]), f"{store.safe_name(spec['track_id'])}.{run_id}.{attempt}")
+
+
+# --- the unit of work ----------------------------------------------------------------
+
+
+def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: str, run_id: str) -> dict[str, Any]:
+    """Process one track end to end; write its masters, part files and ledger; return a small summary.
+
+    Parameters
+    ----------
+    spec : mapping
+        :meth:`acetate.pipeline.jobs.TrackSpec.to_dict` (absolute ``path``).
+    settings : mapping
+        :meth:`acetate.pipeline.jobs.Job.settings` (plus ``preset_bank_hash``).
+    out_root : str
+        The output root (a path every worker sees).
+    run_id : str
+
+    Returns
+    -------
+    dict
+        ``track_id``, ``status`` (``done`` | ``skipped`` | ``failed``),
+        ``key``, ``attempt``, ``duration_s`` (programme seconds),
+        ``seconds`` (wall time of the task), ``outputs`` (master paths),
+        ``stage`` / ``error_type`` / ``message`` when failed, and for album
+        tracks ``output_blocks`` per target (float32 block loudness of the
+        master, for the album's output loudness) and ``output_duration_s``.
+    """
+    t0 = time.perf_counter()
+    track_id = spec["track_id"]
+    part = store.safe_name(track_id)
+    path = spec["path"]
+    mode = settings["mode"]
+    summary: dict[str, Any] = {"track_id": track_id, "album": spec.get("album"), "status": "failed", "key": None, "attempt": 1, "duration_s": 0.0, "outputs": []}
+    ledger = read_ledger(out_root, track_id) or {}
+    key = None
+    attempt = 1
+    try:
+        chash = _stage("hash", lambda: content_hash(path))
+        key = f"{chash}:{settings_hash(settings, spec)}"
+        summary["key"] = key
+        if ledger.get("status") == "done" and ledger.get("key") == key and all(os.path.exists(p) for p in ledger.get("outputs", [])):
+            summary.update(status="skipped", duration_s=float(ledger.get("duration_s") or 0.0), outputs=ledger.get("outputs", []), attempt=int(ledger.get("attempts", 1)))
+            summary["output_blocks"] = {}
+            if spec.get("album") and ledger.get("output_blocks_file"):
+                summary["output_blocks"] = {t: np.asarray(v, np.float32) for t, v in (store.read_json(ledger["output_blocks_file"]) or {}).items()}
+            summary["seconds"] = time.perf_counter() - t0
+            return summary
+        attempt = int(ledger.get("attempts", 0)) + 1 if ledger.get("key") == key and ledger.get("status") != "done" else 1
+        summary["attempt"] = attempt
+        store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat()})
+
+        device = _device(settings)
+        x_cache: dict[str, Any] = {}
+
+        def load() -> tuple[np.ndarray, int]:
+            if "x" not in x_cache:
+                x_cache["x"], x_cache["fs"] = audio.decode(path)
+            return x_cache["x"], x_cache["fs"]
+
+        analysis, x, fs = _analysis(load, out_root, chash, device)
+        report, fp = analysis["report"], analysis["fingerprint"]
+        _check_silent(report, path)
+        summary["duration_s"] = float(report["duration_s"])
+        targets = list(spec.get("targets") or [])
+        rows: dict[str, list[dict[str, Any]]] = {"features": [], "presets": [], "loudness": []}
+        rows["features"].append(_feature_row(fp, path, track_id, "input", None))
+        in_lufs = report["integrated_lufs"]
+        album_lufs = spec.get("album_loudness_lufs")
+
+        def album_gain(t: str) -> float | None:
+            return None if album_lufs is None else settings["targets"][t]["integrated_lufs"] - float(album_lufs)
+
+        def track_target(t: str) -> float:
+            g = album_gain(t)
+            return settings["targets"][t]["integrated_lufs"] if g is None else in_lufs + g
+
+        for t in targets:
+            rows["loudness"].append(_loudness_row(run_id, spec, "input", t, settings["targets"][t], report, path, track_target(t)))
+
+        if mode == "training-data":
+            x = None
+            x_cache.clear()
+            tdir = Path(out_root) / "training" / part
+            table = _stage("render", lambda: _training(path, str(tdir), settings, device))
+            summary["outputs"].append(table)
+
+        output_blocks: dict[str, np.ndarray] = {}
+        if mode == "master":
+            if x is None:
+                x, fs = _stage("decode", load)
+            sel = _stage("select", lambda: _select(fp, spec, settings))
+            stems = master_paths(out_root, track_id, targets)
+            for t in targets:
+                tspec = settings["targets"][t]
+                tl = track_target(t)
+                result = _stage("render", lambda: _render(x, fs, fp, sel["preset"], tl, tspec, settings, device))
+                out_report = result.output_report
+                if settings.get("verify", True):
+                    out_fp = _stage("verify", lambda: _verify(result, device))
+                    rows["features"].append(_feature_row(out_fp, stems[t], track_id, "output", t))
+                if spec.get("album"):
+                    output_blocks[t] = block_loudness(result.audio, result.fs)
+                written = _stage("write", lambda: _write(result, stems[t], settings["formats"]))
+                summary["outputs"].extend(written)
+                first = written[0] if written else stems[t]
+                rows["loudness"].append(_loudness_row(run_id, spec, "output", t, tspec, {k: v for k, v in out_report.items() if k != "path"}, first, tl))
+                params = dict(result.params)
+                if album_lufs is not None:
+                    params.update(album_gain_db=album_gain(t), album_loudness_lufs=float(album_lufs), track_target_lufs=tl)
+                if result.notes:
+                    params["notes"] = list(result.notes)
+                rows["presets"].append(
+                    {
+                        "run_id": run_id,
+                        "track_id": track_id,
+                        "target": t,
+                        "preset": getattr(sel["preset"], "name", str(sel["preset"])),
+                        "forced": sel["forced"],
+                        "distance": sel["distance"],
+                        "runners_up": sel["runners_up"],
+                        "params": params,
+                    }
+                )
+                del result
+        x = None
+        x_cache.clear()
+        _stage("write", lambda: _write_parts(out_root, part, run_id, rows))
+        blocks_file = None
+        if output_blocks:
+            blocks_file = str(Path(out_root) / store.STATE_DIR / "blocks" / f"{part}.json")
+            store.write_json(blocks_file, {t: [round(float(b), 4) for b in v] for t, v in output_blocks.items()})
+        store.write_json(
+            ledger_path(out_root, track_id),
+            {
+                "track_id": track_id,
+                "status": "done",
+                "key": key,
+                "attempts": attempt,
+                "run_id": run_id,
+                "finished": _now().isoformat(),
+                "duration_s": summary["duration_s"],
+                "outputs": summary["outputs"],
+                "output_blocks_file": blocks_file,
+            },
+        )
+        summary.update(status="done", output_blocks=output_blocks)
+    except TrackFailure as f:
+        summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)
+        try:
+            _failure(out_root, run_id, spec, f, attempt, key)
+            for name in ("features", "presets", "loudness"):
+                store.remove_part(out_root, name, part)
+            store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "failed", "key": key, "attempts": attempt, "run_id": run_id, "stage": f.stage, "error_type": f.error_type, "message": f.message, "finished": _now().isoformat()})
+        except Exception as exc:  # noqa: BLE001 - the output root itself is broken; report that too
+            summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {_msg(exc)})"
+    except Exception as exc:  # noqa: BLE001 - a bug outside the staged code; still a row, never a lost task
+        summary.update(status="failed", stage="job", error_type=type(exc).__name__, message=_msg(exc), attempt=attempt)
+        try:
+            _failure(out_root, run_id, spec, TrackFailure("job", type(exc).__name__, _msg(exc)), attempt, key)
+        except Exception:
+            pass
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+# --- adapters to render ------------------------------------------------------------
+
+
+def _render(x: np.ndarray, fs: int, fp: Mapping[str, float], preset: Any, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str) -> Any:
+    """``render.master`` with the job's target, ceiling, intensity and device.
+
+    In album mode ``target_lufs`` is the track's own input loudness plus the
+    album gain, so the album's relative loudness survives the chain; render's
+    loudness stage lands on it and its limiter holds the ceiling.
+    """
+    from acetate.pipeline import render
+
+    ms = render.MasterSettings(
+        target_lufs=float(target_lufs),
+        ceiling_dbtp=float(tspec["true_peak_dbtp"]),
+        intensity=settings.get("intensity", "medium"),
+        device=device,
+    )
+    with _DeviceSection(device):
+        return render.master(x, fs, ms, preset=preset, fingerprint=fp)
+
+
+def _verify(result: Any, device: str) -> dict[str, float]:
+    """Fingerprint of the master (its loudness figures from render's output report)."""
+    from acetate.kernels import backend
+    from acetate.pipeline import analyse
+
+    rep = result.output_report
+    given = {k: (math.nan if rep.get(k) is None else rep[k]) for k in analyse.LOUDNESS_KEYS if k in rep}
+    xp = backend.array_module(device)
+    with _DeviceSection(device):
+        return analyse.fingerprint(backend.to_device(result.audio, xp), result.fs, loudness=given)
+
+
+def _write(result: Any, stem: str, formats: list[str]) -> list[str]:
+    from acetate.pipeline import render
+
+    out = render.write_outputs(result, stem, formats)
+    return [o["path"] if isinstance(o, Mapping) else str(o) for o in out]
+
+
+def _training(path: str, out_dir: str, settings: Mapping[str, Any], device: str) -> str:
+    """``training-data`` mode: :func:`acetate.pipeline.training.generate` for one track into ``out_dir``.
+
+    Writes ``out_dir/training.parquet`` (schema ``training``) and the variants
+    under ``out_dir/audio/``; the job's ``training`` section gives presets,
+    intensities, random draws, seed and format.
+    """
+    from acetate.pipeline import training
+
+    t = dict(settings.get("training") or {})
+    return training.generate(
+        [path],
+        out_dir,
+        presets=t.get("presets"),
+        intensities=t.get("intensities") or training.INTENSITIES,
+        n_random=t.get("n_random"),
+        seed=int(t.get("seed", 0)),
+        bank=settings.get("preset_bank"),
+        fmt=t.get("format", "flac24"),
+        device=device,
+    )

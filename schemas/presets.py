@@ -1,0 +1,89 @@
+"""The presets table: which preset each track's master used, and why.
+
+One row per (track, target).
+
+Columns
+-------
+``run_id``, ``track_id``, ``target``, ``preset`` (name of the preset
+applied), ``forced`` (true when the manifest or job named the preset rather
+than the selector choosing it), ``distance`` (selector distance of the chosen
+preset from the track's fingerprint; NaN when forced or unknown),
+``runners_up`` (list of ``struct<name: string, distance: float64>``, nearest
+first), ``params`` (JSON text of the chain parameters render applied).
+
+Metadata: ``acetate.schema`` = ``presets``, ``acetate.schema_version`` =
+:data:`SCHEMA_VERSION`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "RUNNER_UP", "PRESETS_SCHEMA", "presets_table"]
+
+SCHEMA_NAME = "presets"
+SCHEMA_VERSION = "1.0"
+
+RUNNER_UP = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("distance", pa.float64())])
+
+PRESETS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("target", pa.string()),
+        pa.field("preset", pa.string(), nullable=False),
+        pa.field("forced", pa.bool_(), nullable=False),
+        pa.field("distance", pa.float64()),
+        pa.field("runners_up", pa.list_(RUNNER_UP)),
+        pa.field("params", pa.string(), metadata={b"format": b"JSON"}),
+    ],
+    metadata={b"acetate.schema": SCHEMA_NAME.encode(), b"acetate.schema_version": SCHEMA_VERSION.encode()},
+)
+
+
+def presets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Build a table with :data:`PRESETS_SCHEMA`.
+
+    ``params`` may be given as a dict (serialised to JSON here) or as JSON
+    text; ``runners_up`` as a list of ``{"name", "distance"}`` dicts or
+    ``(name, distance)`` pairs.
+
+    Raises
+    ------
+    ValueError
+        On an unknown column (named) or a malformed runner-up.
+    """
+    out = []
+    names = set(PRESETS_SCHEMA.names)
+    for i, r in enumerate(rows):
+        unknown = sorted(set(r) - names)
+        if unknown:
+            raise ValueError(f"presets row {i}: unknown column {unknown[0]!r}")
+        row = {n: r.get(n) for n in PRESETS_SCHEMA.names}
+        if row["params"] is not None and not isinstance(row["params"], str):
+            row["params"] = json.dumps(row["params"], sort_keys=True, default=_jsonable)
+        ru = []
+        for j, item in enumerate(row["runners_up"] or []):
+            if isinstance(item, dict):
+                ru.append({"name": str(item["name"]), "distance": _float(item.get("distance"))})
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                ru.append({"name": str(item[0]), "distance": _float(item[1])})
+            else:
+                raise ValueError(f"presets row {i}: runners_up[{j}] must be {{name, distance}} or a pair, got {item!r}")
+        row["runners_up"] = ru
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=PRESETS_SCHEMA)
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, (set, frozenset, tuple)):
+        return list(v)
+    return str(v)
