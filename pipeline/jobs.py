@@ -11,7 +11,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       # demo: {per_style: 1, seconds: 20, include_bad: true}     # the built-in synthetic catalogue
     output: /mnt/masters/nightly  # the output root OUT
     targets:                      # delivery targets by name (built-ins: render.TARGETS)
-      streaming: {integrated_lufs: -14.0, true_peak_dbtp: -1.0, tolerance_lu: 1.0}
+      streaming: {integrated_lufs: -14.0, true_peak_dbtp: -1.0, tolerance_lu: 0.1}
     target: streaming             # target(s) of tracks whose manifest row names none (name or list)
     formats: [wav24]              # see acetate.pipeline.audio.FORMATS
     presets:
@@ -74,14 +74,14 @@ __all__ = [
 
 MODES = ("master", "analyze", "training-data")
 
-#: Tolerance (LU) of the built-in targets that differ from the default 1.0.
-_TOLERANCES = {"ebu-r128": 0.5}
+#: Tolerance (LU) of built-in targets that differ from the default 0.1 LU (what a master promises).
+_TOLERANCES: dict[str, float] = {}
 
 
 def _builtin_targets() -> dict[str, dict[str, float]]:
     from acetate.pipeline.render import TARGETS  # one list of named targets for `acetate master` and jobs
 
-    return {n: {"integrated_lufs": float(l), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 1.0)} for n, (l, tp) in TARGETS.items()}
+    return {n: {"integrated_lufs": float(l), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)} for n, (l, tp) in TARGETS.items()}
 
 
 #: Delivery targets known by name (a job's ``targets`` may add or redefine them).
@@ -246,7 +246,7 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
                 raise JobError(f"target {tname!r} is not built in ({sorted(BUILTIN_TARGETS)}); give its integrated_lufs")
             spec = {}
         _unknown(spec, _TARGET, f"targets.{tname}")
-        merged = {**{"tolerance_lu": 1.0, "true_peak_dbtp": -1.0}, **base, **spec}
+        merged = {**{"tolerance_lu": 0.1, "true_peak_dbtp": -1.0}, **base, **spec}
         if "integrated_lufs" not in merged:
             raise JobError(f"targets.{tname}: integrated_lufs is required")
         t = {k: _number(merged[k], f"targets.{tname}.{k}") for k in sorted(_TARGET)}

@@ -12,28 +12,24 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from acetate.pipeline import audio, render
-from acetate.pipeline.presets import BALANCED, Preset
+from acetate.pipeline.presets import Preset, load_bank
 
 __all__ = ["choose_preset", "master_file", "summary_row"]
 
 
-def choose_preset(fingerprint: Mapping[str, float], preset: str = "auto", bank: Any = None) -> tuple[Preset, dict[str, Any]]:
-    """The preset to use and the selection record (name, distance, runners-up).
+def choose_preset(fingerprint: Mapping[str, float], preset: str | None = "auto", bank: Any = None) -> tuple[Preset, dict[str, Any]]:
+    """The preset to use and the selection record (``preset, forced, distance, runners_up``).
 
-    ``preset="auto"`` asks the bank (default bank when ``bank`` is None) for the
-    nearest style; a name forces that preset from the bank.
+    ``preset="auto"`` (or None) asks the bank for the nearest style; a name forces
+    that preset from the bank. ``bank`` is a loaded :class:`~acetate.pipeline.presets.Bank`,
+    a path, or None for the shipped default bank.
     """
-    try:
-        from acetate.pipeline.presets import load_bank
-    except ImportError:  # no bank support: the built-in balanced preset
-        if preset not in ("auto", BALANCED.name):
-            raise ValueError(f"unknown preset {preset!r}: only {BALANCED.name!r} is built in") from None
-        return BALANCED, {"preset": BALANCED.name, "distance": None, "runners_up": [], "mode": "builtin"}
-    b = bank if bank is not None and not isinstance(bank, (str, Path)) else load_bank(bank)
-    if preset == "auto":
-        sel = b.select(fingerprint)
-        return sel.preset, {"preset": sel.preset.name, "distance": sel.distance, "runners_up": list(sel.runners_up), "mode": "auto"}
-    return b[preset], {"preset": preset, "distance": None, "runners_up": [], "mode": "forced"}
+    b = load_bank(bank) if bank is None or isinstance(bank, (str, Path)) else bank
+    if preset and preset != "auto":
+        return b[preset], {"preset": preset, "forced": True, "distance": None, "runners_up": []}
+    sel = b.select(fingerprint)
+    runners = [(str(n), float(d)) for n, d in sel.runners_up]
+    return sel.preset, {"preset": sel.preset.name, "forced": False, "distance": float(sel.distance), "runners_up": runners}
 
 
 def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -302,12 +302,10 @@ def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[
 
     Returns ``{"preset": Preset, "forced": bool, "distance": float|None, "runners_up": [(name, d)]}``.
     """
-    bank = _load_bank(settings)
-    forced = spec.get("preset") or settings.get("preset")
-    if forced:
-        return {"preset": bank[forced], "forced": True, "distance": None, "runners_up": []}
-    sel = bank.select(fp)
-    return {"preset": sel.preset, "forced": False, "distance": _float(sel.distance), "runners_up": [(str(n), _float(d)) for n, d in sel.runners_up]}
+    from acetate.pipeline.mastering import choose_preset
+
+    chosen, record = choose_preset(fp, spec.get("preset") or settings.get("preset") or "auto", _load_bank(settings))
+    return {**record, "preset": chosen}
 
 
 def _float(v: Any) -> float | None:
