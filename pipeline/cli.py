@@ -323,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Small matrix products dominate the kernels' BLAS use; a BLAS thread pool per
+    # call costs more than it gains (Dask workers get the same from their nanny).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

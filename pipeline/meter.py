@@ -6,12 +6,12 @@ A report is a flat dict with the CLI contract's keys (``acetate loudness
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from acetate.kernels import backend, loudness, truepeak
 from acetate.pipeline import audio
 
-__all__ = ["REPORT_KEYS", "loudness_report", "measure_file"]
+__all__ = ["REPORT_KEYS", "loudness_report", "report_from_fingerprint", "measure_file"]
 
 REPORT_KEYS = (
     "path",
@@ -52,6 +52,16 @@ def loudness_report(x: Any, fs: int, *, oversample: int | None = None) -> dict[s
         "sample_rate": int(fs),
         "channels": int(x.shape[0]),
     }
+
+
+def report_from_fingerprint(fp: Mapping[str, float]) -> dict[str, Any]:
+    """The loudness report already inside a fingerprint (NaN -> None), without measuring again."""
+    keys = ("integrated_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs", "momentary_max_lufs", "short_term_max_lufs")
+    rep: dict[str, Any] = {k: _finite(fp.get(k, math.nan)) for k in keys}
+    if rep["integrated_lufs"] is None:
+        rep["loudness_range_lu"] = None
+    rep.update(duration_s=float(fp["duration_s"]), sample_rate=int(fp["sample_rate"]), channels=int(fp["channels"]))
+    return rep
 
 
 def measure_file(path: str, *, oversample: int | None = None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from acetate.kernels import backend, dither, dynamics, fir, image, loudness, truepeak
+from acetate.kernels import backend, blocks, dither, dynamics, fir, image, loudness, truepeak
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 from acetate.pipeline import audio, meter
 from acetate.pipeline.presets import BALANCED, Preset
@@ -213,22 +213,57 @@ def _label(fc: float) -> str:
     return band_labels(3)[BAND_CENTRES_HZ.index(fc)]
 
 
-def _active_level_db(x: Any, fs: float) -> float:
-    """Energy mean (dBFS) of the 100 ms blocks of ``x`` within 20 dB of its mean and above -70 dBFS."""
-    xp = backend.namespace(x)
-    hop = max(1, int(round(0.1 * fs)))
-    nb = x.shape[-1] // hop
-    if nb == 0:
-        return -math.inf
-    p = xp.mean(xp.reshape(xp.astype(x[..., : nb * hop], xp.float64) ** 2, (x.shape[0], nb, hop)), axis=(0, 2))
-    with np.errstate(divide="ignore"):
-        lvl = 10.0 * xp.log10(p)
-    keep = lvl > -70.0
-    if not bool(backend.to_host(xp.any(keep))):
-        return -math.inf
-    mean = xp.sum(xp.where(keep, p, 0.0)) / xp.sum(keep)
-    keep = keep & (lvl > 10.0 * xp.log10(mean) - 20.0)
-    return backend.to_float(10.0 * xp.log10(xp.sum(xp.where(keep, p, 0.0)) / xp.sum(keep)))
+def _crossover_energies(fingerprint: Mapping[str, float], eq_gains_db: np.ndarray, edges_hz: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-square power of mid and side (dB re. the overall level -> linear) per crossover band.
+
+    Summed from the fingerprint's 1/3-octave long-term spectra (bands whose centre
+    falls in the crossover band), mid with the EQ curve applied.
+    """
+    centres = np.asarray(BAND_CENTRES_HZ)
+    labels = [_label(fc) for fc in BAND_CENTRES_HZ]
+    mid = np.array([fingerprint.get(f"ltas_mid_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db
+    side = np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64)
+    band = np.searchsorted(np.asarray(edges_hz), centres)  # crossover band of each 1/3-octave band
+    pm = np.where(np.isfinite(mid), 10.0 ** (np.nan_to_num(mid, nan=-300.0) / 10.0), 0.0)
+    ps = np.where(np.isfinite(side), 10.0 ** (np.nan_to_num(side, nan=-300.0) / 10.0), 0.0)
+    n = len(edges_hz) + 1
+    return np.bincount(band, pm, minlength=n), np.bincount(band, ps, minlength=n)
+
+
+def _overall_level_db(fingerprint: Mapping[str, float]) -> float:
+    """Mean-square level (dBFS) of the track: sample peak minus crest factor."""
+    return float(fingerprint.get("sample_peak_dbfs", np.nan)) - float(fingerprint.get("crest_factor_db", np.nan))
+
+
+def widths_for_correlation(mid_energy: np.ndarray, side_energy: np.ndarray, widths: Sequence[float]) -> np.ndarray:
+    """Per-band side gains, with widening scaled back so overall correlation stays >= the input's.
+
+    With bands uncorrelated with each other and mid/side energies ``M_b, S_b``,
+    the L/R correlation after side gains ``w_b`` is
+    ``sum(M_b - w_b^2 S_b) / sum(M_b + w_b^2 S_b)``. Narrowing (``w < 1``, the
+    low band by default) is always applied; widening is scaled by the largest
+    ``alpha`` in [0, 1] (``w -> 1 + alpha (w - 1)``) that keeps the correlation
+    at or above the input's. So a master never ends up less mono-compatible
+    than its mix: a preset widens the top only as far as it tightens the bottom.
+    """
+    w = np.asarray(widths, dtype=np.float64)
+    m, sd = np.asarray(mid_energy, dtype=np.float64), np.asarray(side_energy, dtype=np.float64)
+    if m.sum() + sd.sum() <= 0:
+        return np.minimum(w, 1.0)
+
+    def rho(ww: np.ndarray) -> float:
+        return float(np.sum(m - ww**2 * sd) / max(np.sum(m + ww**2 * sd), 1e-300))
+
+    rho_in = rho(np.ones_like(w))
+    narrow = np.minimum(w, 1.0)
+    widen = np.maximum(w, 1.0) - 1.0
+    if rho(narrow + widen) >= rho_in:
+        return narrow + widen
+    lo, hi = 0.0, 1.0
+    for _ in range(40):  # bisection on one scalar
+        mid_a = 0.5 * (lo + hi)
+        lo, hi = (mid_a, hi) if rho(narrow + mid_a * widen) >= rho_in else (lo, mid_a)
+    return narrow + lo * widen
 
 
 # --- the chain --------------------------------------------------------------------
@@ -254,37 +289,69 @@ def _prepare(x: np.ndarray, fs: int, settings: MasterSettings, xp: Any) -> tuple
     return xd, out_fs, notes
 
 
-def _dynamics_and_width(y: Any, fs: int, preset: Preset, amount: float, settings: MasterSettings, params: dict) -> Any:
-    xp = backend.namespace(y)
+def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: Preset, amount: float, settings: MasterSettings, channels: int) -> dict[str, Any]:
+    """Global parameters of the local stages, from the fingerprint (no pass over the audio).
+
+    Compressor thresholds follow each band's own long-term level (after EQ) plus
+    the preset's offset; widths are fixed for the whole track.
+    """
     edges = preset.crossovers_hz
+    mid_e, side_e = _crossover_energies(fingerprint, eq_gains, edges)
+    level = _overall_level_db(fingerprint)
+    plan: dict[str, Any] = {"crossovers_hz": list(edges)}
     if settings.dynamics:
+        bands = []
+        for b in range(len(edges) + 1):  # 4 bands: parameters, not samples
+            power = mid_e[b] + side_e[b]
+            band_db = level + 10.0 * math.log10(power) if power > 0 and math.isfinite(level) else None
+            bands.append(
+                {
+                    "band": b,
+                    "threshold_db": None if band_db is None else round(band_db + preset.threshold_rel_db[b], 3),
+                    "ratio": round(1.0 + (preset.ratio[b] - 1.0) * amount, 4),
+                    "knee_db": preset.knee_db[b],
+                    "attack_s": preset.attack_s[b],
+                    "release_s": preset.release_s[b],
+                }
+            )
+        plan["dynamics"] = bands
+    if settings.width and channels == 2:
+        requested = [1.0 + (w - 1.0) * amount for w in preset.width]
+        requested[0] = min(requested[0], 1.0)  # low band: never wider than the source
+        plan["width"] = [round(float(w), 5) for w in widths_for_correlation(mid_e, side_e, requested)]
+        plan["width_requested"] = [round(w, 5) for w in requested]
+    return plan
+
+
+def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h_eq: Any, highpass_hz: float | None) -> Any:
+    """HP -> EQ -> multiband dynamics -> width on one block (all local operations)."""
+    xp = backend.namespace(y)
+    if highpass_hz:
+        y = fir.highpass_dc(y, fs, highpass_hz)
+    if h_eq is not None:
+        y = xp.astype(fir.fft_filter(y, h_eq), xp.float32)
+    edges = plan["crossovers_hz"]
+    if "dynamics" in plan:
         bands = fir.crossover_bands(y, fs, edges)
         out = xp.zeros_like(y)
-        applied = []
-        for b in range(bands.shape[0]):  # 3-5 bands: a loop over stages, not samples
-            band = bands[b]
-            level = _active_level_db(band, fs)
-            if not math.isfinite(level):
-                out = out + band
-                applied.append({"band": b, "threshold_db": None, "ratio": 1.0, "max_reduction_db": 0.0})
+        for b, p in enumerate(plan["dynamics"]):  # 3-5 bands: a loop over stages, not samples
+            if p["threshold_db"] is None or p["ratio"] <= 1.0:
+                out = out + bands[b]
                 continue
-            ratio = 1.0 + (preset.ratio[b] - 1.0) * amount
-            threshold = level + preset.threshold_rel_db[b]
-            yb, gdb = dynamics.compress(
-                band, fs, threshold, ratio, preset.knee_db[b], preset.attack_s[b], preset.release_s[b], link=True
-            )
+            yb, _ = dynamics.compress(bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True)
             out = out + yb
-            applied.append(
-                {"band": b, "threshold_db": round(threshold, 3), "ratio": round(ratio, 3), "max_reduction_db": round(-backend.to_float(xp.min(gdb)), 3)}
-            )
-        params["dynamics"] = {"crossovers_hz": list(edges), "bands": applied}
         y = out
-    if settings.width and y.shape[0] == 2:
-        widths = [1.0 + (w - 1.0) * amount for w in preset.width]
-        widths[0] = min(widths[0], 1.0)  # low band: never wider than the source
-        y = image.stereo_width(y, fs, widths, edges)
-        params["width"] = {"requested": [round(w, 4) for w in widths]}
+    if "width" in plan and any(w != 1.0 for w in plan["width"]):
+        y = image.stereo_width(y, fs, plan["width"], edges, corr_floor=-1.0, max_low_width=float(plan["width"][0]))
     return y
+
+
+#: Block processing of the local stages: 60 s blocks with 5 s of context on each
+#: side (more than every stage's support: the 20 Hz high-pass FIR is 0.4 s long,
+#: compressor look-ahead and release windows are well under 2 s), so blocks give
+#: the whole-track result while memory stays bounded for hour-long programmes.
+BLOCK_S = 60.0
+HALO_S = 5.0
 
 
 def _apply_gain(y: Any, gain_db: float) -> Any:
@@ -305,7 +372,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     aim = ceiling
     for _ in range(_MAX_CEILING_PASSES):
         z, _ = dynamics.true_peak_limit(
-            x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=8
+            x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE
         )
         over = _verified_peak_db(z, fs) - ceiling
         if not over > 0:
@@ -396,24 +463,34 @@ def master(
     amount = INTENSITY[settings.intensity]
     params: dict[str, Any] = {"preset": preset.name, "intensity": settings.intensity, "amount": amount}
 
-    input_report = meter.loudness_report(xd, out_fs)
-    if settings.eq and fingerprint is None:
+    if fingerprint is None and (settings.eq or settings.dynamics or settings.width):
         from acetate.pipeline.analyse import fingerprint as _fingerprint
 
         fingerprint = _fingerprint(xd, out_fs)
+    # The fingerprint already holds the input's loudness: no second measurement.
+    input_report = meter.loudness_report(xd, out_fs) if fingerprint is None else meter.report_from_fingerprint(fingerprint)
 
-    y = xd
-    if settings.highpass:
-        y = fir.highpass_dc(y, out_fs, settings.highpass_hz)
-        params["highpass_hz"] = settings.highpass_hz
+    gains = np.zeros(len(BAND_CENTRES_HZ))
+    h_eq = None
     if settings.eq:
         gains = eq_curve(preset, fingerprint, out_fs, amount)
         if np.any(np.abs(gains) > 1e-3):
             n_taps = int(round(settings.eq_taps_s * out_fs)) | 1
-            h = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
-            y = xp.astype(fir.fft_filter(y, h), xp.float32)
+            h_eq = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
         params["eq"] = {"bands_hz": list(BAND_CENTRES_HZ), "gain_db": [round(float(g), 3) for g in gains], "phase": preset.eq_phase}
-    y = _dynamics_and_width(y, out_fs, preset, amount, settings, params)
+    plan = _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0]) if (settings.dynamics or settings.width) else {"crossovers_hz": []}
+    params.update({k: v for k, v in plan.items() if k != "crossovers_hz"})
+    if settings.dynamics:
+        params["crossovers_hz"] = plan["crossovers_hz"]
+    y = xd
+    if settings.highpass:
+        y = y - xp.astype(xp.mean(xp.astype(y, xp.float64), axis=-1, keepdims=True), xp.float32)  # DC, once for the track
+        params["highpass_hz"] = settings.highpass_hz
+    if settings.highpass or h_eq is not None or "dynamics" in plan or "width" in plan:
+        hp = settings.highpass_hz if settings.highpass else None
+        y = blocks.apply_blockwise(
+            lambda b: _local_chain(b, out_fs, plan, h_eq, hp), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs)
+        )
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db

@@ -210,3 +210,31 @@ def test_gpu_master_matches_cpu(mixes, gpu_xp):
     assert gpu.output_report["integrated_lufs"] == pytest.approx(cpu.output_report["integrated_lufs"], abs=0.02)
     err = np.sqrt(np.mean((gpu.audio.astype(np.float64) - cpu.audio) ** 2)) / np.sqrt(np.mean(cpu.audio.astype(np.float64) ** 2))
     assert 20 * math.log10(err + 1e-300) < -60
+
+
+def test_block_processing_matches_the_whole_track(mixes, monkeypatch):
+    x = mixes["rock"]
+    settings = render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0)
+    whole = render.master(x, FS, settings)
+    monkeypatch.setattr(render, "BLOCK_S", 1.5)  # 8 s in six blocks, each with 5 s of context
+    blocked = render.master(x, FS, settings)
+    assert blocked.params == whole.params
+    err = np.max(np.abs(blocked.audio.astype(np.float64) - whole.audio))
+    assert err < 1e-5
+
+
+def test_width_never_lowers_correlation_below_the_input():
+    mid = np.array([4.0, 2.0, 1.0, 0.5])
+    side = np.array([0.4, 0.5, 0.4, 0.3])
+
+    def rho(w):
+        w = np.asarray(w)
+        return np.sum(mid - w**2 * side) / np.sum(mid + w**2 * side)
+
+    # Widening alone would lower the correlation: it is scaled back to nothing.
+    w = render.widths_for_correlation(mid, side, [1.0, 1.0, 1.2, 1.3])
+    assert rho(w) >= rho(np.ones(4)) - 1e-12 and np.allclose(w, 1.0)
+    # Tightening the low band buys room to widen the top, up to the input's correlation.
+    w = render.widths_for_correlation(mid, side, [0.7, 1.0, 1.2, 1.3])
+    assert w[0] == 0.7 and w[2] > 1.0 and w[3] > 1.0
+    assert rho(w) == pytest.approx(rho(np.ones(4)), abs=1e-9) or np.allclose(w, [0.7, 1.0, 1.2, 1.3])
