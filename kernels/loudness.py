@@ -162,6 +162,86 @@ def _check_finite(x: Any, xp: Any) -> None:
         raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples; first at sample {first}")
 
 
+def _unique_inverse(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(v, return_inverse=True)`` for a host int array made of sorted runs.
+
+    A stable argsort (timsort: linear on a few concatenated sorted runs) and a
+    scatter of the running unique count: about 2.5x faster than ``np.unique``.
+    """
+    if v.size == 0:
+        return v, v
+    order = np.argsort(v, kind="stable")
+    sv = v[order]
+    new = np.empty(sv.size, dtype=bool)
+    new[0] = True
+    np.not_equal(sv[1:], sv[:-1], out=new[1:])
+    inverse = np.empty(v.size, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return sv[new], inverse
+
+
+def _segment_sums(p: Any, starts: Any, xp: Any) -> Any:
+    """Sums of ``p`` over ``[starts[i], starts[i + 1])`` (the last to the end); ``starts[0] == 0``.
+
+    NumPy: ``add.reduceat`` (one pass, no n-long prefix array: ~10x cheaper
+    than ``cumsum`` on one core); elsewhere a float64 ``cumsum`` read at the edges.
+    """
+    reduceat = getattr(getattr(xp, "add", None), "reduceat", None)
+    if reduceat is not None and not backend.is_gpu(xp):
+        return reduceat(p, starts)
+    cs = xp.concatenate([xp.zeros(1, dtype=p.dtype), xp.cumsum(p)])
+    ends = xp.concatenate([starts[1:], xp.asarray([p.shape[0]], dtype=starts.dtype)])
+    return cs[ends] - cs[starts]
+
+
+def _energies(
+    x: Any, fs: float, starts: np.ndarray, lengths: np.ndarray | int, weights: Sequence[float] | None, chunk: int
+) -> tuple[Any, Any]:
+    """:func:`window_energies` plus the sum of the weighted power over all samples (non-finite iff the input is)."""
+    xp, x = _validate(x, fs)
+    c, n = x.shape
+    g = channel_weights(c) if weights is None else np.asarray(weights, dtype=np.float64)
+    if g.shape != (c,):
+        raise ValueError(f"weights must have one value per channel ({c}), got {g.shape}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of samples, got {chunk!r}")
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = starts + np.asarray(lengths, dtype=np.int64)
+    if starts.size and (starts.min() < 0 or ends.max() > n):
+        raise ValueError("windows reach outside the signal")
+    # The prefix sum P[i] = sum_{m<i} p[m] is needed only at window edges:
+    # sum p between consecutive boundaries (window edges and chunk starts),
+    # then a cumulative sum over those few segment sums.
+    chunk_starts = np.arange(0, n, chunk, dtype=np.int64)
+    bounds, inverse = _unique_inverse(np.concatenate([starts, ends, chunk_starts]))
+    n_seg = int(np.searchsorted(bounds, n))  # boundaries below n start the summed segments
+    sig = backend.signal(xp)
+    sos = backend.to_device(k_weighting_sos(fs), xp)
+    gw = backend.to_device(g, xp)
+    zi = xp.zeros((sos.shape[0], c, 2), dtype=xp.float64)
+    sums = []
+    for a in chunk_starts.tolist():  # a handful of chunks per track, not per sample
+        b = min(n, a + chunk)
+        # sosfilt computes in float64 (the dtype of the sections) whatever the input's float dtype.
+        seg = x[:, a:b]
+        if backend.is_gpu(xp) or seg.dtype not in (xp.float32, xp.float64):
+            seg = xp.astype(seg, xp.float64)
+        y, zi = sig.sosfilt(sos, seg, axis=-1, zi=zi)
+        p = xp.einsum("c,cn,cn->n", gw, y, y) if hasattr(xp, "einsum") else xp.sum(gw[:, None] * y * y, axis=0)
+        lo, hi = np.searchsorted(bounds[:n_seg], [a, b])
+        sums.append(_segment_sums(p, backend.to_device(bounds[lo:hi] - a, xp), xp))
+    seg_sums = xp.concatenate(sums) if sums else xp.zeros(0, dtype=xp.float64)
+    # prefix[i] = P[bounds[i]]; the final entry is P[n] (bounds[n_seg] == n when a window ends at n).
+    prefix = xp.concatenate([xp.zeros(1, dtype=xp.float64), xp.cumsum(seg_sums)])
+    total = prefix[-1]
+    inv = backend.to_device(inverse[: 2 * starts.size], xp)
+    p_start = prefix[inv[: starts.size]]
+    p_end = prefix[inv[starts.size :]]
+    length = backend.to_device(ends - starts, xp)
+    # Negative round-off on exact silence is clamped to zero.
+    return xp.maximum(p_end - p_start, 0.0) / length, total
+
+
 def window_energies(
     x: Any,
     fs: float,
@@ -195,40 +275,7 @@ def window_energies(
     z : array of float64, shape (len(starts),), on ``x``'s device
         ``sum_i G_i z_i`` for each window -- the quantity inside BS.1770's log.
     """
-    xp, x = _validate(x, fs)
-    c, n = x.shape
-    g = channel_weights(c) if weights is None else np.asarray(weights, dtype=np.float64)
-    if g.shape != (c,):
-        raise ValueError(f"weights must have one value per channel ({c}), got {g.shape}")
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = starts + np.asarray(lengths, dtype=np.int64)
-    if starts.size and (starts.min() < 0 or ends.max() > n):
-        raise ValueError("windows reach outside the signal")
-    # Prefix sum P[i] = sum_{m<i} p[m] is read only at window edges.
-    edges, inverse = np.unique(np.concatenate([starts, ends]), return_inverse=True)
-    prefix = xp.zeros(edges.size, dtype=xp.float64)
-    sig = backend.signal(xp)
-    sos = backend.to_device(k_weighting_sos(fs), xp)
-    gw = backend.to_device(g, xp)[:, None]
-    zi = xp.zeros((sos.shape[0], c, 2), dtype=xp.float64)
-    offset = xp.zeros((), dtype=xp.float64)
-    lo = int(np.searchsorted(edges, 0, side="right"))  # edges equal to 0 keep P = 0
-    for a in range(0, n, chunk):  # a handful of chunks per track, not per sample
-        b = min(n, a + chunk)
-        y, zi = sig.sosfilt(sos, xp.astype(x[:, a:b], xp.float64), axis=-1, zi=zi)
-        run = xp.cumsum(xp.sum(gw * y * y, axis=0))
-        hi = int(np.searchsorted(edges, b, side="right"))
-        if hi > lo:
-            local = backend.to_device(edges[lo:hi] - a - 1, xp)
-            prefix[lo:hi] = offset + run[local]
-        offset = offset + run[-1]
-        lo = hi
-    inv = backend.to_device(inverse, xp)
-    p_start = prefix[inv[: starts.size]]
-    p_end = prefix[inv[starts.size :]]
-    length = backend.to_device(ends - starts, xp)
-    # Negative round-off on exact silence is clamped to zero.
-    return xp.maximum(p_end - p_start, 0.0) / length
+    return _energies(x, fs, starts, lengths, weights, chunk)[0]
 
 
 def _lufs(z: Any, xp: Any) -> Any:
@@ -326,7 +373,6 @@ def measure(
     xp, x = _validate(x, fs)
     if not (0 < resolution_s <= 0.1):
         raise ValueError(f"resolution_s must be in (0, 0.1] seconds, got {resolution_s!r}")
-    _check_finite(x, xp)
     n = x.shape[1]
     # Every window we need, in one gather: gating blocks, M and S on the fine
     # grid (which contains the 10 Hz series as every k-th value).
@@ -339,17 +385,19 @@ def measure(
         [np.full(gate_starts.size, n_block), np.full(m_starts.size, n_m), np.full(s_starts.size, n_s), np.full(lra_starts.size, n_s)]
     )
     if starts.size == 0:
+        _check_finite(x, xp)
         inf = float("-inf")
         return LoudnessStats(inf, inf, inf, 0.0)
-    z = window_energies(x, fs, starts, lengths, weights=weights, chunk=chunk)
+    z, total = _energies(x, fs, starts, lengths, weights, chunk)
+    if not np.isfinite(backend.to_float(total)):
+        _check_finite(x, xp)  # names the bad samples (a NaN anywhere makes the total NaN)
     cuts = np.cumsum([gate_starts.size, m_starts.size, s_starts.size])
     z_gate, z_m, z_s, z_lra = z[: cuts[0]], z[cuts[0] : cuts[1]], z[cuts[1] : cuts[2]], z[cuts[2] :]
     integrated = gated_loudness(z_gate) if z_gate.shape[0] else float("-inf")
-    m_lufs = _lufs(z_m, xp)
-    s_lufs = _lufs(z_s, xp)
     lra_lufs = _lufs(z_lra, xp)
-    m_max = backend.to_float(xp.max(m_lufs)) if m_lufs.shape[0] else float("-inf")
-    s_max = backend.to_float(xp.max(s_lufs)) if s_lufs.shape[0] else float("-inf")
+    # log10 is monotonic: the loudest window is the one with the largest energy.
+    m_max = backend.to_float(_lufs(xp.max(z_m), xp)) if z_m.shape[0] else float("-inf")
+    s_max = backend.to_float(_lufs(xp.max(z_s), xp)) if z_s.shape[0] else float("-inf")
     lra = loudness_range(lra_lufs) if lra_lufs.shape[0] else 0.0
     # 10 Hz display series: momentary windows starting every 100 ms.
     m_series = backend.to_host(_lufs(z_gate, xp)) if z_gate.shape[0] else np.empty(0)

@@ -36,6 +36,7 @@ __all__ = [
     "width_db",
     "stereo_stats",
     "stereo_stats_from_stft",
+    "stereo_stats_from_cross",
     "correlation",
 ]
 
@@ -189,10 +190,30 @@ def stereo_stats_from_stft(s: spectrum.Spectrogram, fraction: int = 1, fmin: flo
     fmin : float
         Lowest frequency of the overall figures, hertz.
     """
-    xp = backend.namespace(s.spec)
     p_ll, p_rr, p_lr = cross_spectra(s.spec, s.scale)
-    w = spectrum.band_matrix(s.freqs, s.fs, fraction)
-    broad = xp.astype(s.freqs >= fmin, xp.float64)[None, :]
+    return stereo_stats_from_cross(p_ll, p_rr, p_lr, s.freqs, s.fs, fraction, fmin)
+
+
+def stereo_stats_from_cross(p_ll: Any, p_rr: Any, p_lr: Any, freqs: Any, fs: float, fraction: int = 1, fmin: float = 20.0) -> StereoStats:
+    """Per-band and overall correlation and width from long-term auto- and cross-power per bin.
+
+    Parameters
+    ----------
+    p_ll, p_rr, p_lr : arrays, shape (K,)
+        As returned by :func:`cross_spectra` (or
+        :func:`acetate.kernels.spectrum.stereo_power_stats`).
+    freqs : array, shape (K,)
+        Bin frequencies, hertz.
+    fs : int
+        Sample rate, hertz.
+    fraction : {1, 3}
+        Bands per octave of the per-band figures.
+    fmin : float
+        Lowest frequency of the overall figures, hertz.
+    """
+    xp = backend.namespace(p_ll)
+    w = spectrum.band_matrix(freqs, fs, fraction)
+    broad = xp.astype(freqs >= fmin, xp.float64)[None, :]
     return StereoStats(
         correlation=band_correlation(p_ll, p_rr, p_lr, w),
         width=band_width(p_ll, p_rr, p_lr, w),

@@ -166,7 +166,7 @@ def _loudness_features(x: Any, fs: int, given: Mapping[str, float] | None) -> di
     out = {k: _finite_or_nan(given[k]) for k in given}
     xp = backend.namespace(x)
     if "sample_peak_dbfs" not in out:
-        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.max(xp.abs(xp.astype(x, xp.float64)))))
+        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.maximum(xp.max(x), -xp.min(x))))
     if any(k not in out for k in LOUDNESS_KEYS[:4]):
         from acetate.kernels import loudness as meter  # lazy: sibling kernel
 
@@ -213,11 +213,15 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
         x = xp.reshape(x, (1, -1))
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"audio must have shape (channels, n) with n >= 1, got shape {tuple(x.shape)}")
-    x = xp.astype(x, xp.float32)
-    n_bad = int(backend.to_float(xp.sum(xp.astype(~xp.isfinite(x), xp.int64))))
-    if n_bad:
-        raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples")
+    if x.dtype != xp.float32:
+        x = xp.astype(x, xp.float32)
     n_ch, n = int(x.shape[0]), int(x.shape[1])
+    # Per-channel mean (DC offset) doubles as the finiteness check: a NaN or
+    # Inf anywhere makes its channel's float64 sum non-finite.
+    dc_all = xp.mean(x, axis=1, dtype=xp.float64)
+    if not bool(backend.to_host(xp.all(xp.isfinite(dc_all)))):
+        n_bad = int(backend.to_float(xp.sum(xp.astype(~xp.isfinite(x), xp.int64))))
+        raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples")
     lr = xp.concatenate([x, x], axis=0) if n_ch == 1 else x[:2]
 
     f: dict[str, float] = {"duration_s": n / fs, "sample_rate": float(fs), "channels": float(n_ch)}
@@ -226,27 +230,27 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
     loud = _loudness_features(x, fs, loudness)
     f.update({k: loud[k] for k in LOUDNESS_KEYS})
     f["plr_db"] = f["true_peak_dbtp"] - f["integrated_lufs"]
-    ms_all = backend.to_float(xp.mean(xp.astype(x, xp.float64) ** 2))
+    # Mean square over all channels and samples: float32 squares summed in float64.
+    ms_all = backend.to_float(xp.sum(xp.reshape(x, (-1,)) * xp.reshape(x, (-1,)), dtype=xp.float64)) / (n_ch * n)
     rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
     f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
 
-    # One STFT of L/R shared by spectrum and stereo analysis.
-    s = spectrum.stft(lr, fs)
-    p_ll, p_rr, p_lr = stereo.cross_spectra(s.spec, s.scale)  # long-term, float64, (K,)
-    above = s.freqs >= SPECTRAL_FMIN_HZ
+    # One pass of STFT batches over L/R, reduced on the fly, shared by spectrum and stereo analysis.
+    p_ll, p_rr, p_lr, oct_frames, frame_total, freqs, _ = spectrum.stereo_power_stats(lr, fs, 1)
+    above = freqs >= SPECTRAL_FMIN_HZ
     p_mean = xp.where(above, 0.5 * (p_ll + p_rr), 0.0)
-    f["spectral_centroid_hz"] = backend.to_float(spectrum.spectral_centroid(p_mean, s.freqs))
-    f["spectral_rolloff_hz"] = backend.to_float(spectrum.spectral_rolloff(p_mean, s.freqs, 0.85))
-    f["spectral_flatness"] = backend.to_float(spectrum.spectral_flatness(p_mean, s.freqs, SPECTRAL_FMIN_HZ, 20000.0))
+    f["spectral_centroid_hz"] = backend.to_float(spectrum.spectral_centroid(p_mean, freqs))
+    f["spectral_rolloff_hz"] = backend.to_float(spectrum.spectral_rolloff(p_mean, freqs, 0.85))
+    f["spectral_flatness"] = backend.to_float(spectrum.spectral_flatness(p_mean, freqs, SPECTRAL_FMIN_HZ, 20000.0))
     centres = spectrum.band_edges(fs, 3).centre
     f["spectral_tilt_db_per_oct"] = backend.to_float(
-        spectrum.spectral_tilt(spectrum.band_power(0.5 * (p_ll + p_rr), s.freqs, fs, 3), centres)
+        spectrum.spectral_tilt(spectrum.band_power(0.5 * (p_ll + p_rr), freqs, fs, 3), centres)
     )
 
     # Mid / side LTAS relative to the overall level (total mid + side power = mean of L and R power).
     reference = xp.sum(0.5 * (p_ll + p_rr))
-    mid = spectrum.band_power(0.25 * (p_ll + p_rr + 2.0 * p_lr), s.freqs, fs, 3)
-    side = spectrum.band_power(xp.maximum(0.25 * (p_ll + p_rr - 2.0 * p_lr), 0.0), s.freqs, fs, 3)
+    mid = spectrum.band_power(0.25 * (p_ll + p_rr + 2.0 * p_lr), freqs, fs, 3)
+    side = spectrum.band_power(xp.maximum(0.25 * (p_ll + p_rr - 2.0 * p_lr), 0.0), freqs, fs, 3)
     mid_db = backend.to_host(spectrum.level_db(mid, reference, LEVEL_FLOOR_DB))
     side_db = backend.to_host(spectrum.level_db(side, reference, LEVEL_FLOOR_DB))
     for i, lab in enumerate(THIRD_OCTAVE_LABELS):
@@ -255,21 +259,12 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
         f[f"ltas_side_{lab}hz_db"] = float(side_db[i])
 
     # Per-octave-band dynamics of the channel-mean short-time power.
-    spec = s.spec
-    frame_pow = (xp.real(spec) ** 2 + xp.imag(spec) ** 2) * xp.astype(s.scale * 0.5, xp.float32)
-    frame_pow = frame_pow[0] + frame_pow[1]  # (F, K) channel mean
-    dyn = backend.to_host(
-        spectrum.band_dynamics(
-            spectrum.band_power(frame_pow, s.freqs, fs, 1),
-            xp.sum(xp.astype(frame_pow, xp.float64), axis=-1),
-            gate_db=DYNAMICS_GATE_DB,
-        )
-    )
+    dyn = backend.to_host(spectrum.band_dynamics(oct_frames, frame_total, gate_db=DYNAMICS_GATE_DB))
     for i, lab in enumerate(OCTAVE_LABELS):
         f[f"dynamics_{lab}hz_db"] = float(dyn[i])
 
     # Stereo.
-    st = stereo.stereo_stats_from_stft(s, fraction=1, fmin=SPECTRAL_FMIN_HZ)
+    st = stereo.stereo_stats_from_cross(p_ll, p_rr, p_lr, freqs, fs, fraction=1, fmin=SPECTRAL_FMIN_HZ)
     corr = backend.to_host(st.correlation)
     width = backend.to_host(stereo.width_db(st.width, -LEVEL_FLOOR_DB))
     f["correlation_overall"] = backend.to_float(st.correlation_overall)
@@ -280,8 +275,8 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
         f[f"width_{lab}hz_db"] = float(width[i])
 
     # Time-domain housekeeping.
-    dc = backend.to_host(xp.mean(xp.astype(lr, xp.float64), axis=1))
-    f["dc_offset_left"], f["dc_offset_right"] = float(dc[0]), float(dc[1])
+    dc = backend.to_host(dc_all)
+    f["dc_offset_left"], f["dc_offset_right"] = float(dc[0]), float(dc[1] if n_ch > 1 else dc[0])
     runs, run_samples = clip_runs(x)
     f["clip_run_count"], f["clip_run_samples"] = float(runs), float(run_samples)
     f["leading_silence_s"], f["trailing_silence_s"] = silence_bounds(x, fs)

@@ -154,3 +154,57 @@ def test_cli_loudness_table(tmp_path, capsys):
     assert cli.main(["loudness", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "integrated" in text and "a.wav" in text and "-20.0" in text
+
+
+def _full_true_peak(x: np.ndarray, ratio: int = 4, kind: str = "kaiser") -> np.ndarray:
+    """Reference: every interpolated point of every channel, float64, no pruning."""
+    x = np.asarray(x, dtype=np.float64)
+    h = truepeak.interpolation_filter(ratio, kind)
+    full = np.abs(truepeak._phase_outputs(x, h, np.arange(x.shape[1]), np)).max(axis=(1, 2))
+    return np.maximum(full, np.abs(x).max(axis=1))
+
+
+@pytest.mark.parametrize("n", [1, 5, 11, 12, 13, 23, 24, 25, 37, 100, 1001])
+@pytest.mark.parametrize("ratio,kind", [(4, "kaiser"), (2, "kaiser"), (16, "kaiser"), (4, "annex")])
+def test_true_peak_block_path_is_exact_per_channel_at_any_length(n, ratio, kind):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3, n)) * np.array([[1.0], [0.05], [0.3]])
+    np.testing.assert_allclose(truepeak.true_peak(x, 48000, oversample=ratio, filter=kind), _full_true_peak(x, ratio, kind), rtol=1e-12)
+
+
+def test_true_peak_each_channel_its_own_floor():
+    # A quiet channel with its own intersample peak where the loud channel is silent.
+    n = np.arange(48000)
+    x = np.zeros((2, n.size))
+    x[0, :24000] = 0.9 * np.sin(2 * np.pi * n[:24000] / 4 + np.pi / 4)
+    x[1, 30000:] = 0.1 * np.sin(2 * np.pi * n[30000:] / 4 + np.pi / 4)
+    np.testing.assert_allclose(truepeak.true_peak(x, 48000), _full_true_peak(x), rtol=1e-12)
+
+
+def test_true_peak_float32_input_within_float32_rounding(xp):
+    x32 = np.clip(synth_music(3.0, 48000, seed=5) * 2.5, -1, 1).astype(np.float32)  # dense, loud: every block is evaluated
+    tp = backend.to_host(truepeak.true_peak(backend.to_device(x32, xp), 48000))
+    np.testing.assert_allclose(tp, _full_true_peak(x32), rtol=2e-6)
+    assert np.all(tp >= np.abs(x32).max(axis=1))
+
+
+def test_window_energies_match_a_plain_prefix_sum():
+    import scipy.signal
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 30011)) * 0.1
+    y = scipy.signal.sosfilt(loudness.k_weighting_sos(44100), x, axis=-1)
+    prefix = np.concatenate([[0.0], np.cumsum((y * y).sum(axis=0))])
+    starts = np.concatenate([rng.integers(0, 30011 - 500, 200), [0, 30011 - 700]])
+    lengths = np.concatenate([rng.integers(1, 500, 200), [30011, 700]])  # includes windows ending at n
+    ref = (prefix[starts + lengths] - prefix[starts]) / lengths
+    for chunk in (1 << 22, 4096, 997):
+        z = loudness.window_energies(x, 44100, starts, lengths, chunk=chunk)
+        np.testing.assert_allclose(z, ref, rtol=1e-9)
+
+
+def test_nan_in_the_last_sample_is_still_named():
+    x = sine(1000.0, -20.0, 2.0)
+    x[0, -1] = np.nan
+    with pytest.raises(ValueError, match=f"1 non-finite.*sample {x.shape[1] - 1}"):
+        loudness.measure(x, 48000)

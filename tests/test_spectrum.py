@@ -214,3 +214,32 @@ def test_gpu_parity_with_numpy(xp):
     ref = spectrum.ltas(x.astype(np.float32), FS)
     got = backend.to_host(spectrum.ltas(backend.to_device(x, xp, dtype="float32"), FS))
     np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n,hop_s", [(48000, spectrum.DEFAULT_HOP_SECONDS), (4096 * 3 + 17, spectrum.DEFAULT_HOP_SECONDS), (30000, 1000 / 48000), (4096, spectrum.DEFAULT_HOP_SECONDS)])
+def test_stft_frames_match_an_index_gather(n, hop_s):
+    # Block-view framing (hop divides the frame) and the gather fallback (it does not) give the same frames.
+    x = _white(n / FS, channels=2, seed=4).astype(np.float32)[:, :n]
+    s = spectrum.stft(x, FS, hop_seconds=hop_s)
+    frame, hop = s.frame, s.hop
+    n_frames = 1 + -(-(n - frame) // hop) if n > frame else 1
+    starts = np.minimum(np.arange(n_frames) * hop, n - frame)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame) / frame)).astype(np.float32)
+    ref = np.fft.rfft(x[:, starts[:, None] + np.arange(frame)] * window, axis=-1)
+    assert s.spec.shape == ref.shape
+    np.testing.assert_allclose(s.spec, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_stereo_power_stats_match_the_stft(xp):
+    from acetate.kernels import stereo
+
+    x = backend.to_device(np.concatenate([_white(3.1, seed=1), 0.5 * _white(3.1, seed=2)]).astype(np.float32), xp)
+    s = spectrum.stft(x, FS)
+    ll, rr, lr = stereo.cross_spectra(s.spec, s.scale)
+    p_ll, p_rr, p_lr, band_frames, totals, freqs, info = spectrum.stereo_power_stats(x, FS, 1)
+    for got, want in ((p_ll, ll), (p_rr, rr), (p_lr, lr)):
+        np.testing.assert_allclose(backend.to_host(got), backend.to_host(want), rtol=1e-6, atol=1e-12)
+    frame_pow = backend.to_host(xp.mean((xp.real(s.spec) ** 2 + xp.imag(s.spec) ** 2), axis=0)) * backend.to_host(s.scale)
+    np.testing.assert_allclose(backend.to_host(totals), frame_pow.sum(axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(backend.to_host(band_frames), backend.to_host(spectrum.band_power(frame_pow, backend.to_host(s.freqs), FS, 1)), rtol=1e-4)
+    assert info.frame == s.frame and info.hop == s.hop and band_frames.shape == (s.spec.shape[1], 10)
