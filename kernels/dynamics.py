@@ -979,7 +979,7 @@ def true_peak_limit(
     """True-peak look-ahead limiter, sample-aligned (no latency in the output).
 
     The ceiling is held on the project's meter, :func:`acetate.kernels.truepeak.true_peak`
-    at ``verify_oversample`` (its 24-tap-per-phase Kaiser interpolator, all phases,
+    at ``verify_oversample`` (its 48-tap-per-phase Kaiser interpolator, all phases,
     with the track taken as silent outside): ``true_peak(y, fs,
     oversample=verify_oversample) <= 10 ** (ceiling_dbtp / 20)`` on the output,
     unless ``max_passes`` corrections do not suffice (not seen in practice).
