@@ -52,6 +52,7 @@ def summary_row(path: str, result: render.MasterResult, outputs: list[dict[str, 
         "ceiling_met": result.ceiling_met,
         "input": _report_subset(result.input_report),
         "output": out_report,
+        "params": result.params,
         "notes": list(result.notes),
     }
 
