@@ -238,3 +238,31 @@ def test_width_never_lowers_correlation_below_the_input():
     w = render.widths_for_correlation(mid, side, [0.7, 1.0, 1.2, 1.3])
     assert w[0] == 0.7 and w[2] > 1.0 and w[3] > 1.0
     assert rho(w) == pytest.approx(rho(np.ones(4)), abs=1e-9) or np.allclose(w, [0.7, 1.0, 1.2, 1.3])
+
+
+def test_bass_heavy_track_keeps_its_low_end_with_the_bass_heavy_preset():
+    from acetate.kernels.spectrum import BAND_CENTRES_HZ, band_labels
+    from acetate.pipeline.analyse import fingerprint
+
+    x = demo.render_style("electronic", 10.0, FS, seed=2) + 0.5 * demo.render_style("pop", 10.0, FS, seed=2)
+    fp = fingerprint(x, FS)
+    preset, _ = mastering.choose_preset(fp, "bass_heavy")
+    r = render.master(x, FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), preset=preset, fingerprint=fp)
+    out = fingerprint(r.audio, FS)
+    centres = np.asarray(BAND_CENTRES_HZ)
+    keys = np.array([f"ltas_mid_{lb}hz_db" for lb in band_labels(3)])
+    low = (centres >= 20) & (centres <= 125)
+    k1 = int(np.flatnonzero(centres == 1000)[0])
+
+    def low_vs_1k(f):
+        p = np.array([10 ** (f[k] / 10) for k in keys[low]])
+        return 10 * np.log10(p.sum()) - f[keys[k1]], p
+
+    before, p_low = low_vs_1k(fp)
+    after, _ = low_vs_1k(out)
+    g = np.asarray(r.params["eq"]["gain_db"])
+    asked = 10 * np.log10(np.sum(p_low * 10 ** (g[low] / 10)) / p_low.sum()) - g[k1]
+    moved = after - before
+    # The low end moves by what the preset's EQ asks (dynamics add at most ~1 dB), never more.
+    assert abs(moved - asked) <= 1.5, (moved, asked)
+    assert abs(moved) <= abs(asked) + 1.0, (moved, asked)
