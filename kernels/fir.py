@@ -126,14 +126,16 @@ def design_from_gain(
     grid = xp.arange(nfft // 2 + 1, dtype=xp.float64) * (fs / nfft)
     lf = xp.log(xp.maximum(grid, grid[1] * 1e-3))  # DC gets the held first value
     curve_db = xp.interp(lf, xp.asarray(np.log(f)), xp.asarray(g))
-    win_mod = backend.signal(xp)
+    # The window is filter design: computed on the host by SciPy (identical taps on
+    # every backend, no dependence on cupyx's window helpers) and moved to ``xp``.
+    import scipy.signal as win_mod
 
     if phase == "linear":
         mag = 10.0 ** (curve_db / 20.0)
         h0 = xp.fft.irfft(mag.astype(xp.complex128), n=nfft)  # real, even, centred at 0
         half = (n_taps - 1) // 2
         h = xp.concat([h0[nfft - half :], h0[: half + 1]])
-        w = xp.asarray(win_mod.get_window(window, n_taps, fftbins=False), dtype=xp.float64)
+        w = backend.to_device(win_mod.get_window(window, n_taps, fftbins=False), xp, dtype="float64")
         return h * w
 
     # minimum phase: fold the real cepstrum of the log-magnitude (natural log)
@@ -145,7 +147,7 @@ def design_from_gain(
     fold[nfft // 2] = cep[nfft // 2]
     spec = xp.exp(xp.fft.rfft(fold))
     h = xp.fft.irfft(spec, n=nfft)[:n_taps]
-    w = xp.asarray(win_mod.get_window(window, 2 * n_taps - 1, fftbins=False), dtype=xp.float64)[n_taps - 1 :]
+    w = backend.to_device(win_mod.get_window(window, 2 * n_taps - 1, fftbins=False), xp, dtype="float64")[n_taps - 1 :]
     return h * w
 
 

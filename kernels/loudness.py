@@ -194,6 +194,30 @@ def _segment_sums(p: Any, starts: Any, xp: Any) -> Any:
     return cs[ends] - cs[starts]
 
 
+def _sosfilt_df1(sig: Any, sos: Any, seg: Any, state: list | None, xp: Any) -> tuple[Any, list]:
+    """``sosfilt`` of one chunk (C, m) with the filter state carried, for ``cupyx.scipy.signal``.
+
+    CuPy's ``sosfilt`` takes a *direct-form-I* state, ``zi`` of shape
+    ``(n_sections, ..., 4)`` holding ``[x[-2], x[-1], y[-2], y[-1]]`` of each
+    section's input and output (not SciPy's 2-value state), and for 2-D input
+    the ``zf`` it returns has its last two axes swapped (``apply_iir_sos``). So the
+    sections run one at a time and each one's state is built here from the
+    chunk's own last samples (after the previous state, for chunks shorter
+    than 2 samples). ``state`` is ``None`` for the first chunk (rest).
+    """
+    c = seg.shape[0]
+    new_state = []
+    y = seg
+    for s in range(sos.shape[0]):  # 2 sections: a loop over filter stages, not samples
+        zi = xp.zeros((1, c, 4), dtype=xp.float64) if state is None else state[s]
+        out = sig.sosfilt(sos[s : s + 1], y, axis=-1, zi=zi)[0]
+        hist_x = xp.concat([zi[0, :, :2], y[:, -2:]], axis=-1)[:, -2:]
+        hist_y = xp.concat([zi[0, :, 2:], out[:, -2:]], axis=-1)[:, -2:]
+        new_state.append(xp.concat([hist_x, hist_y], axis=-1)[None])
+        y = out
+    return y, new_state
+
+
 def _energies(
     x: Any, fs: float, starts: np.ndarray, lengths: np.ndarray | int, weights: Sequence[float] | None, chunk: int
 ) -> tuple[Any, Any]:
@@ -218,15 +242,19 @@ def _energies(
     sig = backend.signal(xp)
     sos = backend.to_device(k_weighting_sos(fs), xp)
     gw = backend.to_device(g, xp)
-    zi = xp.zeros((sos.shape[0], c, 2), dtype=xp.float64)
+    gpu = backend.is_gpu(xp)
+    zi = None if gpu else xp.zeros((sos.shape[0], c, 2), dtype=xp.float64)
     sums = []
     for a in chunk_starts.tolist():  # a handful of chunks per track, not per sample
         b = min(n, a + chunk)
         # sosfilt computes in float64 (the dtype of the sections) whatever the input's float dtype.
         seg = x[:, a:b]
-        if backend.is_gpu(xp) or seg.dtype not in (xp.float32, xp.float64):
+        if gpu or seg.dtype not in (xp.float32, xp.float64):
             seg = xp.astype(seg, xp.float64)
-        y, zi = sig.sosfilt(sos, seg, axis=-1, zi=zi)
+        if gpu:
+            y, zi = _sosfilt_df1(sig, sos, seg, zi, xp)
+        else:
+            y, zi = sig.sosfilt(sos, seg, axis=-1, zi=zi)
         p = xp.einsum("c,cn,cn->n", gw, y, y) if hasattr(xp, "einsum") else xp.sum(gw[:, None] * y * y, axis=0)
         lo, hi = np.searchsorted(bounds[:n_seg], [a, b])
         sums.append(_segment_sums(p, backend.to_device(bounds[lo:hi] - a, xp), xp))
