@@ -27,7 +27,7 @@ import numpy as np
 from . import backend
 from .fir import crossover_bands
 
-__all__ = ["stereo_width", "effective_widths"]
+__all__ = ["stereo_width", "effective_widths", "scale_side"]
 
 
 def effective_widths(mid_energy: Any, side_energy: Any, widths: Any, *, corr_floor: float = 0.3, max_low_width: float = 1.0) -> Any:
@@ -66,6 +66,28 @@ def effective_widths(mid_energy: Any, side_energy: Any, widths: Any, *, corr_flo
     w_eff = xp.where(es <= 0, w, w_eff)  # no side content: the factor changes nothing
     low = xp.minimum(w_eff[:1], max_low_width)
     return xp.concat([low, w_eff[1:]])
+
+
+def scale_side(x: Any, width: float) -> Any:
+    """Scale the side signal of stereo ``x`` (2, n) by ``width``; mid unchanged.
+
+    The per-band building block of :func:`stereo_width` for callers that already
+    hold the bands (the mastering chain splits once for dynamics and width).
+    ``width`` 1 returns ``x``; mono input is returned as is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = scale_side(np.array([[1.0, 0.5], [0.0, 0.5]]), 0.0)
+    >>> y.tolist()
+    [[0.5, 0.5], [0.5, 0.5]]
+    """
+    if x.shape[0] != 2 or width == 1.0:
+        return x
+    mid = 0.5 * (x[0] + x[1])
+    side = (0.5 * width) * (x[0] - x[1])
+    xp = backend.namespace(x)
+    return xp.stack([mid + side, mid - side])
 
 
 def stereo_width(

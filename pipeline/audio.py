@@ -76,16 +76,32 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
     if max_seconds is not None and meta.frames > max_seconds * meta.sample_rate:
         raise AudioError(f"{meta.duration_s:.0f} s of audio exceeds the limit of {max_seconds:.0f} s: {p}")
     try:
-        data, fs = sf.read(p, dtype="float32", always_2d=True)
+        x = _read_planar(p, meta)
     except Exception as exc:
         raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
-    if data.shape[0] == 0:
+    if x.shape[1] == 0:
         raise AudioError(f"no audio samples: {p}")
-    x = np.ascontiguousarray(data.T)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise AudioError(f"{bad} non-finite (NaN/Inf) samples: {p}")
-    return x, int(fs)
+    return x, meta.sample_rate
+
+
+#: Frames moved per read/write call: bounds the interleaved staging buffer.
+_IO_BLOCK = 1 << 18
+
+
+def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
+    """Decode into a (channels, frames) float32 array block by block: no full interleaved copy."""
+    with sf.SoundFile(path) as f:
+        frames = f.frames if f.frames > 0 else meta.frames
+        x = np.empty((f.channels, frames), dtype=np.float32)
+        pos = 0
+        for block in f.blocks(blocksize=_IO_BLOCK, dtype="float32", always_2d=True):
+            m = min(block.shape[0], frames - pos)
+            x[:, pos : pos + m] = block[:m].T
+            pos += m
+    return x[:, :pos]
 
 
 #: Delivery formats: name -> (extension, soundfile format, subtype).
@@ -117,7 +133,10 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
     try:
         # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
         extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
-        sf.write(tmp, np.ascontiguousarray(np.asarray(x, dtype=np.float32).T), int(fs), format=container, subtype=subtype, **extra)
+        x = np.asarray(x, dtype=np.float32)
+        with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:
+            for a in range(0, x.shape[1], _IO_BLOCK):  # interleave block by block: no full copy
+                f.write(np.ascontiguousarray(x[:, a : a + _IO_BLOCK].T))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; deliverables get the usual mode

@@ -323,27 +323,28 @@ def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: 
     return plan
 
 
-def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h_eq: Any, highpass_hz: float | None) -> Any:
-    """HP -> EQ -> multiband dynamics -> width on one block (all local operations)."""
+def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
+    """(HP + EQ as one FIR) -> crossover -> per band compressor and width -> sum, on one block.
+
+    All local operations; the bands are split once and serve both dynamics and width.
+    """
     xp = backend.namespace(y)
-    if highpass_hz:
-        y = fir.highpass_dc(y, fs, highpass_hz)
-    if h_eq is not None:
-        y = xp.astype(fir.fft_filter(y, h_eq), xp.float32)
-    edges = plan["crossovers_hz"]
-    if "dynamics" in plan:
-        bands = fir.crossover_bands(y, fs, edges)
-        out = xp.zeros_like(y)
-        for b, p in enumerate(plan["dynamics"]):  # 3-5 bands: a loop over stages, not samples
-            if p["threshold_db"] is None or p["ratio"] <= 1.0:
-                out = out + bands[b]
-                continue
-            yb, _ = dynamics.compress(bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True)
-            out = out + yb
-        y = out
-    if "width" in plan and any(w != 1.0 for w in plan["width"]):
-        y = image.stereo_width(y, fs, plan["width"], edges, corr_floor=-1.0, max_low_width=float(plan["width"][0]))
-    return y
+    if h is not None:
+        y = xp.astype(fir.fft_filter(y, h), xp.float32)
+    widths = plan.get("width")
+    if "dynamics" not in plan and not (widths and any(w != 1.0 for w in widths)):
+        return y
+    bands = fir.crossover_bands(y, fs, plan["crossovers_hz"])
+    out = xp.zeros_like(y)
+    for b in range(bands.shape[0]):  # 3-5 bands: a loop over stages, not samples
+        yb = bands[b]
+        p = plan["dynamics"][b] if "dynamics" in plan else None
+        if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
+            yb, _ = dynamics.compress(yb, fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True)
+        if widths:
+            yb = image.scale_side(yb, widths[b])
+        out = out + yb
+    return out
 
 
 #: Block processing of the local stages: 60 s blocks with 5 s of context on each
@@ -486,11 +487,12 @@ def master(
     if settings.highpass:
         y = y - xp.astype(xp.mean(xp.astype(y, xp.float64), axis=-1, keepdims=True), xp.float32)  # DC, once for the track
         params["highpass_hz"] = settings.highpass_hz
-    if settings.highpass or h_eq is not None or "dynamics" in plan or "width" in plan:
-        hp = settings.highpass_hz if settings.highpass else None
-        y = blocks.apply_blockwise(
-            lambda b: _local_chain(b, out_fs, plan, h_eq, hp), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs)
-        )
+    h = h_eq
+    if settings.highpass:  # one linear-phase FIR for the high-pass and the EQ
+        h_hp = fir.highpass_taps(out_fs, settings.highpass_hz, xp=xp)
+        h = h_hp if h_eq is None else backend.signal(xp).fftconvolve(h_hp, h_eq)
+    if h is not None or "dynamics" in plan or "width" in plan:
+        y = blocks.apply_blockwise(lambda b: _local_chain(b, out_fs, plan, h), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs))
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db

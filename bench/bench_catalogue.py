@@ -1,0 +1,312 @@
+"""A catalogue of real music through ``acetate run``, next to the codec floor, same run.
+
+    python bench/bench_catalogue.py [--tracks 50] [--seconds 60] [--workers N]
+                                    [--threads-per-worker T] [--mixes 10] [--skip-floor]
+
+The catalogue (cached in ``.bench-data/catalogue/seg<S>s``) is cut from the benchmark
+corpus (``bench/corpus.py``): the mastered Ogg soundtracks under ``/usr/share`` (>= 500 kB)
+and ``--mixes`` fluidsynth-rendered unmastered mixes, each decoded once and cut into
+consecutive segments of at most ``--seconds`` seconds (a tail shorter than a third of that
+is dropped), written as FLAC 24.  Tracks are taken round-robin: the first segment of every
+source, then the second segments, ... so a short catalogue is mostly distinct pieces.
+
+Two measurements on the same files, with the same number of worker processes:
+
+* **acetate** -- the job runs as ``acetate run JOB.yaml --input MANIFEST --out DIR
+  --workers N`` runs it (the same calls: ``jobs.apply_overrides``, ``cluster.connect`` with
+  a local cluster of N processes x T threads, ``batch.run_job``): mode master, target
+  streaming (-14 LUFS, -1 dBTP), FLAC 24 out, preset auto, ``verify: true`` (masters are
+  fingerprinted too), device cpu; the output folder is emptied first (the ledger would skip
+  tracks).  Time = ``run_job`` wall clock (the cluster's start-up is printed separately).
+  Peak RSS per worker: ``client.run(getrusage(RUSAGE_SELF).ru_maxrss)`` after start-up and
+  after the run.
+* **floor** -- plain decode + encode (``soundfile.read`` -> ``soundfile.write`` FLAC
+  PCM_24) of the same files by a ``multiprocessing.Pool(N)`` (pool started before timing).
+
+Before timing all inputs are read once (page cache warm for both).  x-realtime = seconds
+of audio / wall seconds; the goal on CPU is acetate / floor >= 0.5.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT / ".bench-data"
+
+
+def provenance() -> str:
+    import numpy as np
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except Exception:
+            return "?"
+
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "kernels", "pipeline")
+    cpu = "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return (
+        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {head}"
+        f"{' with uncommitted changes in kernels/pipeline' if dirty else ''}; "
+        f"CPU {cpu}, {os.cpu_count()} logical CPU(s); numpy {np.__version__}; Python {sys.version.split()[0]}"
+    )
+
+
+def build_catalogue(seconds: float, n_mixes: int) -> list[tuple[str, float]]:
+    """All segments (path, duration s) in round-robin order; cached."""
+    import soundfile as sf
+
+    sys.path.insert(0, str(HERE))
+    from corpus import mastered_tracks, unmastered_mixes
+
+    out = DATA / "catalogue" / f"seg{seconds:g}s"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = mastered_tracks() + unmastered_mixes(DATA / "mixes", n_mixes)
+    per_source: list[list[tuple[str, float]]] = []
+    for src in sources:
+        stem = Path(src).stem
+        done = out / f"{stem}.done"
+        if not done.exists():
+            data, fs = sf.read(src, dtype="float32", always_2d=True)
+            seg = int(round(seconds * fs))
+            k = 0
+            for start in range(0, data.shape[0], seg):
+                piece = data[start : start + seg]
+                if piece.shape[0] < seg / 3 and k > 0:
+                    break
+                sf.write(out / f"{stem}-{k:02d}.flac", piece, fs, subtype="PCM_24")
+                k += 1
+            done.write_text(str(k))
+        k = int(done.read_text())
+        segs = []
+        for i in range(k):
+            p = out / f"{stem}-{i:02d}.flac"
+            segs.append((str(p), sf.info(str(p)).duration))
+        per_source.append(segs)
+    order = []
+    for i in range(max(len(s) for s in per_source)):
+        order += [s[i] for s in per_source if i < len(s)]
+    return order
+
+
+def _floor_one(args: tuple[str, str]) -> tuple[float, float]:
+    import soundfile as sf
+
+    c0 = time.process_time()
+    src, dst = args
+    data, fs = sf.read(src, dtype="float32")
+    sf.write(dst, data, fs, subtype="PCM_24", format="FLAC")
+    return data.shape[0] / fs, time.process_time() - c0
+
+
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _maxrss_kib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_now_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_floor(files: list[str], workers: int, out_dir: Path, repeat: int = 3) -> tuple[float, float, float]:
+    """(audio s, wall s, worker CPU s) of the best of ``repeat`` passes (the pass is short: noisy on a shared machine)."""
+    import multiprocessing as mp
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    jobs_ = [(f, str(out_dir / (Path(f).stem + ".flac"))) for f in files]
+    best = None
+    with mp.get_context("spawn").Pool(workers) as pool:
+        pool.map(_floor_one, jobs_[:workers], chunksize=1)  # start-up / imports, untimed
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            done = list(pool.imap_unordered(_floor_one, jobs_, chunksize=1))
+            wall = time.perf_counter() - t0
+            if best is None or wall < best[1]:
+                best = (sum(d for d, _ in done), wall, sum(c for _, c in done))
+    return best
+
+
+JOB_YAML = """\
+# Generated by bench/bench_catalogue.py (overridden by --input/--out).
+name: bench-catalogue
+description: Benchmark catalogue, FLAC to FLAC 24 for streaming.
+mode: master
+inputs:
+  manifest: manifest.csv
+output: out
+targets:
+  streaming: {{integrated_lufs: -14.0, true_peak_dbtp: -1.0, tolerance_lu: 1.0}}
+target: streaming
+formats: [flac24]
+presets:
+  bank: null
+  preset: null
+  intensity: medium
+album_mode: false
+options:
+  device: cpu
+  strict: false
+  retries: 2
+  progress: {progress}
+  verify: true
+"""
+
+
+def run_acetate(manifest: Path, out_dir: Path, workers: int, threads: int, progress: bool) -> dict:
+    from acetate.pipeline import batch, cluster, jobs
+
+    job_path = manifest.parent / "bench-job.yaml"
+    job_path.write_text(JOB_YAML.format(progress="true" if progress else "false"))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    job = jobs.apply_overrides(jobs.load_job(job_path), input=str(manifest), out=str(out_dir), strict=None)
+    cfg = cluster.parse_cluster_config({"kind": "local", "local": {"threads_per_worker": threads, "dashboard_address": ":0"}})
+    t0 = time.perf_counter()
+    handle = cluster.connect(cfg, workers=workers)
+    startup = time.perf_counter() - t0
+    with handle:
+        print(f"  cluster: {handle.description} (started in {startup:.1f} s)", flush=True)
+        rss0 = handle.client.run(_maxrss_kib)
+        cpu0 = handle.client.run(_cpu_s)
+        t0 = time.perf_counter()
+        res = batch.run_job(job, handle.client, progress=progress, cluster_desc=f"{handle.kind} {handle.scheduler_address}", log=lambda m: print("  " + m, flush=True))
+        wall = time.perf_counter() - t0
+        cpu1 = handle.client.run(_cpu_s)
+        rss1 = handle.client.run(_maxrss_kib)
+        now = handle.client.run(_rss_now_kib)
+    cpu = sum(cpu1[w] - cpu0.get(w, 0.0) for w in cpu1)
+    return {"result": res, "wall": wall, "cpu": cpu, "startup": startup, "rss0": rss0, "rss1": rss1, "rss_now": now}
+
+
+def landing(out_dir: Path) -> str:
+    """Summary of the job's loudness dataset (output rows): Acetate's own report."""
+    try:
+        import pyarrow.dataset as ds
+
+        t = ds.dataset(str(out_dir / "loudness"), format="parquet").to_table().to_pylist()
+    except Exception as exc:  # the dataset layout is the pipeline's business
+        return f"(loudness dataset not readable: {exc})"
+    rows = [r for r in t if r["stage"] == "output" and r["scope"] == "track"]
+    if not rows:
+        return "(no output rows in the loudness dataset)"
+    d = [abs(r["delta_lu"]) for r in rows if r["delta_lu"] is not None]
+    tp = [r["true_peak_dbtp"] for r in rows if r["true_peak_dbtp"] is not None]
+    off = [r["track_id"] for r in rows if r["delta_lu"] is not None and abs(r["delta_lu"]) > 0.1]
+    over = [r["track_id"] for r in rows if r["true_peak_dbtp"] is not None and r["true_peak_dbtp"] > r["target_true_peak_dbtp"]]
+    s = (
+        f"{len(rows)} masters: |LUFS - target| mean {sum(d) / len(d):.3f}, max {max(d):.3f} LU; "
+        f"within 0.1 LU {len(d) - len(off)}/{len(d)}; max true peak {max(tp):+.2f} dBTP; over the ceiling {len(over)}"
+    )
+    if off:
+        s += f"\n  off target by > 0.1 LU: {', '.join(off[:10])}{' ...' if len(off) > 10 else ''}"
+    if over:
+        s += f"\n  over the ceiling: {', '.join(over[:10])}"
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=50, metavar="N", help="catalogue size (default 50)")
+    ap.add_argument("--seconds", type=float, default=60.0, metavar="S", help="longest track: sources are cut into segments of at most S s (default 60)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N", help="worker processes for both (default: all cores)")
+    ap.add_argument("--threads-per-worker", type=int, default=None, metavar="T", help="Dask threads per worker (default: cluster.yaml's local.threads_per_worker, else 2)")
+    ap.add_argument("--mixes", type=int, default=10, metavar="M", help="fluidsynth mixes in the corpus (default 10)")
+    ap.add_argument("--skip-floor", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="show the job's progress bar")
+    a = ap.parse_args(argv)
+
+    threads = a.threads_per_worker
+    if threads is None:
+        try:
+            from acetate.pipeline import cluster
+
+            threads = int(cluster.load_cluster_config(ROOT / "cluster.yaml")["local"]["threads_per_worker"] or 2)
+        except Exception:
+            threads = 2
+
+    print("bench_catalogue: a catalogue through `acetate run` vs the codec floor (decode + encode FLAC 24)")
+    print(provenance())
+    cat = build_catalogue(a.seconds, a.mixes)
+    if len(cat) < a.tracks:
+        print(f"note: the corpus gives only {len(cat)} segments of <= {a.seconds:g} s; use --mixes or a shorter --seconds for more")
+    cat = cat[: a.tracks]
+    files = [p for p, _ in cat]
+    audio_total = sum(d for _, d in cat)
+    n_ogg = sum(1 for p in files if not Path(p).name.startswith("fluid-song"))
+    print(
+        f"catalogue: {len(files)} tracks, {audio_total:.0f} s of audio ({audio_total / len(files):.1f} s mean): {n_ogg} cut from mastered Ogg soundtracks, "
+        f"{len(files) - n_ogg} from fluidsynth mixes; sources cut into segments of at most {a.seconds:g} s to keep the run short; FLAC 24 in and out"
+    )
+    manifest = DATA / "catalogue" / f"manifest-{len(files)}-{a.seconds:g}s.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["track_id", "path"])
+        for p in files:
+            w.writerow([Path(p).stem, p])
+    for p in files:  # warm the page cache for both measurements
+        Path(p).read_bytes()
+
+    floor = None
+    if not a.skip_floor:
+        print(f"\nfloor: soundfile decode + encode FLAC 24, multiprocessing.Pool({a.workers}), best of 3 passes", flush=True)
+        aud, wall, fcpu = run_floor(files, a.workers, DATA / "catalogue" / "floor-out")
+        floor, floor_cpu = aud / wall, aud / fcpu
+        print(f"  {aud:.0f} s of audio in {wall:.2f} s: {floor:.1f}x realtime ({fcpu:.1f} CPU-s in the workers: {floor_cpu:.1f}x realtime per core)")
+
+    print(f"\nacetate run: {a.workers} worker process(es) x {threads} thread(s), manifest {manifest.relative_to(ROOT)}", flush=True)
+    out_dir = DATA / "catalogue" / "acetate-out"
+    r = run_acetate(manifest, out_dir, a.workers, threads, a.progress)
+    res = r["result"]
+    x_ac = res.audio_seconds / r["wall"] if r["wall"] > 0 else 0.0
+    x_ac_cpu = res.audio_seconds / r["cpu"] if r["cpu"] > 0 else 0.0
+    print(
+        f"  {res.tracks} tracks: {res.done} done, {res.skipped} skipped, {res.failed} failed; {res.audio_seconds:.0f} s of audio in {r['wall']:.1f} s: "
+        f"{x_ac:.1f}x realtime ({r['cpu']:.1f} CPU-s in the workers: {x_ac_cpu:.1f}x realtime per core)"
+    )
+    for f in res.failures[:10]:
+        print(f"  FAILED {f.get('track_id')}: [{f.get('stage')}] {f.get('error_type')}: {f.get('message')}")
+    print("  landing (job's loudness dataset): " + landing(out_dir))
+    for addr in sorted(r["rss1"]):
+        print(f"  worker {addr}: peak RSS {r['rss1'][addr] / 1024:.0f} MiB (after start-up {r['rss0'].get(addr, 0) / 1024:.0f} MiB, now {r['rss_now'].get(addr, 0) / 1024:.0f} MiB)")
+    peak = max(r["rss1"].values()) / 1024 if r["rss1"] else math.nan
+    print(f"\nsummary: {len(files)} tracks ({audio_total:.0f} s), {a.workers} processes")
+    if floor:
+        print(f"  floor    {floor:8.1f}x realtime   {floor_cpu:8.1f}x realtime per CPU-second")
+    print(f"  acetate  {x_ac:8.1f}x realtime   {x_ac_cpu:8.1f}x realtime per CPU-second   peak RSS per worker <= {peak:.0f} MiB")
+    if floor:
+        ratio = x_ac / floor
+        print(f"  ratio acetate / floor: {ratio:.3f} wall, {x_ac_cpu / floor_cpu:.3f} CPU  (goal on CPU >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
