@@ -390,6 +390,7 @@ def compress(
     *,
     window_s: float = 0.01,
     release_ref_db: float = 10.0,
+    control_hop: int = 1,
 ) -> tuple[Any, Any]:
     """A full band compressor: RMS envelope -> static curve -> smoothing -> apply.
 
@@ -435,10 +436,46 @@ def compress(
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
     if not math.isfinite(makeup_db):
         raise ValueError(f"makeup_db must be finite, got {makeup_db!r}")
+    if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 1):
+        raise ValueError(f"control_hop must be a positive integer, got {control_hop!r}")
+    if control_hop > 1:
+        return _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, int(control_hop))
     rms = rms_envelope(x, fs, window_s, link=link)
     level_db = 10.0 * xp.log10(xp.maximum(rms * rms, 1e-30))
     static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
     gain_db = attack_release_db(static, fs, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
+    y = x.astype(xp.float64) * 10.0 ** (gain_db / 20.0)
+    return y.astype(x.dtype), gain_db
+
+
+def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
+    """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
+
+    The mean square of each hop of ``hop`` samples feeds the RMS window, static
+    curve and attack/release smoothing at the control rate; the gain (dB) is
+    then interpolated linearly back to every sample. With the RMS window many
+    hops long (10 ms = 30 hops of 16 samples at 48 kHz) the detector sees what
+    the per-sample one sees to within a few per cent of a window, at 1/hop of
+    the work. Returns the same ``(y, gain_db)`` as :func:`compress`.
+    """
+    xp = backend.namespace(x)
+    c, n = x.shape
+    nh = -(-n // hop)
+    x64 = x.astype(xp.float64)
+    if nh * hop != n:
+        x64 = xp.concat([x64, xp.zeros((c, nh * hop - n), dtype=xp.float64)], axis=1)
+    ms_hop = xp.mean(xp.reshape(x64 * x64, (c, nh, hop)), axis=-1)
+    del x64
+    width = max(1, int(round(window_s * fs / hop)))
+    ms = moving_average(ms_hop, width, align="centre", mode="constant", cval=0.0)
+    if link:
+        ms = xp.max(ms, axis=0, keepdims=True)
+    level_db = 10.0 * xp.log10(xp.maximum(ms, 1e-30))
+    static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
+    g_hop = attack_release_db(static, fs / hop, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
+    centres = xp.arange(nh, dtype=xp.float64) * hop + (hop - 1) / 2.0
+    t = xp.arange(n, dtype=xp.float64)
+    gain_db = xp.stack([xp.interp(t, centres, g_hop[k]) for k in range(g_hop.shape[0])])  # 1 or C rows
     y = x.astype(xp.float64) * 10.0 ** (gain_db / 20.0)
     return y.astype(x.dtype), gain_db
 

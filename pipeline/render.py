@@ -340,11 +340,20 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         yb = bands[b]
         p = plan["dynamics"][b] if "dynamics" in plan else None
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
-            yb, _ = dynamics.compress(yb, fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True)
+            yb, _ = dynamics.compress(
+                yb, fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True, control_hop=CONTROL_HOP(fs)
+            )
         if widths:
             yb = image.scale_side(yb, widths[b])
         out = out + yb
     return out
+
+
+def CONTROL_HOP(fs: float) -> int:
+    """Compressor control-rate hop: ~0.33 ms (16 samples at 48 kHz). Gains differ from a
+    per-sample detector by < 0.01 dB on average and < 0.2 dB at worst, at 1/7 of the
+    cost (tests/test_dynamics.py)."""
+    return max(1, int(fs // 3000))
 
 
 #: Block processing of the local stages: 60 s blocks with 5 s of context on each
