@@ -374,8 +374,11 @@ def _verified_peak_db(z: Any, fs: int) -> float:
     return backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(z, fs, oversample=VERIFY_OVERSAMPLE))))
 
 
-def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None) -> Any:
-    """Gain, then the true-peak limiter, re-run lower until the 16x meter reads <= ceiling - margin."""
+def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None) -> tuple[Any, float]:
+    """Gain, then the true-peak limiter, re-run lower until the 16x meter reads <= ceiling - margin.
+
+    Returns the limited signal and its 16x true peak (dBTP).
+    """
     preset = preset or BALANCED
     x = _apply_gain(y, gain_db)
     ceiling = ceiling - CEILING_MARGIN_DB
@@ -384,16 +387,21 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
         z, _ = dynamics.true_peak_limit(
             x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE
         )
-        over = _verified_peak_db(z, fs) - ceiling
+        peak = _verified_peak_db(z, fs)
+        over = peak - ceiling
         if not over > 0:
-            return z
+            return z, peak
         aim -= over + 0.005
     scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
-    return backend.namespace(z).astype(z * scale, z.dtype)
+    z = backend.namespace(z).astype(z * scale, z.dtype)
+    return z, _verified_peak_db(z, fs)
 
 
-def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]) -> Any:
-    """Gain before the limiter such that I(limit(g * y)) = target; the ceiling always holds."""
+def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]) -> tuple[Any, float | None]:
+    """Gain before the limiter such that I(limit(g * y)) = target; the ceiling always holds.
+
+    Returns the master and its 16x true peak (None when no limiter ran).
+    """
     xp = backend.namespace(y)
     i0 = loudness.integrated_loudness(y, fs)
     if not math.isfinite(i0):
@@ -401,13 +409,13 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
     g = target - i0
     if not limit:
         params["loudness"] = {"gain_db": round(g, 4), "iterations": 0}
-        return _apply_gain(y, g)
+        return _apply_gain(y, g), None
     tp0 = backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(y, fs, oversample=4))))
     g_max = ceiling + preset.max_limiting_db - tp0  # beyond this the limiter would exceed its allowance
     capped = g > g_max
     g = min(g, g_max)
     history: list[tuple[float, float]] = []
-    z = _limit(y, fs, g, ceiling, preset)
+    z, peak = _limit(y, fs, g, ceiling, preset)
     for it in range(8):
         iz = loudness.integrated_loudness(z, fs)
         history.append((g, iz))
@@ -420,7 +428,7 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
         else:
             slope = 1.0
         g = min(g + err / slope, g_max)
-        z = _limit(y, fs, g, ceiling, preset)
+        z, peak = _limit(y, fs, g, ceiling, preset)
     iz = history[-1][1]
     if target - iz > TARGET_TOLERANCE_LU:
         notes.append(
@@ -428,7 +436,7 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
             f"{preset.max_limiting_db:.0f} dB of limiting under the {ceiling:.1f} dBTP ceiling; the ceiling held"
         )
     params["loudness"] = {"gain_db": round(g, 4), "iterations": len(history), "input_lufs": round(i0, 3)}
-    return z
+    return z, peak
 
 
 def master(
@@ -505,14 +513,15 @@ def master(
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db
+    peak = None  # 16x true peak of the master, when the limiter stage measured it
     if target is not None:
-        y = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
+        y, peak = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
     elif settings.limit:
-        y = _limit(y, out_fs, 0.0, ceiling, preset)
+        y, peak = _limit(y, out_fs, 0.0, ceiling, preset)
     y = xp.clip(y, -1.0, 1.0)  # formats are fixed point; the ceiling (<= 0 dBTP) keeps this a no-op
 
     output_report = meter.loudness_report(y, out_fs)
-    out_tp = _verified_peak_db(y, out_fs)
+    out_tp = _verified_peak_db(y, out_fs) if peak is None else peak  # the clip above changed nothing
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
         output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU
