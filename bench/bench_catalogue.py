@@ -39,34 +39,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import provenance  # noqa: E402  (bench/ helpers)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT / ".bench-data"
-
-
-def provenance() -> str:
-    import numpy as np
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except Exception:
-            return "?"
-
-    head = git("rev-parse", "--short", "HEAD")
-    dirty = git("status", "--porcelain", "kernels", "pipeline")
-    cpu = "?"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return (
-        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {head}"
-        f"{' with uncommitted changes in kernels/pipeline' if dirty else ''}; "
-        f"CPU {cpu}, {os.cpu_count()} logical CPU(s); numpy {np.__version__}; Python {sys.version.split()[0]}"
-    )
 
 
 def build_catalogue(seconds: float, n_mixes: int) -> list[tuple[str, float]]:

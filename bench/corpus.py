@@ -14,6 +14,7 @@ every file of the corpus.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import glob
 import os
 import shutil
@@ -24,7 +25,33 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
+
+
+def provenance() -> str:
+    """Date, git commit (+ dirty flag for kernels/pipeline), CPU and NumPy: one line each."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except Exception:
+            return "?"
+
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "kernels", "pipeline")
+    cpu = "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return (
+        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {head}"
+        f"{' with uncommitted changes in kernels/pipeline' if dirty else ''}; "
+        f"CPU {cpu}, {os.cpu_count()} logical CPU(s); numpy {np.__version__}; Python {sys.version.split()[0]}"
+    )
 
 
 def mastered_tracks(min_bytes: int = 500_000) -> list[str]:
