@@ -832,7 +832,7 @@ class _Meter:
     def candidate_blocks(self, src, thr: float):
         """Blocks whose sample bound (support max x phase L1 norm) reaches ``thr``;
         also the largest |sample| (NaN or inf when the track has any)."""
-        xp, blk = self.xp, self.plan["blk"]
+        xp = self.xp
         main, edge = self._sources(src)
         parts = [xp.zeros(1, dtype=xp.float64)]
         if main is not None:
@@ -851,7 +851,7 @@ class _Meter:
         ``thr`` is listed (others may be, with their values).
         """
         xp, p = self.xp, self.plan
-        blk, off, t, left, right = p["blk"], p["off"], p["t"], p["left"], p["right"]
+        blk, off, left = p["blk"], p["off"], p["left"]
         c = self.channels
         per = blk // _KNOT
         out_i, out_v = [], []

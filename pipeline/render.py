@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -188,8 +188,6 @@ def eq_curve(preset: Preset, fingerprint: Mapping[str, float], fs: float, amount
     is the loudness stage's job), smoothed over ~2/3 octave, clamped to
     ``preset.eq_max_db`` and scaled by ``amount``.
     """
-    from acetate.pipeline.analyse import FEATURE_NAMES  # noqa: F401  (names checked below)
-
     centres = np.asarray(BAND_CENTRES_HZ)
     track = np.array([fingerprint.get(f"ltas_mid_{_label(fc)}hz_db", np.nan) for fc in BAND_CENTRES_HZ], dtype=np.float64)
     target = np.asarray(preset.target_mid_db)

@@ -11,7 +11,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from acetate.kernels import backend, truepeak
+from acetate.kernels import truepeak
 from acetate.pipeline import cli, demo, mastering, render
 from acetate.pipeline.presets import BALANCED
 
