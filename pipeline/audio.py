@@ -15,12 +15,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AudioError", "AudioInfo", "decode", "info", "encode", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
+__all__ = ["AudioError", "AudioInfo", "decode", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
 
 #: File extensions treated as audio when a folder is given.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
 
 MIN_RATE, MAX_RATE = 8000, 192000
+
+# The process umask, read once at import (os.umask can only be read by setting it,
+# which would race with other threads creating files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class AudioError(ValueError):
@@ -137,15 +142,25 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
         with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:
             for a in range(0, x.shape[1], _IO_BLOCK):  # interleave block by block: no full copy
                 f.write(np.ascontiguousarray(x[:, a : a + _IO_BLOCK].T))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; deliverables get the usual mode
+        with open(tmp, "rb+") as fh:  # on disk before the name says it is done
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; deliverables get the usual mode
         os.replace(tmp, final)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return str(final)
+
+
+def dual_mono(x: np.ndarray) -> np.ndarray:
+    """Mono programme as two identical channels; anything else unchanged.
+
+    Acetate delivers mono input as dual-mono stereo, so it is measured that way
+    everywhere (a mono file reads 3.01 LU lower than the same samples in both
+    channels): the CLI, the batch and album gains all see the same programme.
+    """
+    return np.concatenate([x, x]) if x.ndim == 2 and x.shape[0] == 1 else x
 
 
 def list_audio(paths: list[str]) -> list[str]:

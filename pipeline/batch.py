@@ -206,8 +206,11 @@ def _album_rows(run_id: str, album: str, stage: str, lufs: float | None, duratio
     return rows
 
 
-def _stream_tasks(client: Any, fn: Callable, items: list[dict[str, Any]], args: tuple, *, run_id: str, prefix: str, max_in_flight: int, resources: dict | None, on_result: Callable[[dict, Any], None], on_error: Callable[[dict, BaseException], None]) -> None:
-    """Submit ``fn(item, *args)`` for each item, at most ``max_in_flight`` at once; call back as they finish."""
+def _stream_tasks(client: Any, fn: Callable, items: list[dict[str, Any]], args: tuple, *, run_id: str, prefix: str, max_in_flight: int, resources: dict | None, on_result: Callable[[dict, Any], None], on_error: Callable[[dict, BaseException], None], retries: int = 0) -> None:
+    """Submit ``fn(item, *args)`` for each item, at most ``max_in_flight`` at once; call back as they finish.
+
+    ``retries``: how often Dask re-runs a task that erred (a worker that died under it).
+    """
     from distributed import as_completed
 
     it = iter(items)
@@ -219,7 +222,7 @@ def _stream_tasks(client: Any, fn: Callable, items: list[dict[str, Any]], args: 
         except StopIteration:
             return None
         key = f"{prefix}-{store.safe_name(item['track_id'])}-{run_id}"
-        fut = client.submit(fn, item, *args, key=key, pure=False, resources=resources)
+        fut = client.submit(fn, item, *args, key=key, pure=False, resources=resources, retries=retries)
         pending[fut] = item
         return fut
 
@@ -287,6 +290,7 @@ def run_job(
     info = client.scheduler_info().get("workers", {})
     threads = sum(int(w.get("nthreads", 1)) for w in info.values()) or 1
     max_in_flight = int(job.options.get("max_in_flight") or 2 * threads)
+    retries = int(job.options.get("retries", 2))
     resources = {"GPU": 1} if settings["device"] == "gpu" else None
     if resources and not any((w.get("resources") or {}).get("GPU", 0) > 0 for w in info.values()):
         raise jobs.JobError(
@@ -315,18 +319,25 @@ def run_job(
             measured: dict[str, dict[str, Any]] = {}
             _stream_tasks(
                 client, track.measure_track, album_specs, (settings, out_root),
-                run_id=run_id, prefix="measure", max_in_flight=max_in_flight, resources=resources,
+                run_id=run_id, prefix="measure", max_in_flight=max_in_flight, resources=resources, retries=retries,
                 on_result=lambda item, res: measured.__setitem__(item["track_id"], res),
                 on_error=lambda item, exc: None,  # phase 2 retries the track and records what fails
             )
             for album, ids in albums.items():
                 ok = [measured[i] for i in ids if i in measured and measured[i]["error"] is None]
+                lost = [i for i in ids if i not in measured]  # tasks lost with a worker, not bad files
                 lufs = album_loudness([m["blocks"] for m in ok])
                 album_in[album] = (lufs, sum(m["duration_s"] for m in ok))
+                note = None
+                if lost:
+                    note = f"album loudness from {len(ok)} of {len(ids)} tracks: {', '.join(lost)} could not be measured (rerun to include them)"
+                    say(f"warning: album {album!r}: {note}")
                 if lufs is not None:
                     for s in spec_dicts:
                         if s.get("album") == album:
                             s["album_loudness_lufs"] = round(lufs, 3)
+                            if note:
+                                s["album_note"] = note
         # Phase 2: every track.
         attempts: dict[str, int] = defaultdict(int)
 
@@ -349,7 +360,7 @@ def run_job(
 
         _stream_tasks(
             client, track.run_track, spec_dicts, (settings, out_root, run_id),
-            run_id=run_id, prefix="track", max_in_flight=max_in_flight, resources=resources,
+            run_id=run_id, prefix="track", max_in_flight=max_in_flight, resources=resources, retries=retries,
             on_result=on_result, on_error=on_error,
         )
         bar.draw(final=True)

@@ -23,7 +23,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       device: auto                # auto | cpu | gpu (gpu: tasks need a worker with resource GPU)
       strict: false               # exit non-zero when any track failed
       retries: 2                  # how often Dask re-runs a task whose worker died
-      max_in_flight: null         # tasks queued at once (default 4 x worker threads)
+      max_in_flight: null         # tasks queued at once (default 2 x worker threads)
       progress: true              # progress bar on stderr
       verify: true                # fingerprint the masters too (features stage "output")
     training:                     # mode training-data only: variants per track (acetate.pipeline.training)

@@ -76,21 +76,22 @@ def master_file(
     stage = "decode"
     try:
         x, fs = audio.decode(path)
+        x = audio.dual_mono(x)
         if x.shape[0] > 2:
             raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
         stage = "analyse"
-        rate = settings.output_rate or fs
-        if rate != fs:  # fingerprint at the delivery rate, as the renderer works there
-            x_fp, _, _ = render._prepare(x, fs, settings, __import__("numpy"))
-        else:
-            x_fp = x if x.shape[0] == 2 else __import__("numpy").concatenate([x, x])
-        fp = fingerprint(x_fp, rate)
+        notes = []
+        if settings.output_rate and settings.output_rate != fs:  # once, before analysis and render
+            notes.append(f"resampled {fs} Hz -> {settings.output_rate} Hz before mastering")
+            x, fs = render.resample(x, fs, settings.output_rate), settings.output_rate
+        fp = fingerprint(x, fs)
         if not math.isfinite(fp.get("integrated_lufs", math.nan)):
             raise render.RenderError("silent programme (no 400 ms block above -70 LUFS): nothing to master")
         stage = "select"
         chosen, selection = choose_preset(fp, preset, bank)
         stage = "render"
         result = render.master(x, fs, settings, preset=chosen, fingerprint=fp)
+        result.notes[:0] = notes
         stage = "write"
         outputs = render.write_outputs(result, Path(out_dir) / (stem or Path(path).stem), formats)
         return summary_row(path, result, outputs, selection)

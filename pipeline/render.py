@@ -49,6 +49,7 @@ __all__ = [
     "master",
     "write_outputs",
     "RenderError",
+    "resample",
 ]
 
 #: Named delivery targets: (integrated LUFS, true-peak ceiling dBTP).
@@ -215,12 +216,12 @@ def _crossover_energies(fingerprint: Mapping[str, float], eq_gains_db: np.ndarra
     """Mean-square power of mid and side (dB re. the overall level -> linear) per crossover band.
 
     Summed from the fingerprint's 1/3-octave long-term spectra (bands whose centre
-    falls in the crossover band), mid with the EQ curve applied.
+    falls in the crossover band), both with the EQ curve applied (the FIR filters L and R).
     """
     centres = np.asarray(BAND_CENTRES_HZ)
     labels = [_label(fc) for fc in BAND_CENTRES_HZ]
     mid = np.array([fingerprint.get(f"ltas_mid_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db
-    side = np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64)
+    side = np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db  # the FIR filters L and R: side too
     band = np.searchsorted(np.asarray(edges_hz), centres)  # crossover band of each 1/3-octave band
     pm = np.where(np.isfinite(mid), 10.0 ** (np.nan_to_num(mid, nan=-300.0) / 10.0), 0.0)
     ps = np.where(np.isfinite(side), 10.0 ** (np.nan_to_num(side, nan=-300.0) / 10.0), 0.0)
@@ -281,10 +282,23 @@ def _prepare(x: np.ndarray, fs: int, settings: MasterSettings, xp: Any) -> tuple
         notes.append("mono input: delivered as dual-mono stereo (identical channels)")
     out_fs = int(settings.output_rate or fs)
     if out_fs != fs:
-        g = math.gcd(out_fs, fs)
-        xd = xp.astype(backend.signal(xp).resample_poly(xd, out_fs // g, fs // g, axis=-1), xp.float32)
+        xd = resample(xd, fs, out_fs)
         notes.append(f"resampled {fs} Hz -> {out_fs} Hz before mastering")
     return xd, out_fs, notes
+
+
+def resample(x: Any, fs: int, rate: int) -> Any:
+    """``x`` (channels, samples; NumPy or CuPy) from ``fs`` to ``rate`` hertz, float32.
+
+    Polyphase resampling (``resample_poly``, Kaiser-windowed FIR) by the reduced
+    ratio ``rate / fs``; done once, at the start of the chain, so every later stage,
+    the limiter and the verification run at the delivered rate.
+    """
+    if rate == fs:
+        return x
+    xp = backend.namespace(x)
+    g = math.gcd(int(rate), int(fs))
+    return xp.astype(backend.signal(xp).resample_poly(x, int(rate) // g, int(fs) // g, axis=-1), xp.float32)
 
 
 def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: Preset, amount: float, settings: MasterSettings, channels: int) -> dict[str, Any]:
@@ -583,6 +597,10 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
             decoded, dfs = audio.decode(path)
             tp = float(truepeak.to_db(np.max(truepeak.true_peak(decoded, dfs, oversample=VERIFY_OVERSAMPLE))))
             if result.ceiling_dbtp is None or tp <= result.ceiling_dbtp or not math.isfinite(tp):
+                break
+            if attempt == 3:  # the file on disk is over: say so, never report it as met
+                result.ceiling_met = False
+                result.notes.append(f"{fmt}: decoded true peak {tp:.2f} dBTP stays over the {result.ceiling_dbtp:.1f} dBTP ceiling")
                 break
             adjust -= (tp - result.ceiling_dbtp) + (0.1 if fmt == "mp3" else 0.001)
         integrated = loudness.integrated_loudness(decoded, dfs)

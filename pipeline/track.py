@@ -67,7 +67,7 @@ __all__ = [
 #: Bump when a code change should redo finished tracks (part of every settings hash).
 SETTINGS_VERSION = "1"
 #: Bump when the cached input analysis (fingerprint, report, blocks) changes.
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"  # 2: mono measured as delivered (dual mono)
 
 _GPU_LOCK = threading.Lock()  # one GPU section per worker process at a time
 _BANK_CACHE: dict[str, Any] = {}
@@ -120,6 +120,14 @@ def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _remove_files(paths: Any) -> None:
+    for path in paths or ():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     """Hash of what changes a track's results: the job settings that matter and the spec's choices."""
     targets = {t: settings["targets"][t] for t in spec.get("targets") or ()}
@@ -135,6 +143,7 @@ def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         "intensity": settings.get("intensity", "medium"),
         "album_loudness_lufs": None if album is None else round(float(album), 2),
         "training": settings.get("training") if settings["mode"] == "training-data" else None,
+        "verify": bool(settings.get("verify", True)),
     }
     return hashlib.blake2b(json.dumps(blob, sort_keys=True).encode(), digest_size=16).hexdigest()
 
@@ -429,6 +438,10 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             return summary
         attempt = int(ledger.get("attempts", 0)) + 1 if ledger.get("key") == key and ledger.get("status") != "done" else 1
         summary["attempt"] = attempt
+        # Masters of an earlier key (the file or the settings changed) are not this
+        # track's any more: remove them, so a failure now never leaves old audio that
+        # looks delivered.
+        _remove_files(ledger.get("outputs", []))
         store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat()})
 
         device = _device(settings)
@@ -436,7 +449,8 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 
         def load() -> tuple[np.ndarray, int]:
             if "x" not in x_cache:
-                x_cache["x"], x_cache["fs"] = audio.decode(path)
+                x, fs = audio.decode(path)
+                x_cache["x"], x_cache["fs"] = audio.dual_mono(x), fs
             return x_cache["x"], x_cache["fs"]
 
         analysis, x, fs = _analysis(load, out_root, chash, device)
@@ -489,6 +503,8 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 params = dict(result.params)
                 if album_lufs is not None:
                     params.update(album_gain_db=album_gain(t), album_loudness_lufs=float(album_lufs), track_target_lufs=tl)
+                    if spec.get("album_note"):
+                        params["album_note"] = spec["album_note"]
                 if result.notes:
                     params["notes"] = list(result.notes)
                 rows["presets"].append(
@@ -530,6 +546,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)
         try:
             _failure(out_root, run_id, spec, f, attempt, key)
+            _remove_files(summary["outputs"])  # a half-delivered track (one target of two) is not delivered
             for name in ("features", "presets", "loudness"):
                 store.remove_part(out_root, name, part)
             store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "failed", "key": key, "attempts": attempt, "run_id": run_id, "stage": f.stage, "error_type": f.error_type, "message": f.message, "finished": _now().isoformat()})

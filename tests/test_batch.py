@@ -263,3 +263,30 @@ def test_several_targets_forced_preset_and_training_data(handle, tmp_path):
         table = pq.read_table(out2 / "training" / t / "training.parquet")
         assert table.num_rows == 1
     assert Counter(_ids(out2, "features")) == Counter({t: 1 for t in GOOD})
+
+
+def test_replaced_by_a_corrupt_file_leaves_no_stale_master(handle, tmp_path):
+    cat = demo.make_catalogue(tmp_path / "cat", seconds=2.0, per_style=1, include_bad=False)
+    out = tmp_path / "out"
+    job = _job(cat, out, album_mode=False)
+    res, _ = _run(job, handle.client, progress=False)
+    assert res.done == 5 and (out / "masters" / "pop-01.wav").exists()
+    (cat.parent / "pop-01.flac").write_bytes(b"fLaC but not really")  # the source goes bad
+    res, _ = _run(job, handle.client, progress=False)
+    assert (res.done, res.skipped, res.failed) == (0, 4, 1)
+    assert not (out / "masters" / "pop-01.wav").exists()  # the old audio is not left looking delivered
+    assert "pop-01" in _ids(out, "failures") and "pop-01" not in _ids(out, "presets")
+
+
+def test_mono_is_measured_as_delivered(handle, tmp_path):
+    # A mono track and the same samples in stereo: the same programme after delivery,
+    # so the same input loudness (not 3 dB apart) and the same album treatment.
+    x = demo.render_style("acoustic", 3.0, 44100, seed=4)[:1]
+    audio.encode(x, 44100, tmp_path / "in" / "mono.flac", "flac24")
+    audio.encode(np.concatenate([x, x]), 44100, tmp_path / "in" / "stereo.flac", "flac24")
+    job = _job(tmp_path / "in", tmp_path / "out", inputs={"paths": [str(tmp_path / "in")]}, album_mode=False)
+    res, _ = _run(job, handle.client, progress=False)
+    assert res.done == 2
+    loud = {(r["track_id"], r["stage"]): r["integrated_lufs"] for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist()}
+    assert loud[("mono", "input")] == pytest.approx(loud[("stereo", "input")], abs=1e-6)
+    assert loud[("mono", "output")] == pytest.approx(-14.0, abs=0.1)
