@@ -1012,8 +1012,6 @@ def true_peak_limit(
     margin_db: float = 0.02,
     max_passes: int = 6,
     release_ref_db: float = 10.0,
-    block_s: float | None = None,
-    max_reduction_db: float = 40.0,
     guard_db: float = 0.03,
     libebur128: bool = True,
 ) -> tuple[Any, Any]:
@@ -1072,9 +1070,6 @@ def true_peak_limit(
         Measurements of the output (>= 1): the first plus corrections.
     release_ref_db : float
         Recovery, dB, that ``release_s`` refers to (default 10 dB).
-    block_s, max_reduction_db
-        Accepted for compatibility; no effect (memory is O(n) at the base
-        rate: about 40 bytes a sample for a stereo float32 track).
     guard_db : float
         Aim this far below the ceiling, dB (>= 0; default 0.03): room for the
         gain modulation, so that corrections are rare and small.
@@ -1121,8 +1116,6 @@ def true_peak_limit(
         raise ValueError(f"guard_db must be >= 0 dB, got {guard_db!r}")
     if not (math.isfinite(release_ref_db) and release_ref_db > 0):
         raise ValueError(f"release_ref_db must be a positive number of dB, got {release_ref_db!r}")
-    if block_s is not None:
-        _check_time("block_s", block_s, allow_zero=False)
     ceiling = 10.0 ** (ceiling_dbtp / 20.0)
     if x.shape[1] == 0:
         return xp.asarray(x, copy=True), xp.ones((1, 0), dtype=xp.float64)

@@ -251,16 +251,6 @@ def test_true_peak_limit_passes_quiet_signal(xp):
     np.testing.assert_array_equal(backend.to_host(y), x)
 
 
-def test_true_peak_limit_block_s_compatible(xp):
-    """``block_s`` is accepted for compatibility; memory is O(n) without it and results match."""
-    x = real_ish("bursts", 1.5)
-    x = (x / np.abs(x).max() * 1.5).astype(np.float32)
-    y1, g1 = dy.true_peak_limit(xp.asarray(x), FS, CEIL_DB)
-    y2, g2 = dy.true_peak_limit(xp.asarray(x), FS, CEIL_DB, block_s=0.4)
-    np.testing.assert_array_equal(backend.to_host(y1), backend.to_host(y2))
-    assert meter16_db(backend.to_host(y1), FS) <= CEIL_DB
-
-
 @pytest.mark.parametrize("n", [1, 7, 31, 33, 100, 1001])
 def test_true_peak_limit_short_and_edges(n):
     """Tracks shorter than a block, and overs at the very first and last samples
