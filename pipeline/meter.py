@@ -6,12 +6,14 @@ A report is a flat dict with the CLI contract's keys (``acetate loudness
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from typing import Any, Mapping
 
 from acetate.kernels import backend, loudness, truepeak
 from acetate.pipeline import audio
 
-__all__ = ["REPORT_KEYS", "loudness_report", "report_from_fingerprint", "measure_file"]
+__all__ = ["REPORT_KEYS", "loudness_report", "measure_report", "gating_blocks", "report_from_fingerprint", "measure_file"]
 
 REPORT_KEYS = (
     "path",
@@ -37,6 +39,21 @@ def loudness_report(x: Any, fs: int, *, oversample: int | None = None) -> dict[s
 
     ``oversample`` sets the true-peak ratio (default: BS.1770's 4x below 96 kHz).
     """
+    return measure_report(x, fs, oversample=oversample)[0]
+
+
+def gating_blocks(stats: loudness.LoudnessStats) -> np.ndarray:
+    """Loudness (LUFS, float32) of the BS.1770 gating blocks above the absolute gate.
+
+    Pooling several programmes' blocks and gating them together gives their
+    joint (album) integrated loudness, as BS.1770 defines it.
+    """
+    m = np.asarray(stats.momentary)  # 400 ms blocks every 100 ms: the gating grid
+    return m[m > loudness.ABSOLUTE_GATE_LUFS].astype(np.float32)
+
+
+def measure_report(x: Any, fs: int, *, oversample: int | None = None) -> tuple[dict[str, Any], loudness.LoudnessStats]:
+    """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass)."""
     xp = backend.namespace(x)
     stats = loudness.measure(x, fs)
     tp = truepeak.true_peak(x, fs, oversample=oversample)
@@ -51,7 +68,7 @@ def loudness_report(x: Any, fs: int, *, oversample: int | None = None) -> dict[s
         "duration_s": x.shape[-1] / fs,
         "sample_rate": int(fs),
         "channels": int(x.shape[0]),
-    }
+    }, stats
 
 
 def report_from_fingerprint(fp: Mapping[str, float]) -> dict[str, Any]:

@@ -175,6 +175,8 @@ class MasterResult:
     ceiling_dbtp: float | None = None
     target_met: bool | None = None
     ceiling_met: bool | None = None
+    #: Gating-block loudness of the master (LUFS above -70, float32): for album pooling.
+    output_blocks: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
 
 # --- parameter derivation ---------------------------------------------------------
@@ -532,7 +534,7 @@ def master(
         y, peak = _limit(y, out_fs, 0.0, ceiling, preset)
     y = xp.clip(y, -1.0, 1.0)  # formats are fixed point; the ceiling (<= 0 dBTP) keeps this a no-op
 
-    output_report = meter.loudness_report(y, out_fs)
+    output_report, out_stats = meter.measure_report(y, out_fs)
     out_tp = _verified_peak_db(y, out_fs) if peak is None else peak  # the clip above changed nothing
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
@@ -552,6 +554,7 @@ def master(
         ceiling_dbtp=ceiling if settings.limit else None,
         target_met=target_met,
         ceiling_met=ceiling_met,
+        output_blocks=meter.gating_blocks(out_stats),
     )
 
 

@@ -61,7 +61,6 @@ __all__ = [
     "read_ledger",
     "measure_track",
     "run_track",
-    "block_loudness",
 ]
 
 #: Bump when a code change should redo finished tracks (part of every settings hash).
@@ -171,19 +170,6 @@ def master_paths(out_root: str | os.PathLike, track_id: str, targets: list[str] 
 # --- measurement --------------------------------------------------------------------
 
 
-def block_loudness(x: Any, fs: int) -> np.ndarray:
-    """Loudness (LUFS) of the BS.1770 gating blocks (400 ms, 100 ms hop) above the absolute gate, float32.
-
-    Pooling several tracks' blocks and gating them together gives the album's
-    integrated loudness.
-    """
-    from acetate.kernels import backend, loudness
-
-    _, lufs = loudness.sliding_loudness(x, fs, 0.4, 0.1)
-    v = backend.to_host(lufs)
-    return np.asarray(v[v > -70.0], dtype=np.float32)
-
-
 def _device(settings: Mapping[str, Any]) -> str:
     """``cpu`` or ``gpu`` for this task: ``auto`` uses the GPU when this worker declares resource GPU."""
     want = settings.get("device", "auto")
@@ -233,10 +219,10 @@ def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
     xp = backend.array_module(device)
     with _DeviceSection(device):
         xd = backend.to_device(x, xp)
-        report = meter.loudness_report(xd, fs)
+        report, stats = meter.measure_report(xd, fs)
         given = {k: (math.nan if report[k] is None else report[k]) for k in analyse.LOUDNESS_KEYS if k in report}
         fp = analyse.fingerprint(xd, fs, loudness=given)
-        blocks = block_loudness(xd, fs)
+        blocks = meter.gating_blocks(stats)  # the meter's own gating blocks: no second pass
     return {"report": report, "fingerprint": fp, "blocks": [round(float(b), 4) for b in blocks]}
 
 
@@ -495,7 +481,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                     out_fp = _stage("verify", lambda: _verify(result, device))
                     rows["features"].append(_feature_row(out_fp, stems[t], track_id, "output", t))
                 if spec.get("album"):
-                    output_blocks[t] = block_loudness(result.audio, result.fs)
+                    output_blocks[t] = result.output_blocks
                 written = _stage("write", lambda: _write(result, stems[t], settings["formats"]))
                 summary["outputs"].extend(written)
                 first = written[0] if written else stems[t]
