@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import traceback
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Mapping, Sequence
 
 from acetate.pipeline import audio, render
 from acetate.pipeline.presets import Preset, load_bank
 
-__all__ = ["choose_preset", "master_file", "summary_row"]
+__all__ = ["analyse_programme", "choose_preset", "master_file", "summary_row"]
 
 
 def choose_preset(fingerprint: Mapping[str, float], preset: str | None = "auto", bank: Any = None) -> tuple[Preset, dict[str, Any]]:
@@ -30,6 +32,34 @@ def choose_preset(fingerprint: Mapping[str, float], preset: str | None = "auto",
     sel = b.select(fingerprint)
     runners = [(str(n), float(d)) for n, d in sel.runners_up]
     return sel.preset, {"preset": sel.preset.name, "forced": False, "distance": float(sel.distance), "runners_up": runners}
+
+
+def analyse_programme(x: np.ndarray, fs: int, device: str = "cpu") -> tuple[dict[str, Any], dict[str, float], np.ndarray]:
+    """The input's loudness report, fingerprint and BS.1770 gating blocks, in one meter pass.
+
+    ``x`` is the decoded programme as it will be delivered (mono already dual,
+    :func:`acetate.pipeline.audio.dual_mono`). The CLI and the batch worker both
+    analyse through here, so a track measures the same wherever it is mastered.
+
+    Raises
+    ------
+    RenderError
+        More channels than a master supports, or a silent programme (no 400 ms
+        block above the -70 LUFS gate) -- nothing to master.
+    """
+    from acetate.kernels import backend
+    from acetate.pipeline import analyse, meter
+
+    if x.shape[0] > 2:
+        raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
+    xp = backend.array_module(device)
+    xd = backend.to_device(x, xp)
+    report, stats = meter.measure_report(xd, fs)
+    if report["integrated_lufs"] is None:
+        raise render.SilentProgramme("silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, integrated loudness undefined")
+    given = {k: (math.nan if report[k] is None else report[k]) for k in analyse.LOUDNESS_KEYS if k in report}
+    fp = analyse.fingerprint(xd, fs, loudness=given)
+    return report, fp, meter.gating_blocks(stats)
 
 
 def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,22 +101,16 @@ def master_file(
 
     Failures become ``{"path", "error", "stage"}`` rows.
     """
-    from acetate.pipeline.analyse import fingerprint
-
     stage = "decode"
     try:
         x, fs = audio.decode(path)
         x = audio.dual_mono(x)
-        if x.shape[0] > 2:
-            raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
         stage = "analyse"
         notes = []
         if settings.output_rate and settings.output_rate != fs:  # once, before analysis and render
             notes.append(f"resampled {fs} Hz -> {settings.output_rate} Hz before mastering")
             x, fs = render.resample(x, fs, settings.output_rate), settings.output_rate
-        fp = fingerprint(x, fs)
-        if not math.isfinite(fp.get("integrated_lufs", math.nan)):
-            raise render.RenderError("silent programme (no 400 ms block above -70 LUFS): nothing to master")
+        _, fp, _ = analyse_programme(x, fs, settings.device)
         stage = "select"
         chosen, selection = choose_preset(fp, preset, bank)
         stage = "render"

@@ -49,6 +49,7 @@ __all__ = [
     "master",
     "write_outputs",
     "RenderError",
+    "SilentProgramme",
     "resample",
 ]
 
@@ -82,6 +83,10 @@ CEILING_MARGIN_DB = 0.05
 
 class RenderError(ValueError):
     """A track the renderer cannot master as asked (the message says why)."""
+
+
+class SilentProgramme(RenderError):
+    """No 400 ms block above the -70 LUFS absolute gate: loudness undefined, nothing to master."""
 
 
 @dataclass(frozen=True)
@@ -419,7 +424,7 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
     xp = backend.namespace(y)
     i0 = loudness.integrated_loudness(y, fs)
     if not math.isfinite(i0):
-        raise RenderError("silent programme (no 400 ms block above -70 LUFS): nothing to master")
+        raise SilentProgramme("silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, nothing to master")
     g = target - i0
     if not limit:
         params["loudness"] = {"gain_db": round(g, 4), "iterations": 0}

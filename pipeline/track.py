@@ -209,20 +209,18 @@ class _DeviceSection:
             _GPU_LOCK.release()
 
 
-def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
-    """Input loudness report, fingerprint and gating blocks of host audio ``x``."""
-    from acetate.kernels import backend
-    from acetate.pipeline import analyse, meter
+def _decode(path: str) -> tuple[np.ndarray, int]:
+    """The programme as it is delivered: decoded, mono made dual mono."""
+    x, fs = audio.decode(path)
+    return audio.dual_mono(x), fs
 
-    if x.shape[0] > 6:
-        raise audio.AudioError(f"{x.shape[0]} channels: BS.1770 layouts cover 1 to 6 channels")
-    xp = backend.array_module(device)
+
+def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
+    """Input loudness report, fingerprint and gating blocks of host audio ``x`` (as the CLI measures it)."""
+    from acetate.pipeline.mastering import analyse_programme
+
     with _DeviceSection(device):
-        xd = backend.to_device(x, xp)
-        report, stats = meter.measure_report(xd, fs)
-        given = {k: (math.nan if report[k] is None else report[k]) for k in analyse.LOUDNESS_KEYS if k in report}
-        fp = analyse.fingerprint(xd, fs, loudness=given)
-        blocks = meter.gating_blocks(stats)  # the meter's own gating blocks: no second pass
+        report, fp, blocks = analyse_programme(x, fs, device)
     return {"report": report, "fingerprint": fp, "blocks": [round(float(b), 4) for b in blocks]}
 
 
@@ -245,15 +243,6 @@ def _analysis(x_loader: Callable[[], tuple[np.ndarray, int]], out_root: str, cha
     return result, x, fs
 
 
-def _check_silent(report: Mapping[str, Any], path: str) -> None:
-    if report.get("integrated_lufs") is None:
-        raise TrackFailure(
-            "analyse",
-            "SilentTrack",
-            f"silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, integrated loudness undefined: {path}",
-        )
-
-
 def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: str) -> dict[str, Any]:
     """Album phase 1: content hash, input loudness and gating blocks of one track.
 
@@ -269,8 +258,7 @@ def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root
         path = spec["path"]
         chash = _stage("hash", lambda: content_hash(path))
         out["content_hash"] = chash
-        analysis, _, _ = _analysis(lambda: audio.decode(path), out_root, chash, _device(settings))
-        _check_silent(analysis["report"], path)
+        analysis, _, _ = _analysis(lambda: _decode(path), out_root, chash, _device(settings))
         out["integrated_lufs"] = analysis["report"]["integrated_lufs"]
         out["duration_s"] = float(analysis["report"]["duration_s"])
         out["blocks"] = np.asarray(analysis["blocks"], dtype=np.float32)
@@ -435,13 +423,11 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 
         def load() -> tuple[np.ndarray, int]:
             if "x" not in x_cache:
-                x, fs = audio.decode(path)
-                x_cache["x"], x_cache["fs"] = audio.dual_mono(x), fs
+                x_cache["x"], x_cache["fs"] = _decode(path)
             return x_cache["x"], x_cache["fs"]
 
         analysis, x, fs = _analysis(load, out_root, chash, device)
         report, fp = analysis["report"], analysis["fingerprint"]
-        _check_silent(report, path)
         summary["duration_s"] = float(report["duration_s"])
         targets = list(spec.get("targets") or [])
         rows: dict[str, list[dict[str, Any]]] = {"features": [], "presets": [], "loudness": []}

@@ -290,3 +290,17 @@ def test_mono_is_measured_as_delivered(handle, tmp_path):
     loud = {(r["track_id"], r["stage"]): r["integrated_lufs"] for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist()}
     assert loud[("mono", "input")] == pytest.approx(loud[("stereo", "input")], abs=1e-6)
     assert loud[("mono", "output")] == pytest.approx(-14.0, abs=0.1)
+
+
+def test_mono_in_an_album_keeps_its_place(handle, tmp_path):
+    # Album phase 1 and phase 2 must measure a mono track the same way (as delivered).
+    x = demo.render_style("acoustic", 3.0, 44100, seed=4)
+    audio.encode(x[:1], 44100, tmp_path / "in" / "mono.flac", "flac24")
+    audio.encode(x, 44100, tmp_path / "in" / "stereo.flac", "flac24")
+    manifest = tmp_path / "in" / "m.csv"
+    manifest.write_text("track_id,path,album\nmono,mono.flac,A\nstereo,stereo.flac,A\n")
+    res, _ = _run(_job(manifest, tmp_path / "out"), handle.client, progress=False)
+    assert res.done == 2 and res.album_mode
+    loud = {(r["track_id"], r["stage"]): r["integrated_lufs"] for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist() if r["scope"] == "track"}
+    gain = {t: loud[(t, "output")] - loud[(t, "input")] for t in ("mono", "stereo")}
+    assert gain["mono"] == pytest.approx(gain["stereo"], abs=0.2)  # one album gain for both
