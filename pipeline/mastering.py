@@ -63,8 +63,9 @@ def analyse_programme(x: np.ndarray, fs: int, device: str = "cpu") -> tuple[dict
 
 
 def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("integrated_lufs", "true_peak_dbtp", "loudness_range_lu", "sample_peak_dbfs", "short_term_max_lufs", "momentary_max_lufs")
-    return {k: r.get(k) for k in keys}
+    from acetate.pipeline.meter import LOUDNESS_FIGURES
+
+    return {k: r.get(k) for k in LOUDNESS_FIGURES}
 
 
 def summary_row(path: str, result: render.MasterResult, outputs: list[dict[str, Any]], selection: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,20 +13,19 @@ from typing import Any, Mapping
 from acetate.kernels import backend, loudness, truepeak
 from acetate.pipeline import audio
 
-__all__ = ["REPORT_KEYS", "loudness_report", "measure_report", "gating_blocks", "report_from_fingerprint", "measure_file"]
+__all__ = ["LOUDNESS_FIGURES", "REPORT_KEYS", "loudness_report", "measure_report", "gating_blocks", "report_from_fingerprint", "measure_file"]
 
-REPORT_KEYS = (
-    "path",
+#: The six loudness figures of a report (LUFS, LU, dBTP, dBFS); null where undefined.
+LOUDNESS_FIGURES = (
     "integrated_lufs",
     "loudness_range_lu",
     "true_peak_dbtp",
     "sample_peak_dbfs",
     "momentary_max_lufs",
     "short_term_max_lufs",
-    "duration_s",
-    "sample_rate",
-    "channels",
 )
+#: Keys of one ``acetate loudness --json`` object (the CLI contract).
+REPORT_KEYS = ("path", *LOUDNESS_FIGURES, "duration_s", "sample_rate", "channels")
 
 
 def _finite(v: float) -> float | None:
@@ -73,8 +72,7 @@ def measure_report(x: Any, fs: int, *, oversample: int | None = None) -> tuple[d
 
 def report_from_fingerprint(fp: Mapping[str, float]) -> dict[str, Any]:
     """The loudness report already inside a fingerprint (NaN -> None), without measuring again."""
-    keys = ("integrated_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs", "momentary_max_lufs", "short_term_max_lufs")
-    rep: dict[str, Any] = {k: _finite(fp.get(k, math.nan)) for k in keys}
+    rep: dict[str, Any] = {k: _finite(fp.get(k, math.nan)) for k in LOUDNESS_FIGURES}
     if rep["integrated_lufs"] is None:
         rep["loudness_range_lu"] = None
     rep.update(duration_s=float(fp["duration_s"]), sample_rate=int(fp["sample_rate"]), channels=int(fp["channels"]))
