@@ -393,10 +393,13 @@ def _verified_peak_db(z: Any, fs: int) -> float:
     return backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(z, fs, oversample=VERIFY_OVERSAMPLE))))
 
 
-def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None) -> tuple[Any, float]:
-    """Gain, then the true-peak limiter, re-run lower until the 16x meter reads <= ceiling - margin.
+def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True) -> tuple[Any, float | None]:
+    """Gain, then the true-peak limiter (which holds its own 16x meter at ``ceiling - margin``).
 
-    Returns the limited signal and its 16x true peak (dBTP).
+    With ``verify`` the result is measured again, independently, at 16x, and the
+    limiter re-run lower in the (rare) case that reading is over; the loudness
+    solve verifies only its final pass. Returns the limited signal and its
+    verified 16x true peak (dBTP; None without ``verify``).
     """
     preset = preset or BALANCED
     x = _apply_gain(y, gain_db)
@@ -406,6 +409,8 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
         z, _ = dynamics.true_peak_limit(
             x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE
         )
+        if not verify:
+            return z, None
         peak = _verified_peak_db(z, fs)
         over = peak - ceiling
         if not over > 0:
@@ -434,7 +439,7 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
     capped = g > g_max
     g = min(g, g_max)
     history: list[tuple[float, float]] = []
-    z, peak = _limit(y, fs, g, ceiling, preset)
+    z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
     for it in range(8):
         iz = loudness.integrated_loudness(z, fs)
         history.append((g, iz))
@@ -447,8 +452,14 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
         else:
             slope = 1.0
         g = min(g + err / slope, g_max)
-        z, peak = _limit(y, fs, g, ceiling, preset)
+        z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
+    if history[-1][0] != g:  # iterations ran out: measure the last pass too
+        history.append((g, loudness.integrated_loudness(z, fs)))
+    peak = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
+    if peak > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
+        z, peak = _limit(y, fs, g, ceiling, preset)
+        iz = loudness.integrated_loudness(z, fs)
     if target - iz > TARGET_TOLERANCE_LU:
         notes.append(
             f"target {target:.1f} LUFS not reached ({iz:.2f} LUFS): it would take more than "
