@@ -251,9 +251,10 @@ def true_peak(
     nb = -(-n // bsz)  # centre blocks; the last may run past the end
     nrow = nb + nq - 1
     xpad = xp.zeros((c, nrow * bsz), dtype=work)
-    xpad[:, left : left + n] = xp.astype(x, work)
+    xpad[:, left : left + n] = x  # cast on assignment: no intermediate copy
     blk = xp.reshape(xpad, (c * nrow, bsz))
-    rmax = xp.reshape(_row_absmax(blk, xp), (c, nrow))
+    rows_step = 1 << 18  # bounded temporaries: |x| of 3 M samples at a time
+    rmax = xp.reshape(xp.concat([_row_absmax(blk[a : a + rows_step], xp) for a in range(0, blk.shape[0], rows_step)]), (c, nrow))
     sp = xp.astype(xp.max(rmax, axis=1), xp.float64)  # the sample peak (padding is zero)
     # Bound of block b (b < nb - 1): gain * max |x| over the rows it reads.
     body = nb - 1

@@ -122,7 +122,7 @@ def clip_runs(x: Any, level: float = CLIP_LEVEL, min_run: int = CLIP_MIN_RUN) ->
     if int(min_run) != min_run or min_run < 1:
         raise ValueError(f"min_run must be a positive whole number of samples, got {min_run!r}")
     xp = backend.namespace(x)
-    hot = xp.astype(xp.abs(x) >= level, xp.int8)
+    hot = xp.astype((x >= level) | (x <= -level), xp.int8)  # no float copy of |x|
     pad = xp.zeros((hot.shape[0], 1), dtype=xp.int8)
     edges = xp.diff(xp.reshape(xp.concatenate([pad, hot, pad], axis=1), (-1,)))
     starts = xp.nonzero(edges == 1)[0]
@@ -141,7 +141,8 @@ def silence_bounds(x: Any, fs: float, threshold_dbfs: float = SILENCE_DBFS) -> t
     """
     xp = backend.namespace(x)
     n = int(x.shape[1])
-    loud = xp.max(xp.abs(x), axis=0) > 10.0 ** (threshold_dbfs / 20.0)
+    t = 10.0 ** (threshold_dbfs / 20.0)
+    loud = (xp.max(x, axis=0) > t) | (xp.min(x, axis=0) < -t)  # |x| > t in any channel, no copy of |x|
     if not bool(backend.to_host(xp.any(loud))):
         return n / fs, n / fs
     first = int(backend.to_float(xp.argmax(loud)))
@@ -230,8 +231,10 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
     loud = _loudness_features(x, fs, loudness)
     f.update({k: loud[k] for k in LOUDNESS_KEYS})
     f["plr_db"] = f["true_peak_dbtp"] - f["integrated_lufs"]
-    # Mean square over all channels and samples: float32 squares summed in float64.
-    ms_all = backend.to_float(xp.sum(xp.reshape(x, (-1,)) * xp.reshape(x, (-1,)), dtype=xp.float64)) / (n_ch * n)
+    # Mean square over all channels and samples: float32 squares summed in float64,
+    # a chunk at a time (no full-length temporary for long programmes).
+    step = 1 << 20
+    ms_all = sum(backend.to_float(xp.sum(x[:, a : a + step] * x[:, a : a + step], dtype=xp.float64)) for a in range(0, n, step)) / (n_ch * n)
     rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
     f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
 
