@@ -295,7 +295,7 @@ def run_job(
     if resources and not any((w.get("resources") or {}).get("GPU", 0) > 0 for w in info.values()):
         raise jobs.JobError(
             "options.device is 'gpu' but no worker declares the resource GPU: use cluster kind 'gpu', "
-            "start workers with --resources GPU=1, or set options.device to auto"
+            "start GPU workers with --resources GPU=<nthreads>, or set options.device to auto"
         )
     show = job.options.get("progress", True) if progress is None else progress
 

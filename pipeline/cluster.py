@@ -35,9 +35,10 @@ one is used; unknown keys are an error naming the key)::
       job_extra_directives: []
       local_directory: null
 
-GPU workers carry the resource ``GPU: 1`` (one task at a time on the device
-while other threads decode and encode); a task decides NumPy or CuPy from its
-own worker's resources (see :mod:`acetate.pipeline.track`).  CUDA is never
+GPU workers carry the resource ``GPU`` with one unit per worker thread: each
+thread can hold a track, and a per-process lock lets one at a time use the
+device while the others decode and encode; a task decides NumPy or CuPy from
+its own worker's resources (see :mod:`acetate.pipeline.track`).  CUDA is never
 touched in the client: workers start as separate (spawned) processes.
 """
 from __future__ import annotations
@@ -203,12 +204,15 @@ def _gpu(cfg: dict[str, Any], workers: int | None) -> ClusterHandle:
     if workers and devices is None:
         devices = ",".join(str(i) for i in range(workers))
     kwargs = {k: cfg[k] for k in ("device_memory_limit", "rmm_pool_size") if cfg.get(k) is not None}
+    threads = int(cfg["threads_per_worker"] or 1)
     cluster = LocalCUDACluster(
         CUDA_VISIBLE_DEVICES=devices,
-        threads_per_worker=int(cfg["threads_per_worker"] or 1),
+        threads_per_worker=threads,
         memory_limit=cfg["memory_limit"],
         dashboard_address=cfg["dashboard_address"],
-        resources={"GPU": 1},
+        # One unit of GPU per thread: every thread may hold a track (decode, encode) while
+        # the worker's lock lets one of them at a time use the device (pipeline/track.py).
+        resources={"GPU": threads},
         **kwargs,
     )
     return ClusterHandle(Client(cluster), "gpu", cluster, f"gpu: one worker per GPU ({devices or 'all devices'})")
