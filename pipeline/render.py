@@ -182,6 +182,9 @@ class MasterResult:
     ceiling_met: bool | None = None
     #: Gating-block loudness of the master (LUFS above -70, float32): for album pooling.
     output_blocks: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    #: The master on the device it was rendered on (``audio`` itself on the CPU), so a
+    #: verification pass need not copy it back; drop it when done.
+    device_audio: Any = None
 
 
 # --- parameter derivation ---------------------------------------------------------
@@ -571,6 +574,7 @@ def master(
         target_met=target_met,
         ceiling_met=ceiling_met,
         output_blocks=meter.gating_blocks(out_stats),
+        device_audio=y,
     )
 
 

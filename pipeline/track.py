@@ -564,8 +564,9 @@ def _verify(result: Any, device: str) -> dict[str, float]:
     rep = result.output_report
     given = {k: (math.nan if rep.get(k) is None else rep[k]) for k in analyse.LOUDNESS_KEYS if k in rep}
     xp = backend.array_module(device)
+    y = result.device_audio if result.device_audio is not None else result.audio
     with _DeviceSection(device):
-        return analyse.fingerprint(backend.to_device(result.audio, xp), result.fs, loudness=given)
+        return analyse.fingerprint(backend.to_device(y, xp), result.fs, loudness=given)  # no copy when already there
 
 
 def _write(result: Any, stem: str, formats: list[str]) -> list[str]:
