@@ -44,14 +44,16 @@ def analyse_programme(x: np.ndarray, fs: int, device: str = "cpu") -> tuple[dict
     Raises
     ------
     RenderError
-        More channels than a master supports, or a silent programme (no 400 ms
-        block above the -70 LUFS gate) -- nothing to master.
+        More channels than a master supports, shorter than one 400 ms block, or a
+        silent programme (no 400 ms block above the -70 LUFS gate) -- nothing to master.
     """
     from acetate.kernels import backend
     from acetate.pipeline import analyse, meter
 
     if x.shape[0] > 2:
         raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
+    if x.shape[1] < round(0.4 * fs):
+        raise render.RenderError(f"{x.shape[1] / fs:.3f} s of audio: shorter than one 400 ms loudness block")
     xp = backend.array_module(device)
     xd = backend.to_device(x, xp)
     report, stats = meter.measure_report(xd, fs)

@@ -1,0 +1,104 @@
+"""Decoding and encoding at the edges: what a catalogue throws at Acetate gets a clear error,
+never a crash or a wrong number; deliverables are written atomically."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from acetate.pipeline import audio, mastering, render
+
+FS = 44100
+
+
+def tone(seconds: float, channels: int = 2, fs: int = FS) -> np.ndarray:
+    t = np.arange(int(seconds * fs)) / fs
+    return np.tile(0.1 * np.sin(2 * np.pi * 440 * t), (channels, 1)).astype(np.float32)
+
+
+def test_decode_is_planar_float32_and_exact_for_pcm(tmp_path):
+    x = tone(1.3)
+    path = tmp_path / "a.wav"
+    sf.write(path, x.T, FS, subtype="FLOAT")
+    y, fs = audio.decode(path)
+    assert fs == FS and y.dtype == np.float32 and y.shape == x.shape and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt junk that is not audio"), "cannot read"),
+        (lambda p: sf.write(p, np.full((4410, 2), np.nan, np.float32), FS, subtype="FLOAT"), "non-finite"),
+        (lambda p: sf.write(p, np.zeros((400, 2), np.float32), 4000, subtype="FLOAT"), "outside the supported"),
+    ],
+    ids=["empty", "corrupt", "nan", "rate-4k"],
+)
+def test_bad_files_are_clear_errors(tmp_path, make, match):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(audio.AudioError, match=match):
+        audio.decode(path)
+
+
+def test_over_long_programme_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, tone(3.0).T, FS)
+    with pytest.raises(audio.AudioError, match="exceeds the limit"):
+        audio.decode(path, max_seconds=2.0)
+
+
+@pytest.mark.parametrize(
+    "x,stage,match",
+    [
+        (tone(3.0, channels=3), "analyse", "3-channel input"),
+        (tone(0.2), "analyse", "shorter than one 400 ms"),
+        (np.zeros((2, FS * 2), np.float32), "analyse", "silent"),
+    ],
+    ids=["three-channels", "tiny", "silent"],
+)
+def test_master_file_turns_bad_programmes_into_error_rows(tmp_path, x, stage, match):
+    path = tmp_path / "in.wav"
+    sf.write(path, x.T, FS, subtype="PCM_24")
+    row = mastering.master_file(str(path), tmp_path / "out", render.MasterSettings(target_lufs=-14.0))
+    assert row["stage"] == stage and match in row["error"], row
+    assert not (tmp_path / "out" / "in.wav").exists()
+
+
+def test_odd_sample_rates_are_mastered_at_their_own_rate(tmp_path):
+    fs = 22050
+    path = tmp_path / "low.wav"
+    sf.write(path, tone(3.0, fs=fs).T * 3, fs, subtype="PCM_16")
+    row = mastering.master_file(str(path), tmp_path / "out", render.MasterSettings(target_lufs=-16.0, ceiling_dbtp=-1.0))
+    assert "error" not in row, row
+    y, out_fs = audio.decode(row["outputs"][0]["path"])
+    assert out_fs == fs and y.shape == (2, 3 * fs)
+    assert row["output"]["integrated_lufs"] == pytest.approx(-16.0, abs=0.1)
+
+
+def test_encode_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    out = tmp_path / "m.flac"
+    audio.encode(tone(1.0), FS, out, "flac24")
+    before = out.read_bytes()
+    oct_mode = oct(os.stat(out).st_mode & 0o777)
+    assert oct_mode != oct(0o600)  # deliverables get the usual mode, not mkstemp's
+
+    class Boom(Exception):
+        pass
+
+    def broken_write(self, data):  # the encoder dies half way
+        raise Boom("disk full")
+
+    monkeypatch.setattr(sf.SoundFile, "write", broken_write)
+    with pytest.raises(Boom):
+        audio.encode(tone(1.0) * 0.5, FS, out, "flac24")
+    assert out.read_bytes() == before  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["m.flac"]  # no temporary left
+
+
+def test_unknown_format_is_named():
+    with pytest.raises(ValueError, match="unknown format 'ogg9'"):
+        audio.encode(tone(0.5), FS, "/tmp/x.ogg", "ogg9")
