@@ -208,3 +208,28 @@ def test_nan_in_the_last_sample_is_still_named():
     x[0, -1] = np.nan
     with pytest.raises(ValueError, match=f"1 non-finite.*sample {x.shape[1] - 1}"):
         loudness.measure(x, 48000)
+
+
+def _installed_music(limit: int = 3) -> list[str]:
+    """Real mastered music from Debian's game-soundtrack packages, where installed."""
+    import glob
+    import os
+
+    files = sorted(f for f in glob.glob("/usr/share/**/*.ogg", recursive=True) if os.path.getsize(f) >= 500_000)
+    return files[:limit]
+
+
+@pytest.mark.parametrize("path", _installed_music() or [None])
+def test_integrated_agrees_with_pyloudnorm_deman_on_real_music(path):
+    # Tests build their own signals; this one also checks real recordings when the machine has
+    # some (apt-get install hyperrogue-music fb-music-high nexuiz-music), and skips otherwise.
+    if path is None:
+        pytest.skip("no real music installed under /usr/share")
+    from acetate.pipeline import audio
+
+    x, fs = audio.decode(path)
+    hop = int(round(0.1 * fs))
+    x = x[:, : (x.shape[1] // hop) * hop]  # whole 100 ms hops: pyloudnorm counts a partial last block
+    ours = loudness.integrated_loudness(x, fs)
+    ref = pyloudnorm.Meter(fs, filter_class="DeMan").integrated_loudness(x.T.astype(np.float64))
+    assert ours == pytest.approx(ref, abs=0.01)
