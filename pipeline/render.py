@@ -484,8 +484,8 @@ def master(
 
     Parameters
     ----------
-    x : ndarray
-        Mono or stereo programme.
+    x : ndarray (NumPy or CuPy)
+        Mono or stereo programme; a device array stays where it is.
     fs : int
         Sample rate in hertz.
     settings : MasterSettings
@@ -505,7 +505,7 @@ def master(
         Unsupported channel count, shorter than 400 ms, silent.
     """
     xp = backend.array_module(settings.device)
-    xd, out_fs, notes = _prepare(np.asarray(x), int(fs), settings, xp)
+    xd, out_fs, notes = _prepare(x, int(fs), settings, xp)  # host or device input: no copy if already there
     target, ceiling = settings.target_lufs, settings.ceiling_dbtp
     target = preset.target_lufs if target is None else target
     ceiling = preset.ceiling_dbtp if ceiling is None else ceiling
