@@ -973,7 +973,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
     ivl, peak = meter.envelope(x, blocks, target)
     over = peak > target
     if not bool(xp.any(over)):
-        return xp.asarray(x, copy=True), xp.ones(n, dtype=xp.float64)
+        return xp.asarray(x, copy=True), xp.ones(n, dtype=xp.float32)
     nint = meter.length // _KNOT
     kint = xp.ones(nint, dtype=xp.float64)
     kint[ivl[over]] = target / peak[over]
@@ -997,7 +997,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
         diff = g_new != g
         changed = diff[:-1] | diff[1:]
         g = g_new
-    return y, xp.astype(xp.reshape(gain, (-1,))[:n], xp.float64)
+    return y, xp.reshape(gain, (-1,))[:n]  # float32: exact (y is x * gain rounded to float32)
 
 
 def true_peak_limit(
@@ -1084,7 +1084,8 @@ def true_peak_limit(
     Returns
     -------
     y : array, shape (C, n), dtype of ``x``: ``(x * gain)`` rounded to the dtype.
-    gain : array, shape (1, n), float64, ``0 < gain <= 1``.
+    gain : array, shape (1, n), float32, ``0 < gain <= 1`` (float32 products are exact in
+        float64, so ``y == (x64 * gain64)`` rounded to float32).
 
     Examples
     --------
@@ -1118,7 +1119,7 @@ def true_peak_limit(
         raise ValueError(f"release_ref_db must be a positive number of dB, got {release_ref_db!r}")
     ceiling = 10.0 ** (ceiling_dbtp / 20.0)
     if x.shape[1] == 0:
-        return xp.asarray(x, copy=True), xp.ones((1, 0), dtype=xp.float64)
+        return xp.asarray(x, copy=True), xp.ones((1, 0), dtype=xp.float32)
     y, g = _tp_limit_core(
         x, fs, ceiling, int(oversample), int(verify_oversample), lookahead_s, release_s, release_ref_db, margin_db, int(max_passes), guard_db, bool(libebur128)
     )

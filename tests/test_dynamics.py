@@ -182,7 +182,7 @@ def test_true_peak_limit_ceiling(xp, kind):
     x = (x / fft_true_peak(x) * 10 ** ((CEIL_DB + 6) / 20)).astype(np.float32)  # +6 dB over the ceiling
     y, g = dy.true_peak_limit(xp.asarray(x), FS, CEIL_DB)
     y, g = backend.to_host(y), backend.to_host(g)
-    assert y.shape == x.shape and y.dtype == np.float32 and g.shape == (1, x.shape[1]) and g.dtype == np.float64
+    assert y.shape == x.shape and y.dtype == np.float32 and g.shape == (1, x.shape[1]) and g.dtype == np.float32
     assert np.all(g <= 1.0) and np.all(g > 0)
     tp = meter16_db(y, FS)
     assert tp <= CEIL_DB, f"{kind}: 16x true peak {tp:.5f} dBTP"
@@ -195,7 +195,7 @@ def test_true_peak_limit_ceiling(xp, kind):
     xb = scipy.signal.sosfiltfilt(scipy.signal.butter(12, 20000, fs=FS, output="sos"), x, axis=-1).astype(np.float32)
     yb, _ = dy.true_peak_limit(xp.asarray(xb), FS, CEIL_DB)
     assert 20 * np.log10(fft_true_peak(backend.to_host(yb), 8)) <= CEIL_DB + 0.01
-    np.testing.assert_array_equal(y, (x.astype(np.float64) * g).astype(np.float32))  # sample-aligned gain, no latency
+    np.testing.assert_array_equal(y, (x.astype(np.float64) * g.astype(np.float64)).astype(np.float32))  # sample-aligned gain, no latency
 
 
 @pytest.mark.parametrize("kind, fs", [("pink", 48000), ("near_nyquist", 48000), ("pink", 44100), ("near_nyquist", 44100)])
@@ -263,7 +263,7 @@ def test_true_peak_limit_short_and_edges(n):
     assert y.shape == x.shape and g.shape == (1, n)
     assert meter16_db(y, FS) <= CEIL_DB
     assert 20 * np.log10(ebur128_true_peak(y, FS)) <= CEIL_DB
-    np.testing.assert_array_equal(y, (x.astype(np.float64) * g).astype(np.float32))
+    np.testing.assert_array_equal(y, (x.astype(np.float64) * g.astype(np.float64)).astype(np.float32))
 
 
 def test_true_peak_limit_screen_bound_is_rigorous():
