@@ -319,6 +319,20 @@ def highpass_dc(x: Any, fs: float, cutoff_hz: float = 20.0, n_taps: int | None =
     return y.astype(x.dtype)
 
 
+def _crossover_lowpasses(fs: float, edges_hz: Sequence[float], n_taps: int | None, xp: ModuleType) -> Any:
+    """The linear-phase low-passes at each crossover edge, shape (K-1, n_taps), validated.
+
+    Default length ``6 * fs / edges[0]`` rounded to odd (2401 taps at 48 kHz, 120 Hz).
+    """
+    fs = _check_fs(fs)
+    edges = [float(e) for e in edges_hz]
+    if len(edges) == 0 or any(not (0 < e < fs / 2) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"edges_hz must be strictly increasing and within (0, fs/2 = {fs / 2}), got {edges}")
+    if n_taps is None:
+        n_taps = int(round(6 * fs / edges[0])) | 1
+    return xp.stack([lowpass_fir(fs, e, n_taps, xp=xp) for e in edges])
+
+
 def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 6000.0), n_taps: int | None = None, *, xp: ModuleType | None = None) -> Any:
     """Complementary linear-phase band filters whose sum is a pure delay.
 
@@ -349,17 +363,12 @@ def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 600
     >>> h.shape, round(float(h.sum(axis=0)[600]), 12)
     ((3, 1201), 1.0)
     """
-    fs = _check_fs(fs)
-    edges = [float(e) for e in edges_hz]
-    if len(edges) == 0 or any(not (0 < e < fs / 2) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"edges_hz must be strictly increasing and within (0, fs/2 = {fs / 2}), got {edges}")
-    if n_taps is None:
-        n_taps = int(round(6 * fs / edges[0])) | 1
     xp = xp or backend.array_module("cpu")
-    lps = [lowpass_fir(fs, e, n_taps, xp=xp) for e in edges]
+    lps = _crossover_lowpasses(fs, edges_hz, n_taps, xp)
+    n_taps = lps.shape[1]
     delta = xp.zeros(n_taps, dtype=xp.float64)
     delta[(n_taps - 1) // 2] = 1.0
-    bands = [lps[0]] + [lps[k] - lps[k - 1] for k in range(1, len(lps))] + [delta - lps[-1]]
+    bands = [lps[0]] + [lps[k] - lps[k - 1] for k in range(1, lps.shape[0])] + [delta - lps[-1]]
     return xp.stack(bands)
 
 
@@ -399,13 +408,7 @@ def crossover_bands(x: Any, fs: float, edges_hz: Sequence[float] = (120.0, 1000.
     xp = backend.namespace(x)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
-    fs = _check_fs(fs)
-    edges = [float(e) for e in edges_hz]
-    if len(edges) == 0 or any(not (0 < e < fs / 2) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"edges_hz must be strictly increasing and within (0, fs/2 = {fs / 2}), got {edges}")
-    if n_taps is None:
-        n_taps = int(round(6 * fs / edges[0])) | 1
-    lps = xp.stack([lowpass_fir(fs, e, n_taps, xp=xp) for e in edges])  # (K-1, m)
+    lps = _crossover_lowpasses(fs, edges_hz, n_taps, xp)  # (K-1, m)
     low = fft_filter(x[None, :, :], lps[:, None, :])  # (K-1, C, n), float32 for float32 audio
     parts = [low[0]] + [low[k] - low[k - 1] for k in range(1, low.shape[0])] + [x - low[-1]]
     return xp.stack(parts).astype(x.dtype, copy=False)
