@@ -22,6 +22,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from acetate.schemas._rows import checked_rows
+
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "FAILURES_SCHEMA", "STAGES", "failures_table"]
 
 SCHEMA_NAME = "failures"
@@ -47,12 +49,4 @@ FAILURES_SCHEMA = pa.schema(
 
 def failures_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Build a table with :data:`FAILURES_SCHEMA`; unknown columns or stages are an error naming them."""
-    rows = list(rows)
-    names = set(FAILURES_SCHEMA.names)
-    for i, r in enumerate(rows):
-        unknown = sorted(set(r) - names)
-        if unknown:
-            raise ValueError(f"failures row {i}: unknown column {unknown[0]!r}")
-        if r.get("stage") not in STAGES:
-            raise ValueError(f"failures row {i}: stage must be one of {STAGES}, got {r.get('stage')!r}")
-    return pa.Table.from_pylist([{n: r.get(n) for n in FAILURES_SCHEMA.names} for r in rows], schema=FAILURES_SCHEMA)
+    return pa.Table.from_pylist(checked_rows(FAILURES_SCHEMA, rows, "failures", {"stage": STAGES}), schema=FAILURES_SCHEMA)

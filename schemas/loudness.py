@@ -26,6 +26,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from acetate.schemas._rows import checked_rows
+
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "LOUDNESS_SCHEMA", "REPORT_FIELDS", "loudness_table"]
 
 SCHEMA_NAME = "loudness"
@@ -75,14 +77,5 @@ def loudness_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     ValueError
         On an unknown column (named), or a ``scope`` / ``stage`` outside the allowed values.
     """
-    rows = list(rows)
-    names = set(LOUDNESS_SCHEMA.names)
-    for i, r in enumerate(rows):
-        unknown = sorted(set(r) - names)
-        if unknown:
-            raise ValueError(f"loudness row {i}: unknown column {unknown[0]!r}")
-        if r.get("scope") not in _SCOPES:
-            raise ValueError(f"loudness row {i}: scope must be one of {_SCOPES}, got {r.get('scope')!r}")
-        if r.get("stage") not in _STAGES:
-            raise ValueError(f"loudness row {i}: stage must be one of {_STAGES}, got {r.get('stage')!r}")
-    return pa.Table.from_pylist([{n: r.get(n) for n in LOUDNESS_SCHEMA.names} for r in rows], schema=LOUDNESS_SCHEMA)
+    checked = checked_rows(LOUDNESS_SCHEMA, rows, "loudness", {"scope": _SCOPES, "stage": _STAGES})
+    return pa.Table.from_pylist(checked, schema=LOUDNESS_SCHEMA)

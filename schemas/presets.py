@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from acetate.schemas._rows import checked_rows
+
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "RUNNER_UP", "PRESETS_SCHEMA", "presets_table"]
 
 SCHEMA_NAME = "presets"
@@ -55,13 +57,8 @@ def presets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     ValueError
         On an unknown column (named) or a malformed runner-up.
     """
-    out = []
-    names = set(PRESETS_SCHEMA.names)
-    for i, r in enumerate(rows):
-        unknown = sorted(set(r) - names)
-        if unknown:
-            raise ValueError(f"presets row {i}: unknown column {unknown[0]!r}")
-        row = {n: r.get(n) for n in PRESETS_SCHEMA.names}
+    out = checked_rows(PRESETS_SCHEMA, rows, "presets")
+    for i, row in enumerate(out):
         if row["params"] is not None and not isinstance(row["params"], str):
             row["params"] = json.dumps(row["params"], sort_keys=True, default=_jsonable)
         ru = []
@@ -73,7 +70,6 @@ def presets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
             else:
                 raise ValueError(f"presets row {i}: runners_up[{j}] must be {{name, distance}} or a pair, got {item!r}")
         row["runners_up"] = ru
-        out.append(row)
     return pa.Table.from_pylist(out, schema=PRESETS_SCHEMA)
 
 

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from acetate.schemas._rows import checked_rows
+
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "RUNS_SCHEMA", "runs_table"]
 
 SCHEMA_NAME = "runs"
@@ -53,10 +55,4 @@ RUNS_SCHEMA = pa.schema(
 
 def runs_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Build a table with :data:`RUNS_SCHEMA`; an unknown column is an error naming it."""
-    rows = list(rows)
-    names = set(RUNS_SCHEMA.names)
-    for i, r in enumerate(rows):
-        unknown = sorted(set(r) - names)
-        if unknown:
-            raise ValueError(f"runs row {i}: unknown column {unknown[0]!r}")
-    return pa.Table.from_pylist([{n: r.get(n) for n in RUNS_SCHEMA.names} for r in rows], schema=RUNS_SCHEMA)
+    return pa.Table.from_pylist(checked_rows(RUNS_SCHEMA, rows, "runs"), schema=RUNS_SCHEMA)
