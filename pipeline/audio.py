@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AudioError", "AudioInfo", "decode", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
+__all__ = ["AudioError", "AudioInfo", "decode", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
 
 #: File extensions treated as audio when a folder is given.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
@@ -161,6 +161,12 @@ def dual_mono(x: np.ndarray) -> np.ndarray:
     channels): the CLI, the batch and album gains all see the same programme.
     """
     return np.concatenate([x, x]) if x.ndim == 2 and x.shape[0] == 1 else x
+
+
+def decode_programme(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """:func:`decode`, then :func:`dual_mono`: the programme as Acetate delivers and measures it."""
+    x, fs = decode(path)
+    return dual_mono(x), fs
 
 
 def list_audio(paths: list[str]) -> list[str]:

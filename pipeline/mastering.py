@@ -106,8 +106,7 @@ def master_file(
     """
     stage = "decode"
     try:
-        x, fs = audio.decode(path)
-        x = audio.dual_mono(x)
+        x, fs = audio.decode_programme(path)
         stage = "analyse"
         notes = []
         if settings.output_rate and settings.output_rate != fs:  # once, before analysis and render

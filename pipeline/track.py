@@ -209,12 +209,6 @@ class _DeviceSection:
             _GPU_LOCK.release()
 
 
-def _decode(path: str) -> tuple[np.ndarray, int]:
-    """The programme as it is delivered: decoded, mono made dual mono."""
-    x, fs = audio.decode(path)
-    return audio.dual_mono(x), fs
-
-
 def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
     """Input loudness report, fingerprint and gating blocks of host audio ``x`` (as the CLI measures it)."""
     from acetate.pipeline.mastering import analyse_programme
@@ -258,7 +252,7 @@ def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root
         path = spec["path"]
         chash = _stage("hash", lambda: content_hash(path))
         out["content_hash"] = chash
-        analysis, _, _ = _analysis(lambda: _decode(path), out_root, chash, _device(settings))
+        analysis, _, _ = _analysis(lambda: audio.decode_programme(path), out_root, chash, _device(settings))
         out["integrated_lufs"] = analysis["report"]["integrated_lufs"]
         out["duration_s"] = float(analysis["report"]["duration_s"])
         out["blocks"] = np.asarray(analysis["blocks"], dtype=np.float32)
@@ -423,7 +417,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 
         def load() -> tuple[np.ndarray, int]:
             if "x" not in x_cache:
-                x_cache["x"], x_cache["fs"] = _decode(path)
+                x_cache["x"], x_cache["fs"] = audio.decode_programme(path)
             return x_cache["x"], x_cache["fs"]
 
         analysis, x, fs = _analysis(load, out_root, chash, device)
