@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import traceback
 from pathlib import Path
-
-import numpy as np
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from acetate.kernels import backend
 from acetate.pipeline import audio, render
 from acetate.pipeline.presets import Preset, load_bank
 
@@ -47,7 +48,6 @@ def analyse_programme(x: np.ndarray, fs: int, device: str = "cpu") -> tuple[dict
         More channels than a master supports, shorter than one 400 ms block, or a
         silent programme (no 400 ms block above the -70 LUFS gate) -- nothing to master.
     """
-    from acetate.kernels import backend
     from acetate.pipeline import analyse, meter
 
     if x.shape[0] > 2:
@@ -107,6 +107,7 @@ def master_file(
     stage = "decode"
     try:
         x, fs = audio.decode_programme(path)
+        x = backend.to_device(x, backend.array_module(settings.device))  # once: analysis and render share it
         stage = "analyse"
         notes = []
         if settings.output_rate and settings.output_rate != fs:  # once, before analysis and render
