@@ -87,6 +87,42 @@ def tpdf_dither_quantize(x: Any, bits: int = 16, seed: int = 0) -> Any:
     return (k / scale).astype(out_dtype)
 
 
+def quantize(x: Any, bits: int = 24) -> Any:
+    """Round to the ``bits`` integer grid, saturating: values ``k / 2**(bits-1)``, no dither.
+
+    For word lengths whose rounding error sits far below the noise of any
+    recording (24 bit: -144 dBFS): the file writer then stores exactly these
+    values (libsndfile's own float conversion truncates for WAV, rounds for
+    FLAC), so a decoded file can be compared with them bit for bit.
+
+    Parameters
+    ----------
+    x : array
+        Audio, float, nominally within [-1, 1).
+    bits : int
+        Word length, 2 .. 24.
+
+    Returns
+    -------
+    q : array, float32, shape of ``x``; ``|q - x| <= 2**-bits`` inside the range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> q = quantize(np.array([0.1, -1.0, 1.0], np.float32), 24)
+    >>> q * 2**23
+    array([ 838861., -8388608.,  8388607.], dtype=float32)
+    """
+    xp = backend.namespace(x)
+    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 24:
+        raise ValueError(f"bits must be an integer in [2, 24], got {bits!r}")
+    scale = float(2 ** (int(bits) - 1))
+    # x * 2**(bits-1) is exact in float32 (a power of two): rounding and the
+    # clip happen on exact values, and k / scale is exact in float32 (|k| <= 2**23).
+    k = xp.clip(xp.round(xp.astype(x, xp.float32) * scale), -scale, scale - 1.0)
+    return k / scale
+
+
 def content_seed(x_host_bytes: bytes | bytearray | memoryview | np.ndarray, settings: str) -> int:
     """A 64-bit seed from a BLAKE2b hash of the audio bytes and a settings string.
 

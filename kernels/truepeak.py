@@ -33,7 +33,7 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["sample_peak", "true_peak", "interpolation_filter", "to_db", "default_oversample"]
+__all__ = ["sample_peak", "true_peak", "interpolation_filter", "interpolation_gain", "to_db", "default_oversample"]
 
 # BS.1770-4 Annex 2 example: 48 taps, 4 phases of 12.
 _ANNEX_PHASE0 = [
@@ -93,6 +93,20 @@ def interpolation_filter(oversample: int, kind: Literal["kaiser", "annex"] = "ka
     h = np.sinc(pos) * window[np.round((pos + t / 2) * oversample).astype(int).clip(0, t * oversample)]
     # Unity DC gain per phase.
     return h / h.sum(axis=1, keepdims=True)
+
+
+def interpolation_gain(oversample: int, kind: Literal["kaiser", "annex"] = "kaiser") -> float:
+    """Largest L1 norm of a phase of the interpolator: ``true_peak(e) <= gain * max|e|``.
+
+    Bounds how far the true peak can move when the samples move by at most
+    ``max|e|`` (rounding, dither): ``|tp(x + e) - tp(x)| <= gain * max|e|``.
+
+    Examples
+    --------
+    >>> 1.0 < interpolation_gain(16) < 2.0
+    True
+    """
+    return float(np.abs(interpolation_filter(int(oversample), kind)).sum(axis=1).max())
 
 
 def sample_peak(x: Any) -> Any:

@@ -78,3 +78,18 @@ def test_validation():
         dither.tpdf_dither_quantize(x, 16, seed=-1)
     with pytest.raises(ValueError, match="settings"):
         dither.content_seed(b"abc", 16)
+
+
+def test_quantize_rounds_to_nearest_and_saturates(xp):
+    x = xp.asarray(pink_noise(0.2, seed=3).astype(np.float32) * 0.5)
+    for bits in (16, 24):
+        scale = 2.0 ** (bits - 1)
+        q = backend.to_host(dither.quantize(x, bits))
+        ref = np.round(backend.to_host(x).astype(np.float64) * scale) / scale
+        np.testing.assert_array_equal(q.astype(np.float64), ref)
+        assert q.dtype == np.float32
+        np.testing.assert_array_equal(backend.to_host(dither.quantize(xp.asarray(q), bits)), q)  # idempotent
+    edge = backend.to_host(dither.quantize(xp.asarray(np.array([1.5, 1.0, -1.0, -3.0], np.float32)), 16))
+    np.testing.assert_array_equal(edge * 32768, [32767, 32767, -32768, -32768])
+    with pytest.raises(ValueError, match="bits"):
+        dither.quantize(x, 32)

@@ -312,3 +312,19 @@ def test_compress_at_control_rate_matches_per_sample_detector():
         assert np.mean(np.abs(g1 - g2)) < 0.01
     with pytest.raises(ValueError, match="control_hop"):
         dy.compress(band, fs, -20, 2.0, control_hop=0)
+    y3, g3 = dy.compress(band, fs, level + 2, 2.0, 6.0, attack, release, control_hop=16, return_gain=False)
+    assert g3 is None and np.array_equal(y3, y2)
+
+
+@pytest.mark.parametrize("hop", [1, 2, 7, 16])
+def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
+    """The broadcast ramp equals numpy.interp through the hop centres, ends held."""
+    rng = np.random.default_rng(hop)
+    for n in (1, hop * 5, hop * 5 + 3, 1001):
+        nh = -(-n // hop)
+        g = rng.uniform(-12.0, 0.0, (2, nh))
+        centres = np.arange(nh) * hop + (hop - 1) / 2
+        ref = np.stack([np.interp(np.arange(n), centres, row) for row in g])
+        got = dy._hop_interp(np, g, hop, n)
+        assert got.shape == (2, n)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)

@@ -11,7 +11,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from acetate.kernels import truepeak
+from acetate.kernels import loudness, truepeak
 from acetate.pipeline import cli, demo, mastering, render
 from acetate.pipeline.presets import BALANCED
 
@@ -131,6 +131,44 @@ def test_16_bit_output_is_dithered_and_keeps_the_ceiling(tmp_path, mixes):
     # Dither: the 16-bit file differs from plain rounding of the float master.
     rounded = np.round(r.audio.T * 32768).clip(-32768, 32767).astype(np.int16)
     assert np.mean(y != rounded) > 0.3
+
+
+def test_lossless_files_decode_exactly_and_their_bounds_hold(tmp_path, mixes):
+    """WAV/FLAC outputs decode to the written samples bit for bit; the reported true
+    peak bounds the file's own 16x reading from above (within 0.002 dB) and the
+    reported loudness is the file's; MP3 is measured."""
+    r = render.master(mixes["electronic"], FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
+    outs = render.write_outputs(r, tmp_path / "m", ("wav24", "flac16", "mp3"))
+    outs += render.write_outputs(r, tmp_path / "f", ("wav32f",))
+    for out in outs:
+        y, fs = sf.read(out["path"], dtype="float32", always_2d=True)
+        tp = float(truepeak.to_db(truepeak.true_peak(y.T, fs, oversample=16).max()))
+        lufs = loudness.integrated_loudness(y.T, fs)
+        if out["format"] == "mp3":
+            assert out["verified"] == "measured"
+            assert out["true_peak_dbtp"] == pytest.approx(tp, abs=1e-9)
+            continue
+        assert out["verified"] == "exact"
+        slack = 0.002 if out["format"] == "flac16" else 1e-4  # dither: 1.5 LSB x the interpolator's L1 gain
+        assert tp <= out["true_peak_dbtp"] <= tp + slack and out["true_peak_dbtp"] <= -1.0
+        assert out["integrated_lufs"] == pytest.approx(lufs, abs=0.001)
+    wav24, _ = sf.read(outs[0]["path"], dtype="int32", always_2d=True)
+    # rounded to nearest (not truncated) 24-bit values of the master
+    np.testing.assert_array_equal(wav24.T >> 8, np.round(r.audio.astype(np.float64) * 2**23).astype(np.int32))
+
+
+def test_a_file_that_does_not_decode_to_the_master_is_an_error(tmp_path, mixes, monkeypatch):
+    r = render.master(mixes["rock"], FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
+    real = render.audio.decode
+
+    def flipped_lsb(path):
+        x, fs = real(path)
+        x[1, 1000] += 2.0**-23  # one sample, one LSB: a corrupt write
+        return x, fs
+
+    monkeypatch.setattr(render.audio, "decode", flipped_lsb)
+    with pytest.raises(render.RenderError, match="does not decode to the samples written"):
+        render.write_outputs(r, tmp_path / "c", ("flac24",))
 
 
 def test_mp3_decoded_true_peak_is_checked(tmp_path, mixes):
