@@ -70,6 +70,17 @@ def signal(xp: ModuleType) -> ModuleType:
     return scipy.signal
 
 
+def fft(xp: ModuleType) -> ModuleType:
+    """``scipy.fft`` (float32 transforms stay float32) or ``cupyx.scipy.fft`` to match ``xp``."""
+    if is_gpu(xp):
+        import cupyx.scipy.fft as cufft
+
+        return cufft
+    import scipy.fft
+
+    return scipy.fft
+
+
 def ndimage(xp: ModuleType) -> ModuleType:
     """``scipy.ndimage`` or ``cupyx.scipy.ndimage`` to match ``xp``."""
     if is_gpu(xp):

@@ -51,10 +51,18 @@ def gating_blocks(stats: loudness.LoudnessStats) -> np.ndarray:
     return m[m > loudness.ABSOLUTE_GATE_LUFS].astype(np.float32)
 
 
-def measure_report(x: Any, fs: int, *, oversample: int | None = None) -> tuple[dict[str, Any], loudness.LoudnessStats]:
-    """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass)."""
+def measure_report(
+    x: Any, fs: int, *, oversample: int | None = None, stats: loudness.LoudnessStats | None = None
+) -> tuple[dict[str, Any], loudness.LoudnessStats]:
+    """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass).
+
+    ``stats``: the :func:`acetate.kernels.loudness.measure` of this very ``x``
+    when the caller has it already (the renderer's last loudness check); only
+    the peaks are measured then.
+    """
     xp = backend.namespace(x)
-    stats = loudness.measure(x, fs)
+    if stats is None:
+        stats = loudness.measure(x, fs)
     tp = truepeak.true_peak(x, fs, oversample=oversample)
     sp = truepeak.sample_peak(x)
     return {

@@ -345,19 +345,21 @@ def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: 
     return plan
 
 
-def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
-    """(HP + EQ as one FIR) -> crossover -> per band compressor and width -> sum, on one block.
+def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any, banded: bool) -> Any:
+    """(HP + EQ) -> crossover -> per band compressor and width -> sum, on one block.
 
-    All local operations; the bands are split once and serve both dynamics and width.
+    All local operations. With ``banded``, ``h`` holds one filter per band
+    (the crossover's band filters with the HP and EQ folded in, see
+    :func:`_chain_filters`): one overlap-save pass splits the block into
+    equalised bands, which serve both dynamics and width. Otherwise ``h`` is
+    the HP + EQ filter alone (or None).
     """
     xp = backend.namespace(y)
-    if h is not None:
-        y = xp.astype(fir.fft_filter(y, h), xp.float32)
+    if not banded:
+        return y if h is None else xp.astype(fir.fft_filter(y, h), xp.float32)
     widths = plan.get("width")
-    if "dynamics" not in plan and not (widths and any(w != 1.0 for w in widths)):
-        return y
-    bands = fir.crossover_bands(y, fs, plan["crossovers_hz"])
-    out = xp.zeros_like(y)
+    bands = fir.fft_filter_bank(y, h)  # (K, C, n)
+    out = None
     for b in range(bands.shape[0]):  # 3-5 bands: a loop over stages, not samples
         yb = bands[b]
         p = plan["dynamics"][b] if "dynamics" in plan else None
@@ -367,8 +369,21 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
             )
         if widths:
             yb = image.scale_side(yb, widths[b])
-        out = out + yb
-    return out
+        out = yb if out is None else out + yb
+    return xp.astype(out, xp.float32)
+
+
+def _chain_filters(h: Any, fs: int, plan: Mapping[str, Any], xp: Any) -> tuple[Any, bool]:
+    """The local chain's filters: ``(h, False)`` when no band processing is planned,
+    else ``(bank, True)`` with the crossover band filters convolved with ``h``
+    (HP + EQ, odd length): band k of the equalised signal in one filter each."""
+    widths = plan.get("width")
+    if "dynamics" not in plan and not (widths and any(w != 1.0 for w in widths)):
+        return h, False
+    bank = fir.crossover_filters(fs, plan["crossovers_hz"], xp=xp)
+    if h is not None:
+        bank = backend.signal(xp).fftconvolve(h[None, :], bank, mode="full", axes=-1)
+    return bank, True
 
 
 def CONTROL_HOP(fs: float) -> int:
@@ -424,10 +439,15 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     return z, _verified_peak_db(z, fs)
 
 
-def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]) -> tuple[Any, float | None]:
+def _solve_loudness(
+    y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]
+) -> tuple[Any, float | None, loudness.LoudnessStats | None]:
     """Gain before the limiter such that I(limit(g * y)) = target; the ceiling always holds.
 
-    Returns the master and its 16x true peak (None when no limiter ran).
+    Returns the master, its 16x true peak and its loudness statistics (None for
+    both when no limiter ran). Each pass is measured in full
+    (:func:`acetate.kernels.loudness.measure`, the price of its integrated
+    loudness), so the last one is the output report's and is not measured again.
     """
     xp = backend.namespace(y)
     i0 = loudness.integrated_loudness(y, fs)
@@ -436,7 +456,7 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
     g = target - i0
     if not limit:
         params["loudness"] = {"gain_db": round(g, 4), "iterations": 0}
-        return _apply_gain(y, g), None
+        return _apply_gain(y, g), None, None
     tp0 = backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(y, fs, oversample=4))))
     g_max = ceiling + preset.max_limiting_db - tp0  # beyond this the limiter would exceed its allowance
     capped = g > g_max
@@ -444,7 +464,8 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
     history: list[tuple[float, float]] = []
     z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
     for it in range(8):
-        iz = loudness.integrated_loudness(z, fs)
+        stats = loudness.measure(z, fs)
+        iz = stats.integrated_lufs
         history.append((g, iz))
         err = target - iz
         if abs(err) <= _SOLVE_TOLERANCE_LU or (capped and err > 0) or g >= g_max and err > 0:
@@ -457,19 +478,21 @@ def _solve_loudness(y: Any, fs: int, target: float, ceiling: float, preset: Pres
         g = min(g + err / slope, g_max)
         z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
     if history[-1][0] != g:  # iterations ran out: measure the last pass too
-        history.append((g, loudness.integrated_loudness(z, fs)))
+        stats = loudness.measure(z, fs)
+        history.append((g, stats.integrated_lufs))
     peak = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
     if peak > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
         z, peak = _limit(y, fs, g, ceiling, preset)
-        iz = loudness.integrated_loudness(z, fs)
+        stats = loudness.measure(z, fs)
+        iz = stats.integrated_lufs
     if target - iz > TARGET_TOLERANCE_LU:
         notes.append(
             f"target {target:.1f} LUFS not reached ({iz:.2f} LUFS): it would take more than "
             f"{preset.max_limiting_db:.0f} dB of limiting under the {ceiling:.1f} dBTP ceiling; the ceiling held"
         )
     params["loudness"] = {"gain_db": round(g, 4), "iterations": len(history), "input_lufs": round(i0, 3)}
-    return z, peak
+    return z, peak, stats
 
 
 def master(
@@ -542,18 +565,22 @@ def master(
         h_hp = fir.highpass_taps(out_fs, settings.highpass_hz, xp=xp)
         h = h_hp if h_eq is None else backend.signal(xp).fftconvolve(h_hp, h_eq)
     if h is not None or "dynamics" in plan or "width" in plan:
-        y = blocks.apply_blockwise(lambda b: _local_chain(b, out_fs, plan, h), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs))
+        filters, banded = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
+        y = blocks.apply_blockwise(lambda b: _local_chain(b, out_fs, plan, filters, banded), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs))
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db
     peak = None  # 16x true peak of the master, when the limiter stage measured it
+    stats = None  # and its loudness, when the loudness solve measured it
     if target is not None:
-        y, peak = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
+        y, peak, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
     elif settings.limit:
         y, peak = _limit(y, out_fs, 0.0, ceiling, preset)
-    y = xp.clip(y, -1.0, 1.0)  # formats are fixed point; the ceiling (<= 0 dBTP) keeps this a no-op
+    if peak is None or peak > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
+        y = xp.clip(y, -1.0, 1.0)
+        stats = None
 
-    output_report, out_stats = meter.measure_report(y, out_fs)
+    output_report, out_stats = meter.measure_report(y, out_fs, stats=stats)
     out_tp = _verified_peak_db(y, out_fs) if peak is None else peak  # the clip above changed nothing
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
