@@ -222,18 +222,18 @@ def _ols_nfft(m: int, n: int) -> int:
 
     The power of two minimising the transform work ``frames * nfft * log2(nfft)``
     with ``frames = ceil(n / (nfft - m + 1))``, from just above ``m`` (and at
-    least 4096, so that a frame is worth a Python loop step) up to 2**18 (longer
-    frames buy little and leave the cache), and no longer than one frame
+    least 4096, so that a frame is worth a Python loop step) up to 2**17 (longer
+    frames leave the cache: measured slower on one core), and no longer than one frame
     covering the whole signal.
 
     Examples
     --------
     >>> _ols_nfft(23000, 3_000_000), _ols_nfft(101, 500), _ols_nfft(101, 10**6)
-    (262144, 1024, 4096)
+    (131072, 1024, 4096)
     """
     whole = 1 << max(1, (n + m - 2).bit_length())  # one frame holds everything
     best, best_cost = whole, math.inf
-    for p in range(max(1, (m - 1).bit_length()), 19):
+    for p in range(max(1, (m - 1).bit_length()), 18):
         nfft = 1 << p
         if nfft > whole:
             break
@@ -315,9 +315,17 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
     xpad[:, lead : lead + n] = x
     spec = fft.rfft(xp.astype(hs, work), n=nfft, axis=-1)[:, None, None, :]  # (K, 1, 1, nfft/2+1)
-    # A GPU takes many frames per transform; a CPU core one at a time (operands in cache).
-    group = max(1, (1 << 24) // (nfft * c * (k + 1))) if backend.is_gpu(xp) else 1
-    for f0 in range(0, frames, group):  # a loop over frames (seconds of audio each), not samples
+    # A CPU core takes one frame at a time (operands in cache); a GPU many per transform.
+    if not backend.is_gpu(xp):
+        spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
+        for f in range(frames):  # a loop over frames (a second or more of audio each), not samples
+            a = f * step
+            b = min(n, a + step)
+            prod = fft.rfft(xpad[:, a : a + nfft], axis=-1)[None] * spec  # (K, C, nfft/2+1)
+            out[:, :, a:b] = fft.irfft(prod, n=nfft, axis=-1, overwrite_x=True)[:, :, m - 1 : m - 1 + b - a]
+        return out[:, 0] if one_d else out
+    group = max(1, (1 << 24) // (nfft * c * (k + 1)))
+    for f0 in range(0, frames, group):  # many frames per transform keep a GPU busy
         g = min(group, frames - f0)
         seg = xp.stack([xpad[:, (f0 + j) * step : (f0 + j) * step + nfft] for j in range(g)], axis=1)  # (C, g, nfft)
         y = fft.irfft(fft.rfft(seg, axis=-1)[None] * spec, n=nfft, axis=-1)[..., m - 1 :]  # (K, C, g, step)

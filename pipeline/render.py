@@ -411,32 +411,36 @@ def _verified_peak_db(z: Any, fs: int) -> float:
     return backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(z, fs, oversample=VERIFY_OVERSAMPLE))))
 
 
-def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True) -> tuple[Any, float | None]:
+def _limit(
+    y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True
+) -> tuple[Any, float | None, float]:
     """Gain, then the true-peak limiter (which holds its own 16x meter at ``ceiling - margin``).
 
     With ``verify`` the result is measured again, independently, at 16x, and the
     limiter re-run lower in the (rare) case that reading is over; the loudness
-    solve verifies only its final pass. Returns the limited signal and its
-    verified 16x true peak (dBTP; None without ``verify``).
+    solve verifies only its final pass. Returns the limited signal, its
+    verified 16x true peak (dBTP; None without ``verify``) and the limiter's
+    deepest gain reduction (dB, >= 0).
     """
     preset = preset or BALANCED
     x = _apply_gain(y, gain_db)
     ceiling = ceiling - CEILING_MARGIN_DB
     aim = ceiling
     for _ in range(_MAX_CEILING_PASSES):
-        z, _ = dynamics.true_peak_limit(
+        z, gain = dynamics.true_peak_limit(
             x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE
         )
+        reduction = -20.0 * math.log10(max(backend.to_float(backend.namespace(gain).min(gain)), 1e-12))
         if not verify:
-            return z, None
+            return z, None, reduction
         peak = _verified_peak_db(z, fs)
         over = peak - ceiling
         if not over > 0:
-            return z, peak
+            return z, peak, reduction
         aim -= over + 0.005
     scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)
-    return z, _verified_peak_db(z, fs)
+    return z, _verified_peak_db(z, fs), reduction
 
 
 def _solve_loudness(
@@ -457,18 +461,23 @@ def _solve_loudness(
     if not limit:
         params["loudness"] = {"gain_db": round(g, 4), "iterations": 0}
         return _apply_gain(y, g), None, None
-    tp0 = backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(y, fs, oversample=4))))
-    g_max = ceiling + preset.max_limiting_db - tp0  # beyond this the limiter would exceed its allowance
-    capped = g > g_max
-    g = min(g, g_max)
+    # The limiter may take at most max_limiting_db off the loudest peak. Its
+    # deepest reduction grows dB for dB with the gain (the peaks scale with it),
+    # so a pass that needs more fixes the largest gain allowed, g_max.
+    allowance = preset.max_limiting_db
+    g_max = math.inf
     history: list[tuple[float, float]] = []
-    z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
     for it in range(8):
+        z, _, reduction = _limit(y, fs, g, ceiling, preset, verify=False)
+        if reduction > allowance + 1e-3:
+            g_max = g - (reduction - allowance)
+            g = g_max
+            z, _, reduction = _limit(y, fs, g, ceiling, preset, verify=False)
         stats = loudness.measure(z, fs)
         iz = stats.integrated_lufs
         history.append((g, iz))
         err = target - iz
-        if abs(err) <= _SOLVE_TOLERANCE_LU or (capped and err > 0) or g >= g_max and err > 0:
+        if abs(err) <= _SOLVE_TOLERANCE_LU or (g >= g_max and err > 0):
             break
         if len(history) >= 2 and history[-1][0] != history[-2][0]:
             (g1, i1), (g2, i2) = history[-2], history[-1]
@@ -476,14 +485,11 @@ def _solve_loudness(
         else:
             slope = 1.0
         g = min(g + err / slope, g_max)
-        z, _ = _limit(y, fs, g, ceiling, preset, verify=False)
-    if history[-1][0] != g:  # iterations ran out: measure the last pass too
-        stats = loudness.measure(z, fs)
-        history.append((g, stats.integrated_lufs))
+    g = history[-1][0]  # the pass that z is (the loop may have proposed another when it ran out)
     peak = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
     if peak > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
-        z, peak = _limit(y, fs, g, ceiling, preset)
+        z, peak, reduction = _limit(y, fs, g, ceiling, preset)
         stats = loudness.measure(z, fs)
         iz = stats.integrated_lufs
     if target - iz > TARGET_TOLERANCE_LU:
@@ -491,7 +497,12 @@ def _solve_loudness(
             f"target {target:.1f} LUFS not reached ({iz:.2f} LUFS): it would take more than "
             f"{preset.max_limiting_db:.0f} dB of limiting under the {ceiling:.1f} dBTP ceiling; the ceiling held"
         )
-    params["loudness"] = {"gain_db": round(g, 4), "iterations": len(history), "input_lufs": round(i0, 3)}
+    params["loudness"] = {
+        "gain_db": round(g, 4),
+        "iterations": len(history),
+        "input_lufs": round(i0, 3),
+        "limiter_reduction_db": round(reduction, 3),
+    }
     return z, peak, stats
 
 
@@ -575,7 +586,7 @@ def master(
     if target is not None:
         y, peak, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
     elif settings.limit:
-        y, peak = _limit(y, out_fs, 0.0, ceiling, preset)
+        y, peak, _ = _limit(y, out_fs, 0.0, ceiling, preset)
     if peak is None or peak > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
         y = xp.clip(y, -1.0, 1.0)
         stats = None

@@ -97,3 +97,39 @@ def test_validation():
         fir.design_from_gain([100, 1000], [0, 0], FS, 1025, "mixed")
     with pytest.raises(ValueError, match="edges_hz"):
         fir.crossover_bands(np.zeros((2, 100), np.float32), FS, (1000.0, 100.0))
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (37, 101), (5000, 1201), (70000, 3001), (200000, 101)])
+def test_filter_bank_equals_direct_convolution(xp, n, m):
+    """Overlap-save through a bank = each filter's linear convolution, any length and frame count."""
+    rng = np.random.default_rng(n + m)
+    x = rng.standard_normal((2, n)).astype(np.float32)
+    hs = rng.standard_normal((3, m)) / np.sqrt(m)
+    for delay in (True, False, m // 3):
+        y = backend.to_host(fir.fft_filter_bank(xp.asarray(x), xp.asarray(hs), compensate_delay=delay))
+        d = (m - 1) // 2 if delay is True else (0 if delay is False else delay)
+        assert y.shape == (3, 2, n) and y.dtype == np.float32
+        for k in range(3):
+            full = np.stack([np.convolve(x[c].astype(np.float64), hs[k]) for c in range(2)])
+            np.testing.assert_allclose(y[k], full[:, d : d + n], rtol=0, atol=2e-5 * max(1.0, np.abs(full).max()))
+    # several frames with a chosen FFT length give the same result
+    small = backend.to_host(fir.fft_filter_bank(xp.asarray(x), xp.asarray(hs), nfft=max(4096, 2 * m)))
+    np.testing.assert_allclose(small, backend.to_host(fir.fft_filter_bank(xp.asarray(x), xp.asarray(hs))), atol=2e-5)
+
+
+def test_filter_bank_of_crossover_bands_sums_back(xp):
+    x = xp.asarray(pink_noise(2.0, seed=4).astype(np.float32))
+    bands = fir.fft_filter_bank(x, fir.crossover_filters(FS, (150.0, 1500.0, 8000.0), xp=xp))
+    assert bands.shape == (4,) + tuple(x.shape)
+    err = float(backend.to_host(xp.max(xp.abs(xp.sum(bands, axis=0) - x))))
+    assert err < 1e-5
+
+
+def test_filter_bank_validation():
+    x = np.zeros((2, 100), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        fir.fft_filter_bank(np.zeros((2, 2, 100)), np.ones(3))
+    with pytest.raises(ValueError, match="nfft"):
+        fir.fft_filter_bank(x, np.ones((2, 101)), nfft=64)
+    with pytest.raises(ValueError, match="compensate_delay"):
+        fir.fft_filter_bank(x, np.ones(5), compensate_delay=9)

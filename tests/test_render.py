@@ -56,6 +56,8 @@ def test_unreachable_target_keeps_the_ceiling_and_says_so(mixes):
     assert r.ceiling_met is True and r.target_met is False
     assert float(truepeak.to_db(truepeak.true_peak(r.audio, FS, oversample=16).max())) <= -3.0
     assert any("not reached" in n for n in r.notes)
+    # the limiter went to its allowance and no further
+    assert BALANCED.max_limiting_db - 0.5 <= r.params["loudness"]["limiter_reduction_db"] <= BALANCED.max_limiting_db + 0.01
 
 
 def test_unity_settings_return_the_input(mixes):
