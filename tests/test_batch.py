@@ -205,13 +205,15 @@ def test_killed_worker_mid_job_loses_nothing_and_repeats_nothing(tmp_path):
 
 def test_interrupted_run_resumes(handle, tmp_path):
     """Ctrl-C on ``acetate run`` (SIGINT), then the same command again: the catalogue completes."""
-    cat = demo.make_catalogue(tmp_path / "cat", seconds=2.0, per_style=3, include_bad=False)
-    ids = [f"{s}-{k:02d}" for k in (1, 2, 3) for s in demo.STYLES]
+    # Enough tracks, one in flight, that the job cannot finish between the poll
+    # seeing two done and the signal landing, even on a loaded machine.
+    cat = demo.make_catalogue(tmp_path / "cat", seconds=2.0, per_style=8, include_bad=False)
+    ids = [f"{s}-{k:02d}" for k in range(1, 9) for s in demo.STYLES]
     out = tmp_path / "out"
     cfg = tmp_path / "cluster.yaml"
     cfg.write_text(f"kind: address\naddress:\n  address: {handle.scheduler_address}\n")
     job = tmp_path / "job.yaml"
-    job.write_text("name: intr\nmode: master\nalbum_mode: false\noptions: {progress: false, max_in_flight: 2}\n")
+    job.write_text("name: intr\nmode: master\nalbum_mode: false\noptions: {progress: false, max_in_flight: 1}\n")
     cmd = [sys.executable, "-m", "acetate.pipeline.cli", "run", str(job), "--cluster", str(cfg), "--input", str(cat), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
