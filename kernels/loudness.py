@@ -67,8 +67,12 @@ _HP_F0 = 38.13547087602444
 _HP_Q = 0.5003270373238773
 
 # Samples per channel filtered at once: bounds working memory to a few
-# float64 copies of this many samples, whatever the track's length.
+# float64 copies of this many samples, whatever the track's length. On a CPU
+# core a small chunk keeps the filter's float64 copies in cache and reused by
+# the allocator (1 MiB: measured 13 % faster than 32 MiB chunks, which fault in
+# fresh pages every time); a GPU wants long launches.
 DEFAULT_CHUNK = 1 << 22
+CPU_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,12 @@ def _sosfilt_df1(sig: Any, sos: Any, seg: Any, state: list | None, xp: Any) -> t
 
 
 def _energies(
-    x: Any, fs: float, starts: np.ndarray, lengths: np.ndarray | int, weights: Sequence[float] | None, chunk: int
+    x: Any, fs: float, starts: np.ndarray, lengths: np.ndarray | int, weights: Sequence[float] | None, chunk: int | None
 ) -> tuple[Any, Any]:
     """:func:`window_energies` plus the sum of the weighted power over all samples (non-finite iff the input is)."""
     xp, x = _validate(x, fs)
+    if chunk is None:
+        chunk = DEFAULT_CHUNK if backend.is_gpu(xp) else CPU_CHUNK
     c, n = x.shape
     g = channel_weights(c) if weights is None else np.asarray(weights, dtype=np.float64)
     if g.shape != (c,):
@@ -277,7 +283,7 @@ def window_energies(
     lengths: np.ndarray | int,
     *,
     weights: Sequence[float] | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> Any:
     """Channel-weighted mean square of the K-weighted signal over windows.
 
@@ -295,8 +301,9 @@ def window_energies(
         Window lengths in samples.
     weights : sequence of float, optional
         Channel weights; default :func:`channel_weights`.
-    chunk : int
-        Samples per channel filtered at once (bounds memory).
+    chunk : int, optional
+        Samples per channel filtered at once (bounds memory; default as
+        :func:`measure`).
 
     Returns
     -------
@@ -368,7 +375,7 @@ def measure(
     *,
     resolution_s: float = 0.001,
     weights: Sequence[float] | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> LoudnessStats:
     """Measure integrated, momentary/short-term maxima and loudness range.
 
@@ -384,9 +391,10 @@ def measure(
         (default 1 ms: Tech 3341 cases 10 and 13 need <= 10 ms).
     weights : sequence of float, optional
         Override the BS.1770 channel weights.
-    chunk : int
+    chunk : int, optional
         Samples per channel filtered at once (bounds memory to a few float64
-        copies of ``chunk`` samples per channel).
+        copies of ``chunk`` samples per channel); default 65536 on a CPU,
+        4 Mi on a GPU.
 
     Returns
     -------
