@@ -52,18 +52,24 @@ def gating_blocks(stats: loudness.LoudnessStats) -> np.ndarray:
 
 
 def measure_report(
-    x: Any, fs: int, *, oversample: int | None = None, stats: loudness.LoudnessStats | None = None
+    x: Any,
+    fs: int,
+    *,
+    oversample: int | None = None,
+    stats: loudness.LoudnessStats | None = None,
+    true_peak: Any = None,
 ) -> tuple[dict[str, Any], loudness.LoudnessStats]:
     """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass).
 
-    ``stats``: the :func:`acetate.kernels.loudness.measure` of this very ``x``
-    when the caller has it already (the renderer's last loudness check); only
-    the peaks are measured then.
+    ``stats`` and ``true_peak`` (per channel, linear, at ``oversample``): this
+    very ``x``'s :func:`acetate.kernels.loudness.measure` and
+    :func:`acetate.kernels.truepeak.true_peak` when the caller has them already
+    (the renderer's last checks of a master); they are not measured again.
     """
     xp = backend.namespace(x)
     if stats is None:
         stats = loudness.measure(x, fs)
-    tp = truepeak.true_peak(x, fs, oversample=oversample)
+    tp = truepeak.true_peak(x, fs, oversample=oversample) if true_peak is None else true_peak
     sp = truepeak.sample_peak(x)
     return {
         "integrated_lufs": _finite(stats.integrated_lufs),

@@ -406,9 +406,12 @@ def _apply_gain(y: Any, gain_db: float) -> Any:
     return xp.astype(y * (10.0 ** (gain_db / 20.0)), xp.float32)
 
 
-def _verified_peak_db(z: Any, fs: int) -> float:
+def _verified_peak_db(z: Any, fs: int) -> tuple[float, Any]:
+    """The master's true peak at 16x (dBTP) and, from the same search, its per-channel
+    4x true peaks (linear: BS.1770's reading, for the report)."""
     xp = backend.namespace(z)
-    return backend.to_float(truepeak.to_db(xp.max(truepeak.true_peak(z, fs, oversample=VERIFY_OVERSAMPLE))))
+    tp4, tp16 = truepeak.true_peak_pair(z, fs, oversample=VERIFY_OVERSAMPLE)
+    return backend.to_float(truepeak.to_db(xp.max(tp16))), tp4
 
 
 def _limit(
@@ -433,10 +436,10 @@ def _limit(
         reduction = -20.0 * math.log10(max(backend.to_float(backend.namespace(gain).min(gain)), 1e-12))
         if not verify:
             return z, None, reduction
-        peak = _verified_peak_db(z, fs)
-        over = peak - ceiling
+        peaks = _verified_peak_db(z, fs)
+        over = peaks[0] - ceiling
         if not over > 0:
-            return z, peak, reduction
+            return z, peaks, reduction
         aim -= over + 0.005
     scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)
@@ -486,10 +489,10 @@ def _solve_loudness(
             slope = 1.0
         g = min(g + err / slope, g_max)
     g = history[-1][0]  # the pass that z is (the loop may have proposed another when it ran out)
-    peak = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
+    peaks = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
-    if peak > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
-        z, peak, reduction = _limit(y, fs, g, ceiling, preset)
+    if peaks[0] > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
+        z, peaks, reduction = _limit(y, fs, g, ceiling, preset)
         stats = loudness.measure(z, fs)
         iz = stats.integrated_lufs
     if target - iz > TARGET_TOLERANCE_LU:
@@ -503,7 +506,7 @@ def _solve_loudness(
         "input_lufs": round(i0, 3),
         "limiter_reduction_db": round(reduction, 3),
     }
-    return z, peak, stats
+    return z, peaks, stats
 
 
 def master(
@@ -581,18 +584,18 @@ def master(
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db
-    peak = None  # 16x true peak of the master, when the limiter stage measured it
+    peaks = None  # true peaks of the master (16x dB, 4x per channel), when the limiter stage measured them
     stats = None  # and its loudness, when the loudness solve measured it
     if target is not None:
-        y, peak, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
+        y, peaks, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
     elif settings.limit:
-        y, peak, _ = _limit(y, out_fs, 0.0, ceiling, preset)
-    if peak is None or peak > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
+        y, peaks, _ = _limit(y, out_fs, 0.0, ceiling, preset)
+    if peaks is None or peaks[0] > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
         y = xp.clip(y, -1.0, 1.0)
         stats = None
-
-    output_report, out_stats = meter.measure_report(y, out_fs, stats=stats)
-    out_tp = _verified_peak_db(y, out_fs) if peak is None else peak  # the clip above changed nothing
+        peaks = _verified_peak_db(y, out_fs)
+    out_tp, tp4 = peaks
+    output_report, out_stats = meter.measure_report(y, out_fs, stats=stats, true_peak=tp4)
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
         output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU

@@ -126,6 +126,38 @@ def test_true_peak_pruned_path_matches_full_interpolation():
     np.testing.assert_allclose(truepeak.true_peak(y, 48000, chunk=7001), np.maximum(full, np.abs(y).max(axis=1)), rtol=1e-12)
 
 
+def _full_true_peak(x: np.ndarray, ratio: int) -> np.ndarray:
+    """Every interpolated point at ``ratio`` (no pruning), per channel, with the sample peak."""
+    h = truepeak.interpolation_filter(ratio)
+    full = np.abs(truepeak._phase_outputs(x, h, np.arange(x.shape[1]), np)).max(axis=(1, 2))
+    return np.maximum(full, np.abs(x).max(axis=1))
+
+
+@pytest.mark.parametrize("kind", ["transients", "dense", "limited", "tiny"])
+def test_true_peak_pair_is_both_exact_readings(xp, kind):
+    """The two-stage search (4x everywhere, 16x where a bound from the 4x points
+    can reach the peak) returns exactly what full 4x and 16x interpolation give."""
+    rng = np.random.default_rng(7)
+    if kind == "transients":
+        x = rng.standard_normal((2, 48000)) * 0.01
+        x[:, 30000:30040] += np.hanning(40) * 0.9 * np.sign(rng.standard_normal(40))
+    elif kind == "dense":
+        x = np.clip(rng.standard_normal((2, 30000)) * 0.5, -1, 1)
+    elif kind == "limited":  # a near-Nyquist tone at the ceiling: inter-sample peaks everywhere
+        n = np.arange(40000)
+        x = np.stack([0.89 * np.sin(2 * np.pi * 0.43 * n + 0.4), 0.8 * np.sin(2 * np.pi * 0.21 * n)])
+    else:
+        x = rng.standard_normal((2, 13)) * 0.5
+    x = x.astype(np.float32)
+    p4, p16 = (backend.to_host(p) for p in truepeak.true_peak_pair(xp.asarray(x), 48000))
+    np.testing.assert_allclose(p4, _full_true_peak(x.astype(np.float64), 4), rtol=2e-6)
+    np.testing.assert_allclose(p16, _full_true_peak(x.astype(np.float64), 16), rtol=2e-6)
+    np.testing.assert_allclose(backend.to_host(truepeak.true_peak(xp.asarray(x), 48000, oversample=16)), p16, rtol=1e-12)
+    assert truepeak._fine_residual(16) < 0.2  # the bound prunes: fine phases sit near the 4x line
+    with pytest.raises(ValueError, match="multiple of 4"):
+        truepeak.true_peak_pair(xp.asarray(x), 48000, oversample=6)
+
+
 def test_cli_loudness_json_contract(tmp_path, capsys):
     fs = 48000
     good = tmp_path / "tone.wav"
