@@ -152,6 +152,17 @@ def design_from_gain(
     return h * w
 
 
+def _delay(compensate_delay: bool | int, m: int) -> int:
+    """Samples of delay to drop for ``m``-tap filters: True -> (m-1)//2, False -> 0, or an int in [0, m)."""
+    if compensate_delay is True:
+        return (m - 1) // 2
+    if compensate_delay is False:
+        return 0
+    if isinstance(compensate_delay, (int, np.integer)) and 0 <= compensate_delay < m:
+        return int(compensate_delay)
+    raise ValueError(f"compensate_delay must be a bool or an int in [0, {m}), got {compensate_delay!r}")
+
+
 def fft_filter(x: Any, h: Any, *, compensate_delay: bool | int = True) -> Any:
     """Convolve ``x`` with FIR ``h`` along the last axis by FFT (overlap-add).
 
@@ -188,14 +199,7 @@ def fft_filter(x: Any, h: Any, *, compensate_delay: bool | int = True) -> Any:
     m = h.shape[-1]
     if m < 1:
         raise ValueError("h must have at least one tap")
-    if compensate_delay is True:
-        d = (m - 1) // 2
-    elif compensate_delay is False:
-        d = 0
-    elif isinstance(compensate_delay, (int, np.integer)) and 0 <= compensate_delay < m:
-        d = int(compensate_delay)
-    else:
-        raise ValueError(f"compensate_delay must be a bool or an int in [0, {m}), got {compensate_delay!r}")
+    d = _delay(compensate_delay, m)
     out_dtype = xp.float32 if x.dtype == xp.float32 else xp.float64
     if n == 0:
         return xp.zeros(x.shape, dtype=out_dtype)
@@ -290,14 +294,7 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     k, m = hs.shape
     if m < 1 or k < 1:
         raise ValueError(f"hs must hold at least one filter of at least one tap, got shape {hs.shape}")
-    if compensate_delay is True:
-        d = (m - 1) // 2
-    elif compensate_delay is False:
-        d = 0
-    elif isinstance(compensate_delay, (int, np.integer)) and 0 <= compensate_delay < m:
-        d = int(compensate_delay)
-    else:
-        raise ValueError(f"compensate_delay must be a bool or an int in [0, {m}), got {compensate_delay!r}")
+    d = _delay(compensate_delay, m)
     work = xp.float32 if x.dtype == xp.float32 else xp.float64
     if nfft is None:
         nfft = _ols_nfft(m, n)
