@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -414,16 +414,35 @@ def _verified_peak_db(z: Any, fs: int) -> tuple[float, Any]:
     return backend.to_float(truepeak.to_db(xp.max(tp16))), tp4
 
 
-def _limit(
-    y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True
-) -> tuple[Any, float | None, float]:
+class _Limited(NamedTuple):
+    """One pass of gain + limiter: the signal, its verified true peaks (None unless
+    asked), the deepest gain reduction (dB) and the sample ranges the limiter
+    changed (host (k, 2) ``[start, end)``; None when the whole signal was trimmed)."""
+
+    z: Any
+    peaks: tuple[float, Any] | None
+    reduction: float
+    changed: np.ndarray | None
+
+
+def _runs_below_one(gain: Any) -> np.ndarray:
+    """``[start, end)`` ranges where a per-sample gain is below 1, shape (k, 2), host int64."""
+    xp = backend.namespace(gain)
+    m = xp.astype(xp.reshape(gain, (-1,)) < 1.0, xp.int8)
+    if m.shape[0] == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    d = backend.to_host(xp.nonzero(m[1:] != m[:-1])[0]) + 1  # where the mask flips
+    first, last = bool(backend.to_host(m[0])), bool(backend.to_host(m[-1]))
+    edges = np.concatenate([[0] if first else [], d, [m.shape[0]] if last else []]).astype(np.int64)
+    return edges.reshape(-1, 2)
+
+
+def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True) -> _Limited:
     """Gain, then the true-peak limiter (which holds its own 16x meter at ``ceiling - margin``).
 
     With ``verify`` the result is measured again, independently, at 16x, and the
     limiter re-run lower in the (rare) case that reading is over; the loudness
-    solve verifies only its final pass. Returns the limited signal, its
-    verified 16x true peak (dBTP; None without ``verify``) and the limiter's
-    deepest gain reduction (dB, >= 0).
+    solve verifies only its final pass.
     """
     preset = preset or BALANCED
     x = _apply_gain(y, gain_db)
@@ -435,35 +454,45 @@ def _limit(
         )
         reduction = -20.0 * math.log10(max(backend.to_float(backend.namespace(gain).min(gain)), 1e-12))
         if not verify:
-            return z, None, reduction
+            return _Limited(z, None, reduction, _runs_below_one(gain))
         peaks = _verified_peak_db(z, fs)
         over = peaks[0] - ceiling
         if not over > 0:
-            return z, peaks, reduction
+            return _Limited(z, peaks, reduction, _runs_below_one(gain))
         aim -= over + 0.005
     scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)
-    return z, _verified_peak_db(z, fs), reduction
+    return _Limited(z, _verified_peak_db(z, fs), reduction, None)
 
 
 def _solve_loudness(
     y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]
-) -> tuple[Any, float | None, loudness.LoudnessStats | None]:
+) -> tuple[Any, tuple[float, Any] | None, loudness.LoudnessStats | None]:
     """Gain before the limiter such that I(limit(g * y)) = target; the ceiling always holds.
 
-    Returns the master, its 16x true peak and its loudness statistics (None for
-    both when no limiter ran). Each pass is measured in full
-    (:func:`acetate.kernels.loudness.measure`, the price of its integrated
-    loudness), so the last one is the output report's and is not measured again.
+    Returns the master, its true peaks (:func:`_verified_peak_db`) and its
+    loudness statistics (None for both when no limiter ran). The chain output
+    is measured once, keeping its :class:`~acetate.kernels.loudness.EnergyProfile`;
+    each limited pass ``z = limit(g * y)`` differs from ``g * y`` only around
+    its peaks, so it is measured again there only
+    (:func:`~acetate.kernels.loudness.remeasure`: the same figures as a full
+    measurement, at the cost of the limited stretches). The last pass's
+    statistics are the output report's.
     """
-    xp = backend.namespace(y)
-    i0 = loudness.integrated_loudness(y, fs)
+    st_y, prof = loudness.measure_profile(y, fs)
+    i0 = st_y.integrated_lufs
     if not math.isfinite(i0):
         raise SilentProgramme("silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, nothing to master")
     g = target - i0
     if not limit:
         params["loudness"] = {"gain_db": round(g, 4), "iterations": 0}
         return _apply_gain(y, g), None, None
+
+    def measured(lim: _Limited, gain_db: float) -> loudness.LoudnessStats:
+        if prof is None or lim.changed is None:
+            return loudness.measure(lim.z, fs)
+        return loudness.remeasure(prof, lim.z, gain_db, lim.changed)[0]
+
     # The limiter may take at most max_limiting_db off the loudest peak. Its
     # deepest reduction grows dB for dB with the gain (the peaks scale with it),
     # so a pass that needs more fixes the largest gain allowed, g_max.
@@ -471,12 +500,12 @@ def _solve_loudness(
     g_max = math.inf
     history: list[tuple[float, float]] = []
     for it in range(8):
-        z, _, reduction = _limit(y, fs, g, ceiling, preset, verify=False)
-        if reduction > allowance + 1e-3:
-            g_max = g - (reduction - allowance)
+        lim = _limit(y, fs, g, ceiling, preset, verify=False)
+        if lim.reduction > allowance + 1e-3:
+            g_max = g - (lim.reduction - allowance)
             g = g_max
-            z, _, reduction = _limit(y, fs, g, ceiling, preset, verify=False)
-        stats = loudness.measure(z, fs)
+            lim = _limit(y, fs, g, ceiling, preset, verify=False)
+        stats = measured(lim, g)
         iz = stats.integrated_lufs
         history.append((g, iz))
         err = target - iz
@@ -489,11 +518,13 @@ def _solve_loudness(
             slope = 1.0
         g = min(g + err / slope, g_max)
     g = history[-1][0]  # the pass that z is (the loop may have proposed another when it ran out)
+    z, reduction = lim.z, lim.reduction
     peaks = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
     if peaks[0] > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
-        z, peaks, reduction = _limit(y, fs, g, ceiling, preset)
-        stats = loudness.measure(z, fs)
+        lim = _limit(y, fs, g, ceiling, preset)
+        z, peaks, reduction = lim.z, lim.peaks, lim.reduction
+        stats = measured(lim, g)
         iz = stats.integrated_lufs
     if target - iz > TARGET_TOLERANCE_LU:
         notes.append(
@@ -589,7 +620,8 @@ def master(
     if target is not None:
         y, peaks, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
     elif settings.limit:
-        y, peaks, _ = _limit(y, out_fs, 0.0, ceiling, preset)
+        lim = _limit(y, out_fs, 0.0, ceiling, preset)
+        y, peaks = lim.z, lim.peaks
     if peaks is None or peaks[0] > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
         y = xp.clip(y, -1.0, 1.0)
         stats = None

@@ -158,6 +158,44 @@ def test_true_peak_pair_is_both_exact_readings(xp, kind):
         truepeak.true_peak_pair(xp.asarray(x), 48000, oversample=6)
 
 
+def test_remeasure_after_gain_and_local_changes_equals_a_full_measurement(xp):
+    """A gain plus changes in a few stretches (what a limiter does) is measured again
+    only there; every figure equals a full measurement of the new signal."""
+    fs = 44100
+    rng = np.random.default_rng(5)
+    x = (pink_noise(20.0, fs=fs, seed=2) * 0.1).astype(np.float32)
+    x[:, 5 * fs : 7 * fs] *= 4.0  # some dynamics for the gates, maxima and LRA
+    st, prof = loudness.measure_profile(xp.asarray(x), fs)
+    assert st.integrated_lufs == pytest.approx(loudness.measure(xp.asarray(x), fs).integrated_lufs, abs=1e-12)
+    gain = 7.5
+    z = (x * np.float32(10 ** (gain / 20))).astype(np.float32)
+    changed = [(0, 300), (int(3.2 * fs), int(3.2 * fs) + 2000), (int(6.1 * fs), int(6.3 * fs)), (x.shape[1] - 500, x.shape[1])]
+    for a, b in changed:
+        z[:, a:b] *= rng.uniform(0.3, 0.9, (1, b - a)).astype(np.float32)
+    for ranges in (changed, []):
+        zz = z if ranges else (x * np.float32(10 ** (gain / 20))).astype(np.float32)
+        got, _ = loudness.remeasure(prof, xp.asarray(zz), gain, np.array(ranges, dtype=np.int64).reshape(-1, 2))
+        ref = loudness.measure(xp.asarray(zz), fs)
+        for k in ("integrated_lufs", "momentary_max_lufs", "short_term_max_lufs", "loudness_range_lu"):
+            assert getattr(got, k) == pytest.approx(getattr(ref, k), abs=1e-5), k
+        np.testing.assert_allclose(got.momentary, ref.momentary, atol=1e-5)
+        np.testing.assert_allclose(got.short_term, ref.short_term, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        loudness.remeasure(prof, xp.asarray(z[:, :-1]), gain, np.zeros((0, 2), dtype=np.int64))
+
+
+def test_k_filter_settles_within_settle_samples():
+    import scipy.signal
+
+    for fs in (44100, 48000, 96000):
+        k = loudness.settle_samples(fs)
+        imp = np.zeros(4 * k)
+        imp[0] = 1.0
+        h = scipy.signal.sosfilt(loudness.k_weighting_sos(fs), imp)
+        assert np.abs(h[k:]).max() < 1e-12 * np.abs(h).max()
+        assert k < 0.3 * fs  # the 38 Hz high-pass settles in well under a second
+
+
 def test_cli_loudness_json_contract(tmp_path, capsys):
     fs = 48000
     good = tmp_path / "tone.wav"

@@ -50,6 +50,19 @@ def test_master_meets_target_and_ceiling_under_three_meters(mixes, style, target
     assert tp_ebu <= ceiling
 
 
+def test_output_report_is_the_masters_own_measurement(mixes):
+    """The report comes from the loudness solve's incremental measurement and the 16x
+    check's 4x reading: it must equal measuring the delivered master from scratch."""
+    r = render.master(mixes["acoustic"], FS, render.MasterSettings(target_lufs=-11.0, ceiling_dbtp=-1.0))
+    assert r.params["loudness"]["limiter_reduction_db"] > 0.5  # limited: the incremental path ran
+    fresh = render.meter.loudness_report(r.audio, FS)
+    for k in ("integrated_lufs", "momentary_max_lufs", "short_term_max_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs"):
+        assert r.output_report[k] == pytest.approx(fresh[k], abs=1e-4), k
+    assert r.output_report["true_peak_dbtp_16x"] == pytest.approx(
+        float(truepeak.to_db(truepeak.true_peak(r.audio, FS, oversample=16).max())), abs=1e-6
+    )
+
+
 def test_unreachable_target_keeps_the_ceiling_and_says_so(mixes):
     # -5 LUFS under a -3 dBTP ceiling would need far more limiting than a preset allows.
     r = render.master(mixes["acoustic"], FS, render.MasterSettings(target_lufs=-5.0, ceiling_dbtp=-3.0))
