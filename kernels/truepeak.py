@@ -344,7 +344,8 @@ def true_peak_pair(x: Any, fs: float, *, oversample: int = 16, chunk: int = _CHU
     """Per-channel true peaks at 4x and at ``oversample`` (a multiple of 4) in one search.
 
     The 4x interpolator's phases are among the finer one's (same Kaiser design),
-    so the 4x values are computed everywhere first (a fifth of the 16x work); a
+    so the 4x values are computed first (a fifth of the 16x work; not in blocks
+    whose samples are too small to reach the sample peak through any phase); a
     fine value lies within ``residual * max|x|`` of the linear interpolation of
     its two coarse neighbours (:func:`_fine_residual`), so only the blocks
     whose bound reaches the 4x peak are interpolated finely. Both results are
@@ -383,8 +384,9 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     t = hf.shape[1]
     left = t // 2 - 1
     bsz = _BLOCK
-    tmc_host, nq, _ = _block_filter(hc, bsz)
-    tmf_host, nqf, _ = _block_filter(hf, bsz)
+    tmc_host, nq, gain_c = _block_filter(hc, bsz)
+    tmf_host, nqf, gain_f = _block_filter(hf, bsz)
+    gain = max(gain_c, gain_f) * (1.0 + 1e-4)  # |any interpolated value| <= gain * max|x| over its support
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
     wdt = "float64" if work == xp.float64 else "float32"
     tmc = backend.to_device(tmc_host, xp, dtype=wdt)
@@ -423,13 +425,24 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     coarse_peaks, fine_peaks = [], []
     for ch in range(c):  # channels: a handful, not samples
         base = ch * nrow
-        # 1. coarse (4x) values of every body block: its largest |value|
-        cmax = xp.concat(
-            [_rows_absmax_each(blk, slice(base + a, base + min(body, a + rows_cap)), tmc, nq, bsz, xp) for a in range(0, body, rows_cap)]
-        ) if body > 0 else xp.zeros(0, dtype=work)
+        # 1. coarse (4x) values: the largest |value| of every body block that could
+        # reach the sample peak at all (gain * max|x| over its support); the others
+        # (quiet passages: most blocks of a dynamic master) can hold neither peak.
         coarse = xp.maximum(xp.astype(sp[ch], work), xp.astype(tail_coarse[ch], work))
+        cmax = xp.zeros(body, dtype=work)
         if body > 0:
-            coarse = xp.maximum(coarse, xp.max(cmax))
+            need = xp.nonzero(gain * a_sup[ch] > coarse)[0]
+            m = int(need.shape[0])
+            if m > body // 2:  # most blocks: contiguous slices, no gather
+                cmax = xp.concat(
+                    [_rows_absmax_each(blk, slice(base + a, base + min(body, a + rows_cap)), tmc, nq, bsz, xp) for a in range(0, body, rows_cap)]
+                )
+            else:
+                for a in range(0, m, rows_cap):
+                    idx = need[a : a + rows_cap]
+                    cmax[idx] = _rows_absmax_each(blk, idx + base, tmc, nq, bsz, xp)
+            if m:
+                coarse = xp.maximum(coarse, xp.max(cmax))
         coarse_peaks.append(coarse)
         # 2. fine values only where max(coarse, samples) + rho * max|x| can reach the floor
         floor = xp.maximum(coarse, xp.astype(tail_fine[ch], work))
@@ -449,15 +462,19 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     return p4, pf
 
 
-def _rows_absmax_each(blk: Any, rows: slice, tm: Any, nq: int, block: int, xp: Any) -> Any:
-    """Largest |interpolated value| of each centre block in ``rows`` (a slice), shape (len,).
+def _rows_absmax_each(blk: Any, rows: Any, tm: Any, nq: int, block: int, xp: Any) -> Any:
+    """Largest |interpolated value| of each centre block whose first input rows are
+    ``rows`` (a slice or an index array), shape (len,).
 
     One matrix product, transposed: (phases x centres, nq * block) times the
     ``nq`` input rows each block reads, stacked as columns, so that the
     per-block maximum is a reduction over the leading axis (elementwise maxima
     of long rows, not a short-axis reduction).
     """
-    a, b = rows.start, rows.stop
-    cols = xp.concat([blk[a + s : b + s].T for s in range(nq)], axis=0)  # (nq * block, blocks)
+    if isinstance(rows, slice):
+        a, b = rows.start, rows.stop
+        cols = xp.concat([blk[a + s : b + s].T for s in range(nq)], axis=0)  # (nq * block, blocks)
+    else:
+        cols = xp.concat([blk[rows + s].T for s in range(nq)], axis=0)
     vals = tm.T @ cols
     return xp.maximum(xp.max(vals, axis=0), -xp.min(vals, axis=0))
