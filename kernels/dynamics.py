@@ -43,6 +43,7 @@ __all__ = [
     "attack_release_db",
     "compressor_gain_db",
     "compress",
+    "compressor_gain",
     "limiter_gain",
     "oversampled_peak",
     "true_peak_limit",
@@ -480,16 +481,9 @@ def _hop_interp(xp: Any, g: Any, hop: int, n: int) -> Any:
     return xp.reshape(out, (rows, nh * hop))[:, :n]
 
 
-def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop, return_gain=True):
-    """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
-
-    The mean square of each hop of ``hop`` samples feeds the RMS window, static
-    curve and attack/release smoothing at the control rate; the gain is then
-    interpolated linearly back to every sample (:func:`_hop_interp`). With the
-    RMS window many hops long (10 ms = 30 hops of 16 samples at 48 kHz) the
-    detector sees what the per-sample one sees to within a few per cent of a
-    window, at 1/hop of the work. Returns the same ``(y, gain_db)`` as :func:`compress`.
-    """
+def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
+    """The compressor's gain (dB, float64) at the control rate ``fs / hop``: one value per
+    hop of ``hop`` samples, centred on it (see :func:`_compress_control_rate`)."""
     xp = backend.namespace(x)
     c, n = x.shape
     nh = -(-n // hop)
@@ -506,13 +500,76 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
         ms = xp.max(ms, axis=0, keepdims=True)
     level_db = 10.0 * xp.log10(xp.maximum(ms, 1e-30))
     static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
-    g_hop = attack_release_db(static, fs / hop, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
+    return attack_release_db(static, fs / hop, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
+
+
+def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop, return_gain=True):
+    """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
+
+    The mean square of each hop of ``hop`` samples feeds the RMS window, static
+    curve and attack/release smoothing at the control rate; the gain is then
+    interpolated linearly back to every sample (:func:`_hop_interp`). With the
+    RMS window many hops long (10 ms = 30 hops of 16 samples at 48 kHz) the
+    detector sees what the per-sample one sees to within a few per cent of a
+    window, at 1/hop of the work. Returns the same ``(y, gain_db)`` as :func:`compress`.
+    """
+    xp = backend.namespace(x)
+    n = x.shape[1]
+    g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop)
     # Linear gain from the dB curve at the control rate, interpolated like it: the
     # two interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
     # In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
     gain = _hop_interp(xp, xp.astype(10.0 ** (g_hop / 20.0), x.dtype), hop, n)
     y = x * gain
     return y, (_hop_interp(xp, g_hop, hop, n) if return_gain else None)
+
+
+def compressor_gain(
+    x: Any,
+    fs: float,
+    threshold_db: float,
+    ratio: float,
+    knee_db: float = 6.0,
+    attack_s: float = 0.01,
+    release_s: float = 0.2,
+    *,
+    window_s: float = 0.01,
+    release_ref_db: float = 10.0,
+    control_hop: int = 16,
+) -> Any:
+    """The linked, linear gain :func:`compress` would apply to ``x`` (not applied).
+
+    For callers that apply it themselves, e.g. one weighted sum over the bands
+    of a multiband compressor (no per-band product and running sum).
+
+    Parameters
+    ----------
+    x : array, shape (C, n)
+    fs, threshold_db, ratio, knee_db, attack_s, release_s, window_s, release_ref_db
+        As :func:`compress` (no makeup; one gain for all channels).
+    control_hop : int
+        As :func:`compress` (>= 2: this function is the control-rate form).
+
+    Returns
+    -------
+    gain : array, shape (n,), dtype of ``x``; ``compress(x, ..., control_hop=h)[0]``
+        equals ``x * gain``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = (0.5 * np.sin(np.arange(48000) * 0.05))[None].astype(np.float32)
+    >>> g = compressor_gain(x, 48000, -20.0, 4.0)
+    >>> round(float(20 * np.log10(g[24000])), 2)
+    -8.35
+    """
+    xp = backend.namespace(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (channels, n), got {x.shape}")
+    if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
+        raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
+    g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))
+    return _hop_interp(xp, xp.astype(10.0 ** (g_hop / 20.0), x.dtype), int(control_hop), x.shape[1])[0]
 
 
 def limiter_gain(

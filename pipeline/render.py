@@ -359,17 +359,19 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any, banded: bool)
         return y if h is None else xp.astype(fir.fft_filter(y, h), xp.float32)
     widths = plan.get("width")
     bands = fir.fft_filter_bank(y, h)  # (K, C, n)
-    out = None
-    for b in range(bands.shape[0]):  # 3-5 bands: a loop over stages, not samples
-        yb = bands[b]
+    k, _, n = bands.shape
+    gains = xp.ones((k, n), dtype=bands.dtype)
+    for b in range(k):  # 3-5 bands: a loop over stages, not samples
         p = plan["dynamics"][b] if "dynamics" in plan else None
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
-            yb, _ = dynamics.compress(
-                yb, fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], link=True, control_hop=CONTROL_HOP(fs), return_gain=False
+            # the detector sees the band as split (before its width is set)
+            gains[b] = dynamics.compressor_gain(
+                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], control_hop=CONTROL_HOP(fs)
             )
-        if widths:
-            yb = image.scale_side(yb, widths[b])
-        out = yb if out is None else out + yb
+        if widths and widths[b] != 1.0:
+            bands[b] = image.scale_side(bands[b], widths[b])  # static and linear: commutes with the linked gain
+    # sum over bands of gain x band, one pass, no per-band products held
+    out = xp.einsum("kcn,kn->cn", bands, gains) if hasattr(xp, "einsum") else xp.sum(bands * gains[:, None, :], axis=0)
     return xp.astype(out, xp.float32)
 
 
