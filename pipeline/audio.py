@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from acetate.kernels import dither
+
 __all__ = ["AudioError", "AudioInfo", "decode", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
 
 #: File extensions treated as audio when a folder is given.
@@ -109,6 +111,9 @@ def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
     return x[:, :pos]
 
 
+#: Word length of the fixed-point subtypes that :func:`encode` rounds to.
+PCM_BITS = {"PCM_24": 24, "PCM_16": 16}
+
 #: Delivery formats: name -> (extension, soundfile format, subtype).
 FORMATS: dict[str, tuple[str, str, str]] = {
     "wav24": ("wav", "WAV", "PCM_24"),
@@ -125,8 +130,12 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
 
     The file is written under a temporary name in the same folder and renamed
     into place, so a crash never leaves a half-written file under the final name.
-    Samples are written as given: quantise/dither *before* calling this for
-    16-bit formats (see :mod:`acetate.kernels.dither`).
+    Fixed-point formats (24 and 16 bit) get the samples rounded to the nearest
+    step of their grid here (:func:`acetate.kernels.dither.quantize`, block by
+    block; libsndfile's own conversion truncates for WAV), so the file decodes
+    to exactly ``quantize(x, bits)``. Dither *before* calling this for 16-bit
+    delivery (:func:`acetate.kernels.dither.tpdf_dither_quantize`): dithered
+    samples are on the grid already and pass unchanged.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
@@ -139,9 +148,11 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
         # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
         extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
         x = np.asarray(x, dtype=np.float32)
+        bits = PCM_BITS.get(subtype)
         with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:
             for a in range(0, x.shape[1], _IO_BLOCK):  # interleave block by block: no full copy
-                f.write(np.ascontiguousarray(x[:, a : a + _IO_BLOCK].T))
+                blk = x[:, a : a + _IO_BLOCK]
+                f.write(np.ascontiguousarray((blk if bits is None else dither.quantize(blk, bits)).T))
         with open(tmp, "rb+") as fh:  # on disk before the name says it is done
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; deliverables get the usual mode

@@ -661,22 +661,27 @@ def _bits(fmt: str) -> int | None:
     return {"wav16": 16, "flac16": 16}.get(fmt)
 
 
-#: Lossless formats and their word length (None: float32, stored as is). 24-bit
-#: output is rounded to its grid by :func:`acetate.kernels.dither.quantize`
-#: and 16-bit output dithered onto it, so each decodes to the written samples exactly.
+#: Lossless formats and their word length (None: float32, stored as is). The
+#: encoder rounds fixed-point output to its grid (:func:`acetate.pipeline.audio.encode`;
+#: 16-bit output is dithered onto it first), so each decodes to exactly
+#: ``quantize(written, bits)``.
 _LOSSLESS_BITS = {"wav24": 24, "flac24": 24, "wav16": 16, "flac16": 16, "wav32f": None}
 
 
-def _max_abs_differences(a: np.ndarray, b: np.ndarray, c: np.ndarray, step: int = 1 << 15) -> tuple[float, float]:
-    """``max|a - b|`` and ``max|a - c|`` over (C, n) host arrays, a cache-sized slice at a
-    time (whole-track temporaries would cost more in fresh pages than the arithmetic)."""
+def _max_abs_differences(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, bits: int | None = None, step: int = 1 << 15
+) -> tuple[float, float]:
+    """``max|a - q(b)|`` and ``max|a - c|`` over (C, n) host arrays, ``q`` the rounding to
+    ``bits`` (identity for None), a cache-sized slice at a time (whole-track
+    temporaries would cost more in fresh pages than the arithmetic)."""
     n = a.shape[-1]
     d1 = d2 = 0.0
     buf = np.empty((a.shape[0], min(step, n)), dtype=np.float32)
     for s in range(0, n, step):  # a loop over slices of a track, not samples
         e = min(n, s + step)
         t = buf[:, : e - s]
-        np.subtract(a[:, s:e], b[:, s:e], out=t)
+        ref = b[:, s:e] if bits is None else dither.quantize(b[:, s:e], bits)
+        np.subtract(a[:, s:e], ref, out=t)
         d1 = max(d1, float(np.max(np.abs(t, out=t))))
         np.subtract(a[:, s:e], c[:, s:e], out=t)
         d2 = max(d2, float(np.max(np.abs(t, out=t))))
@@ -686,8 +691,8 @@ def _max_abs_differences(a: np.ndarray, b: np.ndarray, c: np.ndarray, step: int 
 def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: np.ndarray, dfs: int) -> tuple[float, float] | None:
     """Verify a lossless file against the samples written; bound its loudness and true peak.
 
-    The decoded file must reproduce ``written`` (already on the format's integer
-    grid) bit for bit, or the file is corrupt (:class:`RenderError`). Then the file's true peak is bounded
+    The decoded file must reproduce ``written`` as the encoder rounds it to the
+    format's grid, bit for bit, or the file is corrupt (:class:`RenderError`). Then the file's true peak is bounded
     without a second 16x measurement: ``tp(file) <= tp(master) + G * max|file - master|``
     (``G`` = 2.74, the interpolator's largest phase L1 norm; the difference is
     rounding or dither: the bound is < 1e-5 dB loose at 24 bit, ~0.001 dB at 16 bit). Its integrated loudness is the master's
@@ -703,7 +708,7 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: n
         return None
     if dfs != result.fs or decoded.shape != written.shape:
         raise RenderError(f"{fmt}: the written file decodes to {decoded.shape} at {dfs} Hz, not {written.shape} at {result.fs} Hz")
-    resid, err = _max_abs_differences(decoded, written, result.audio)
+    resid, err = _max_abs_differences(decoded, written, result.audio, _LOSSLESS_BITS[fmt])
     if resid != 0.0:
         raise RenderError(f"{fmt}: the written file does not decode to the samples written (max difference {resid:.3g})")
     bound = 10.0 ** (tp16 / 20.0) + truepeak.interpolation_gain(VERIFY_OVERSAMPLE) * err
@@ -716,8 +721,8 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
     16-bit formats get TPDF dither seeded from the content and settings (so the
     bytes are reproducible). Every written file is decoded again:
 
-    * lossless formats (WAV, FLAC) are rounded to their grid here (24 bit) or
-      dithered onto it (16 bit) and must decode to exactly those samples; their true peak is then bounded from the master's
+    * lossless formats (WAV, FLAC) are rounded to their grid by the encoder (24
+      bit) or dithered onto it (16 bit) and must decode to exactly those samples; their true peak is then bounded from the master's
       16x reading and the largest sample difference (rounding, dither), and their
       loudness is the master's (``verified: "exact"``);
     * lossy formats (MP3) are measured: integrated loudness and 16x true peak of
@@ -754,8 +759,6 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
                 if seed is None:  # hashed once, and only when some format dithers
                     seed = dither.content_seed(base, result.settings.digest() + result.preset)
                 y = np.asarray(dither.tpdf_dither_quantize(y, _bits(fmt), seed), dtype=np.float32)
-            elif _LOSSLESS_BITS.get(fmt):
-                y = dither.quantize(y, _LOSSLESS_BITS[fmt])  # rounded to nearest here, not truncated by the writer
             audio.encode(y, result.fs, path, fmt)
             decoded, dfs = audio.decode(path)
             exact = _exact_check(result, fmt, y, decoded, dfs) if adjust == 0.0 else None

@@ -102,3 +102,18 @@ def test_encode_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeyp
 def test_unknown_format_is_named():
     with pytest.raises(ValueError, match="unknown format 'ogg9'"):
         audio.encode(tone(0.5), FS, "/tmp/x.ogg", "ogg9")
+
+
+@pytest.mark.parametrize("fmt,bits", [("wav24", 24), ("flac24", 24), ("wav16", 16), ("flac16", 16)])
+def test_fixed_point_formats_round_to_nearest(tmp_path, fmt, bits):
+    """The file holds the nearest grid value of every sample (libsndfile alone truncates
+    WAV: a -0.5 LSB bias), so it decodes to exactly ``quantize(x, bits)``."""
+    from acetate.kernels import dither
+
+    rng = np.random.default_rng(bits)
+    x = rng.uniform(-0.99, 0.99, (2, 300_000)).astype(np.float32)  # more than one I/O block
+    path = audio.encode(x, 48000, tmp_path / f"r.{audio.FORMATS[fmt][0]}", fmt)
+    y, _ = audio.decode(path)
+    np.testing.assert_array_equal(y, dither.quantize(x, bits))
+    err = (y.astype(np.float64) - x) * 2.0 ** (bits - 1)
+    assert np.abs(err).max() <= 0.5 + 1e-9 and abs(err.mean()) < 0.01  # nearest, unbiased
