@@ -992,10 +992,11 @@ class _Meter:
         q = xp.any(xp.reshape(changed, (self.nblocks + 1, per)), axis=1)
         return xp.nonzero(q[:-1] | q[1:])[0]
 
-    def apply(self, y, x, gain, g_knots, intervals):
+    def apply(self, y, x, gain, g_knots, intervals, scale: float = 1.0):
         """Set ``gain`` (shape (ceil(n / _KNOT), _KNOT), float32) from the knots on the
-        given frame knot intervals, and ``y = x * gain`` there. The gain is float32 so
-        that the float32 product is the correctly rounded float64 product."""
+        given frame knot intervals, and ``y = (x * scale) * gain`` there (each product
+        rounded to ``x``'s dtype, as if ``x * scale`` had been stored first). The gain is
+        float32 so that the float32 product is the correctly rounded float64 product."""
         xp = self.xp
         lead = self.front // _KNOT
         n8 = gain.shape[0]
@@ -1004,23 +1005,27 @@ class _Meter:
         k = int(j.shape[0])
         if k == 0:
             return
+
+        def scaled(v):
+            return v if scale == 1.0 else xp.astype(v * scale, v.dtype)
+
         gk = xp.astype(g_knots, xp.float32)
         whole = self.n // _KNOT
         if k > n8 // 4:  # dense: the whole track in one pass
             gain[...] = _interp_knots(xp, gk, xp.arange(lead, lead + n8))
             flat = xp.reshape(gain, (-1,))[: self.n]
-            y[...] = xp.astype(x * xp.astype(flat[None, :], x.dtype), y.dtype)
+            y[...] = xp.astype(scaled(x) * xp.astype(flat[None, :], x.dtype), y.dtype)
             return
         gain[j] = _interp_knots(xp, gk, j + lead)
         jw = j[j < whole]
         if int(jw.shape[0]):
             y8 = xp.reshape(y[:, : whole * _KNOT], (self.channels, whole, _KNOT))
             x8 = xp.reshape(x[:, : whole * _KNOT], (self.channels, whole, _KNOT))
-            y8[:, jw, :] = xp.astype(x8[:, jw, :] * xp.astype(gain[jw][None], x.dtype), y.dtype)
+            y8[:, jw, :] = xp.astype(scaled(x8[:, jw, :]) * xp.astype(gain[jw][None], x.dtype), y.dtype)
         rest = self.n - whole * _KNOT
         if rest and bool(xp.any(j == whole)):
             gr = xp.astype(gain[whole, :rest], x.dtype)
-            y[:, whole * _KNOT :] = xp.astype(x[:, whole * _KNOT :] * gr[None, :], y.dtype)
+            y[:, whole * _KNOT :] = xp.astype(scaled(x[:, whole * _KNOT :]) * gr[None, :], y.dtype)
 
 
 def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_ref_db: float):
@@ -1048,31 +1053,35 @@ def _interp_knots(xp, g_knots, intervals):
     return a[:, None] + (b - a)[:, None] * frac[None, :]
 
 
-def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, release_s, release_ref_db, margin_db, max_passes, guard_db, ebur):
+def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, release_s, release_ref_db, margin_db, max_passes, guard_db, ebur, scale=1.0):
     xp = backend.namespace(x)
     c, n = x.shape
     plan = _tp_plan(int(oversample), int(verify_oversample), _libebur128_factor(fs) if ebur else 1)
     meter = _Meter(xp, plan, c, n)
     target = ceiling * 10.0 ** (-guard_db / 20.0)
     check = ceiling * (1.0 - 4 * _EPS_REL)  # what the meter must not exceed (slack: summation order)
-    blocks, top = meter.candidate_blocks(x, target)
+    # The input gain `scale` is folded in: the first screen reads x against target / scale
+    # (the meter is linear; rounding is the check pass's business), and the output starts
+    # as x * scale -- no separate scaled copy of the track.
+    blocks, top = meter.candidate_blocks(x, target / scale)
     if not math.isfinite(backend.to_float(top)):
         raise ValueError("x contains NaN or infinite samples")
-    ivl, peak = meter.envelope(x, blocks, target)
+    ivl, peak = meter.envelope(x, blocks, target / scale)
+    peak = peak * scale
     over = peak > target
+    y = xp.asarray(x, copy=True) if scale == 1.0 else xp.astype(x * scale, x.dtype)
     if not bool(xp.any(over)):
-        return xp.asarray(x, copy=True), xp.ones(n, dtype=xp.float32)
+        return y, xp.ones(n, dtype=xp.float32)
     nint = meter.length // _KNOT
     kint = xp.ones(nint, dtype=xp.float64)
     kint[ivl[over]] = target / peak[over]
     la = max(1, int(round(lookahead_s * fs / _KNOT)))
     rel = max(1e-9, release_s * fs / _KNOT)
     g = _gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db)  # knots 0 .. nint
-    y = xp.asarray(x, copy=True)
     gain = xp.ones((-(-n // _KNOT), _KNOT), dtype=xp.float32)
     changed = (g[:-1] < 1.0) | (g[1:] < 1.0)
     for p in range(max_passes):
-        meter.apply(y, x, gain, g, xp.nonzero(changed)[0])
+        meter.apply(y, x, gain, g, xp.nonzero(changed)[0], scale)
         ivl, peak = meter.envelope(y, meter.touched_blocks(changed), check)
         over = peak > check
         if not bool(xp.any(over)) or p == max_passes - 1:
@@ -1085,7 +1094,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
         diff = g_new != g
         changed = diff[:-1] | diff[1:]
         g = g_new
-    return y, xp.reshape(gain, (-1,))[:n]  # float32: exact (y is x * gain rounded to float32)
+    return y, xp.reshape(gain, (-1,))[:n]  # float32: exact (y is (x * scale) * gain, each rounded to float32)
 
 
 def true_peak_limit(
@@ -1102,6 +1111,7 @@ def true_peak_limit(
     release_ref_db: float = 10.0,
     guard_db: float = 0.03,
     libebur128: bool = True,
+    input_gain_db: float = 0.0,
 ) -> tuple[Any, Any]:
     """True-peak look-ahead limiter, sample-aligned (no latency in the output).
 
@@ -1168,10 +1178,15 @@ def true_peak_limit(
         sample. On limited material it reads up to ~0.3 dB above the 16x
         Kaiser meter (its short filter overshoots near flattened peaks), so
         without it pyebur128 can report overs. Default True.
+    input_gain_db : float
+        Gain applied to ``x`` before limiting, dB: the result is that of
+        limiting ``x * 10**(input_gain_db/20)`` (rounded to ``x``'s dtype)
+        without a scaled copy of the track being made first.
 
     Returns
     -------
-    y : array, shape (C, n), dtype of ``x``: ``(x * gain)`` rounded to the dtype.
+    y : array, shape (C, n), dtype of ``x``: ``(x * gain)`` rounded to the dtype
+        (``x`` taken after ``input_gain_db``, itself rounded to the dtype).
     gain : array, shape (1, n), float32, ``0 < gain <= 1`` (float32 products are exact in
         float64, so ``y == (x64 * gain64)`` rounded to float32).
 
@@ -1206,9 +1221,13 @@ def true_peak_limit(
     if not (math.isfinite(release_ref_db) and release_ref_db > 0):
         raise ValueError(f"release_ref_db must be a positive number of dB, got {release_ref_db!r}")
     ceiling = 10.0 ** (ceiling_dbtp / 20.0)
+    if not math.isfinite(input_gain_db):
+        raise ValueError(f"input_gain_db must be finite, got {input_gain_db!r}")
+    scale = 10.0 ** (input_gain_db / 20.0) if input_gain_db else 1.0
     if x.shape[1] == 0:
         return xp.asarray(x, copy=True), xp.ones((1, 0), dtype=xp.float32)
     y, g = _tp_limit_core(
-        x, fs, ceiling, int(oversample), int(verify_oversample), lookahead_s, release_s, release_ref_db, margin_db, int(max_passes), guard_db, bool(libebur128)
+        x, fs, ceiling, int(oversample), int(verify_oversample), lookahead_s, release_s, release_ref_db, margin_db, int(max_passes), guard_db, bool(libebur128),
+        scale,
     )
     return y, g[None, :]

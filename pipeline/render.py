@@ -447,12 +447,12 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     solve verifies only its final pass.
     """
     preset = preset or BALANCED
-    x = _apply_gain(y, gain_db)
     ceiling = ceiling - CEILING_MARGIN_DB
     aim = ceiling
     for _ in range(_MAX_CEILING_PASSES):
-        z, gain = dynamics.true_peak_limit(
-            x, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE
+        z, gain = dynamics.true_peak_limit(  # the gain folded in: no gained copy of the track
+            y, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE,
+            input_gain_db=gain_db,
         )
         reduction = -20.0 * math.log10(max(backend.to_float(backend.namespace(gain).min(gain)), 1e-12))
         if not verify:

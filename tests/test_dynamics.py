@@ -333,3 +333,22 @@ def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
         got = dy._hop_interp(np, g, hop, n)
         assert got.shape == (2, n)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+
+
+def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
+    """``input_gain_db`` folds the gain in (no gained copy of the track): the result is
+    limiting ``x * gain`` itself, to float32 rounding, and keeps the ceiling at 16x."""
+    from acetate.pipeline import demo
+
+    x = demo.render_style("rock", 6.0, FS, seed=2).astype(np.float32)
+    for gain_db in (0.0, 12.5):
+        s = 10 ** (gain_db / 20)
+        y1, g1 = dy.true_peak_limit(xp.asarray(x), FS, -1.0, input_gain_db=gain_db)
+        y2, g2 = dy.true_peak_limit(xp.asarray((x * s).astype(np.float32)), FS, -1.0)
+        y1, y2 = backend.to_host(y1), backend.to_host(y2)
+        assert np.abs(y1 - y2).max() < 1e-5
+        assert float(np.max(truepeak.true_peak(y1, FS, oversample=16))) <= 10 ** (-1 / 20)
+        if gain_db:
+            assert float(backend.to_host(g1).min()) < 0.7  # it did limit
+    with pytest.raises(ValueError, match="input_gain_db"):
+        dy.true_peak_limit(xp.asarray(x), FS, -1.0, input_gain_db=float("nan"))
