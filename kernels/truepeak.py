@@ -376,8 +376,28 @@ def true_peak_pair(x: Any, fs: float, *, oversample: int = 16, chunk: int = _CHU
     return _coarse_fine(x, ratio, chunk, xp)
 
 
+def _padded_rows(x: Any, b0: int, b1: int, nq: int, bsz: int, left: int, work: Any, xp: Any) -> Any:
+    """Rows ``b0 .. b1 + nq - 2`` of the zero-padded block layout (padded sample ``j`` is
+    ``x[j - left]``), shape (channels, rows, bsz): what centre blocks ``b0 .. b1 - 1`` read.
+    A copy of this stretch only, never of the whole track."""
+    c, n = x.shape
+    lo, hi = b0 * bsz - left, (b1 + nq - 1) * bsz - left  # x's samples covered
+    seg = xp.zeros((c, hi - lo), dtype=work)
+    a, b = max(lo, 0), min(hi, n)
+    if b > a:
+        seg[:, a - lo : b - lo] = x[:, a:b]  # cast on assignment
+    return xp.reshape(seg, (c, -1, bsz))
+
+
 def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
-    """(4x peak, ``ratio`` peak) per channel; see :func:`true_peak_pair`."""
+    """(4x peak, ``ratio`` peak) per channel; see :func:`true_peak_pair`.
+
+    The track is read a stretch of ``chunk`` samples at a time (a padded copy of
+    that stretch), twice at most: the 4x values of the blocks that could reach
+    the sample peak, then the fine values of the blocks whose bound reaches the
+    4x peak. Per block only a few numbers are kept (its 4x maximum and the
+    largest |sample| it reads), so memory is O(n / 12), not a copy of the track.
+    """
     c, n = int(x.shape[0]), int(x.shape[1])
     hf = interpolation_filter(ratio)
     hc = interpolation_filter(_COARSE)
@@ -391,74 +411,85 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     wdt = "float64" if work == xp.float64 else "float32"
     tmc = backend.to_device(tmc_host, xp, dtype=wdt)
     tmf = backend.to_device(tmf_host, xp, dtype=wdt)
-    nb = -(-n // bsz)
-    nrow = nb + nq - 1
-    xpad = xp.zeros((c, nrow * bsz), dtype=work)
-    xpad[:, left : left + n] = x
-    blk = xp.reshape(xpad, (c * nrow, bsz))
-    rows_step = 1 << 18
-    rmax = xp.reshape(xp.concat([_row_absmax(blk[a : a + rows_step], xp) for a in range(0, blk.shape[0], rows_step)]), (c, nrow))
-    sp = xp.astype(xp.max(rmax, axis=1), xp.float64)
+    # Sample peak without an |x| temporary.
+    sp = xp.astype(xp.maximum(xp.max(x, axis=1), -xp.min(x, axis=1)), xp.float64)
+    nb = -(-n // bsz)  # centre blocks; the last may run past the end
     body = nb - 1
-    # Support of block b: padded rows b .. b + nq - 1 (every tap of every centre).
-    a_sup = rmax[:, :body]
-    for s_ in range(1, nq):
-        a_sup = xp.maximum(a_sup, rmax[:, s_ : s_ + body])
-    # The block's own samples and the one after it (the coarse grid's end points):
-    # padded row r holds x[(r * bsz - left) ...]; a block's centres b*bsz .. b*bsz + bsz
-    # lie within rows b + left // bsz .. b + (left + bsz) // bsz.
-    r0 = left // bsz
-    r1 = (left + bsz) // bsz
-    own = rmax[:, r0 : r0 + body]
-    for s_ in range(r0 + 1, r1 + 1):
-        own = xp.maximum(own, rmax[:, s_ : s_ + body])
-    # The last centre block reaches past the end: both ratios exactly, on their own.
-    last = xpad[:, body * bsz : (body + nq) * bsz]
+    # The last centre block, exactly at both ratios, on its own (centres at or after n dropped).
+    last = xp.reshape(_padded_rows(x, body, body + 1, nq, bsz, left, work, xp), (c, -1))
     n_last = n - body * bsz
     idx_last = xp.arange(n_last)[:, None] + xp.arange(t)[None, :]
     tail = last[:, idx_last] @ backend.to_device(hf.T, xp, dtype=wdt)  # (c, n_last, ratio)
     step = ratio // _COARSE
     tail_fine = xp.max(xp.abs(xp.reshape(tail, (c, -1))), axis=1)
     tail_coarse = xp.max(xp.abs(xp.reshape(tail[:, :, ::step], (c, -1))), axis=1)
+    floor0 = xp.maximum(xp.astype(sp, work), xp.astype(tail_coarse, work))  # (c,): <= the 4x peak
     rows_cap = max(1, (chunk if backend.is_gpu(xp) else min(chunk, _CPU_ROWS * bsz)) // bsz)
+    per = max(rows_cap, (chunk // bsz) if backend.is_gpu(xp) else 16 * rows_cap)  # centre blocks per stretch
     rho = _fine_residual(ratio) * (1.0 + 1e-4)  # slack for float rounding
-    coarse_peaks, fine_peaks = [], []
-    for ch in range(c):  # channels: a handful, not samples
-        base = ch * nrow
-        # 1. coarse (4x) values: the largest |value| of every body block that could
-        # reach the sample peak at all (gain * max|x| over its support); the others
-        # (quiet passages: most blocks of a dynamic master) can hold neither peak.
-        coarse = xp.maximum(xp.astype(sp[ch], work), xp.astype(tail_coarse[ch], work))
-        cmax = xp.zeros(body, dtype=work)
-        if body > 0:
-            need = xp.nonzero(gain * a_sup[ch] > coarse)[0]
-            m = int(need.shape[0])
-            if m > body // 2:  # most blocks: contiguous slices, no gather
-                cmax = xp.concat(
-                    [_rows_absmax_each(blk, slice(base + a, base + min(body, a + rows_cap)), tmc, nq, bsz, xp) for a in range(0, body, rows_cap)]
+    # A block's samples and the one after it (the coarse grid's end points) lie in its
+    # rows r0 .. r1; its whole support in rows 0 .. nq - 1.
+    r0, r1 = left // bsz, (left + bsz) // bsz
+    cmax = xp.zeros((c, body), dtype=work)
+    own = xp.zeros((c, body), dtype=work)
+    a_sup = xp.zeros((c, body), dtype=work)
+    # 1. coarse (4x): per stretch, the largest |value| of every block that could reach
+    # the sample peak at all (gain * max|x| over its support); the others (quiet
+    # passages: most blocks of a dynamic master) can hold neither peak.
+    for b0 in range(0, body, per):  # stretches of the track (seconds each), not samples
+        b1 = min(body, b0 + per)
+        rows = _padded_rows(x, b0, b1, nq, bsz, left, work, xp)  # (c, b1 - b0 + nq - 1, bsz)
+        rmax = xp.reshape(_row_absmax(xp.reshape(rows, (-1, bsz)), xp), (c, -1))
+        m_ = b1 - b0
+        sup = rmax[:, :m_]
+        for s_ in range(1, nq):
+            sup = xp.maximum(sup, rmax[:, s_ : s_ + m_])
+        mine = rmax[:, r0 : r0 + m_]
+        for s_ in range(r0 + 1, r1 + 1):
+            mine = xp.maximum(mine, rmax[:, s_ : s_ + m_])
+        a_sup[:, b0:b1] = sup
+        own[:, b0:b1] = mine
+        for ch in range(c):  # channels: a handful
+            blk = rows[ch]
+            need = xp.nonzero(gain * sup[ch] > floor0[ch])[0]
+            k = int(need.shape[0])
+            if k > m_ // 2:  # most blocks: contiguous slices, no gather
+                cmax[ch, b0:b1] = xp.concat(
+                    [_rows_absmax_each(blk, slice(a, min(m_, a + rows_cap)), tmc, nq, bsz, xp) for a in range(0, m_, rows_cap)]
                 )
             else:
-                for a in range(0, m, rows_cap):
+                for a in range(0, k, rows_cap):
                     idx = need[a : a + rows_cap]
-                    cmax[idx] = _rows_absmax_each(blk, idx + base, tmc, nq, bsz, xp)
-            if m:
-                coarse = xp.maximum(coarse, xp.max(cmax))
-        coarse_peaks.append(coarse)
-        # 2. fine values only where max(coarse, samples) + rho * max|x| can reach the floor
-        floor = xp.maximum(coarse, xp.astype(tail_fine[ch], work))
-        if body > 0:
-            bound = xp.maximum(cmax, own[ch]) + rho * a_sup[ch]
-            survivors = xp.nonzero(bound > floor)[0]
-            m = int(survivors.shape[0])
-            if m > body // 2:  # dense: every block, as contiguous slices (no gather)
-                for a in range(0, body, rows_cap):
-                    floor = xp.maximum(floor, _rows_absmax(blk, slice(base + a, base + min(body, a + rows_cap)), tmf, nqf, bsz, xp))
-            else:
-                for a in range(0, m, rows_cap):
-                    floor = xp.maximum(floor, _rows_absmax(blk, survivors[a : a + rows_cap] + base, tmf, nqf, bsz, xp))
-        fine_peaks.append(floor)
-    p4 = xp.maximum(sp, xp.astype(xp.stack(coarse_peaks), xp.float64))
-    pf = xp.maximum(p4, xp.astype(xp.stack(fine_peaks), xp.float64))
+                    cmax[ch, b0 + idx] = _rows_absmax_each(blk, idx, tmc, nq, bsz, xp)
+    coarse = xp.maximum(floor0, xp.max(cmax, axis=1)) if body > 0 else floor0
+    # 2. fine values only where max(coarse, samples) + rho * max|x| can reach the floor
+    floor = xp.maximum(coarse, xp.astype(tail_fine, work))
+    if body > 0:
+        bound = xp.maximum(cmax, own) + rho * a_sup
+        alive = bound > floor[:, None]  # (c, body)
+        taps = xp.arange(nqf * bsz) - left  # a block's support, relative to its first centre
+        fine = []
+        for ch in range(c):  # channels: a handful
+            survivors = xp.nonzero(alive[ch])[0]
+            k = int(survivors.shape[0])
+            f = xp.zeros((), dtype=work)
+            if k > body // 2:  # dense: every block, stretch by stretch, contiguous slices
+                for b0 in range(0, body, per):
+                    b1 = min(body, b0 + per)
+                    blk = _padded_rows(x[ch : ch + 1], b0, b1, nqf, bsz, left, work, xp)[0]
+                    for a in range(0, b1 - b0, rows_cap):
+                        f = xp.maximum(f, _rows_absmax(blk, slice(a, min(b1 - b0, a + rows_cap)), tmf, nqf, bsz, xp))
+            else:  # the few blocks that can reach: their supports gathered from the track
+                for a in range(0, k, rows_cap):
+                    pos = survivors[a : a + rows_cap, None] * bsz + taps[None, :]  # (k', nq * bsz)
+                    inside = (pos >= 0) & (pos < n)
+                    win = xp.where(inside, xp.astype(x[ch][xp.clip(pos, 0, n - 1)], work), 0.0)
+                    vals = win @ tmf
+                    f = xp.maximum(f, xp.maximum(xp.max(vals), -xp.min(vals)))
+            fine.append(f)
+        floor = xp.maximum(floor, xp.stack(fine))
+    p4 = xp.maximum(sp, xp.astype(coarse, xp.float64))
+    pf = xp.maximum(p4, xp.astype(floor, xp.float64))
     return p4, pf
 
 

@@ -153,6 +153,10 @@ def test_true_peak_pair_is_both_exact_readings(xp, kind):
     np.testing.assert_allclose(p4, _full_true_peak(x.astype(np.float64), 4), rtol=2e-6)
     np.testing.assert_allclose(p16, _full_true_peak(x.astype(np.float64), 16), rtol=2e-6)
     np.testing.assert_allclose(backend.to_host(truepeak.true_peak(xp.asarray(x), 48000, oversample=16)), p16, rtol=1e-12)
+    # stretch by stretch (many short stretches here): the same readings
+    q4, q16 = (backend.to_host(p) for p in truepeak.true_peak_pair(xp.asarray(x), 48000, chunk=240))
+    np.testing.assert_allclose(q4, p4, rtol=1e-6)
+    np.testing.assert_allclose(q16, p16, rtol=1e-6)
     assert truepeak._fine_residual(16) < 0.2  # the bound prunes: fine phases sit near the 4x line
     with pytest.raises(ValueError, match="multiple of 4"):
         truepeak.true_peak_pair(xp.asarray(x), 48000, oversample=6)
