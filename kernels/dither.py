@@ -110,8 +110,8 @@ def quantize(x: Any, bits: int = 24) -> Any:
     --------
     >>> import numpy as np
     >>> q = quantize(np.array([0.1, -1.0, 1.0], np.float32), 24)
-    >>> q * 2**23
-    array([ 838861., -8388608.,  8388607.], dtype=float32)
+    >>> (q * 2**23).astype(int).tolist()  # nearest step; +1.0 saturates one step below
+    [838861, -8388608, 8388607]
     """
     xp = backend.namespace(x)
     if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 24:
