@@ -8,7 +8,6 @@ label's engineer can act on; callers turn it into an error row.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from acetate.kernels import dither
+from acetate.pipeline import files
 
 __all__ = ["AudioError", "AudioInfo", "decode", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
 
@@ -23,11 +23,6 @@ __all__ = ["AudioError", "AudioInfo", "decode", "decode_programme", "info", "enc
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
 
 MIN_RATE, MAX_RATE = 8000, 192000
-
-# The process umask, read once at import (os.umask can only be read by setting it,
-# which would race with other threads creating files).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class AudioError(ValueError):
@@ -140,28 +135,18 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
     _, container, subtype = FORMATS[fmt]
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    try:
-        # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
-        extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
-        x = np.asarray(x, dtype=np.float32)
-        bits = PCM_BITS.get(subtype)
+    # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
+    extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
+    x = np.asarray(x, dtype=np.float32)
+    bits = PCM_BITS.get(subtype)
+
+    def _w(tmp: str) -> None:
         with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:
             for a in range(0, x.shape[1], _IO_BLOCK):  # interleave block by block: no full copy
                 blk = x[:, a : a + _IO_BLOCK]
                 f.write(np.ascontiguousarray((blk if bits is None else dither.quantize(blk, bits)).T))
-        with open(tmp, "rb+") as fh:  # on disk before the name says it is done
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; deliverables get the usual mode
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(final)
+
+    return files.atomic_write(path, _w)
 
 
 def dual_mono(x: np.ndarray) -> np.ndarray:

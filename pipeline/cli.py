@@ -58,11 +58,10 @@ def _add_analyze(sub) -> None:
 
 def _cmd_analyze(args) -> int:
     import os
-    import tempfile
 
     import pyarrow.parquet as pq
 
-    from acetate.pipeline import analyse, audio
+    from acetate.pipeline import analyse, audio, files
     from acetate.schemas.features import features_table
 
     rows = []
@@ -75,15 +74,7 @@ def _cmd_analyze(args) -> int:
             print(f"FAILED  {path}: {exc}")
     table = features_table(rows)
     out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".part", dir=os.path.dirname(out))
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)  # atomic: a crash never leaves a half-written file under the name
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    files.atomic_write(out, lambda tmp: pq.write_table(table, tmp))  # a crash never leaves half a file
     print(f"wrote {table.num_rows} rows to {out}")
     return 1 if any("error" in r for r in rows) else 0
 

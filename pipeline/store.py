@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from acetate.pipeline import files
 from acetate.schemas import registry
 
 __all__ = [
@@ -74,32 +74,20 @@ def dataset_dir(out_root: str | os.PathLike, dataset: str) -> Path:
 def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[str], None]) -> str:
     """Call ``writer(tmp_path)`` to write a temporary file beside ``path``, then rename it to ``path``.
 
-    The temporary name starts with ``.`` and ends with ``.tmp``; it is removed
-    if ``writer`` raises.
+    :func:`acetate.pipeline.files.atomic_write`: the temporary name starts with
+    ``.`` and ends with ``.tmp``; it is fsynced and given the umask's mode
+    before the rename, and removed if ``writer`` raises.
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(final)
+    return files.atomic_write(path, writer)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (fsynced before the rename)."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`atomic_write_bytes`)."""
     data = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode()
 
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     return atomic_write_bytes(path, _w)
 
@@ -138,12 +126,7 @@ def write_part(out_root: str | os.PathLike, dataset: str, table: pa.Table, part:
         raise ValueError(f"bad part name {part!r}: must be a plain file name not starting with '.' or '_'")
     path = dataset_dir(out_root, dataset) / f"{part}.parquet"
 
-    def _w(tmp: str) -> None:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-
-    return atomic_write_bytes(path, _w)
+    return atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def remove_part(out_root: str | os.PathLike, dataset: str, part: str) -> bool:

@@ -139,3 +139,15 @@ def test_json_records_are_atomic(tmp_path):
     assert store.read_json(p)["a"] == 1
     p.write_text("{broken")
     assert store.read_json(p) is None and store.read_json(tmp_path / "none.json") is None
+
+
+def test_reports_and_ledgers_get_the_usual_file_mode(tmp_path):
+    """Parquet parts and ledgers are readable like any file the process creates (0666 & ~umask),
+    not mkstemp's 0600: the rest of a label's team reads the reports."""
+    from acetate.pipeline import files
+
+    part = store.write_part(tmp_path, "runs", _rows()["runs"], "r1")
+    ledger = store.write_json(tmp_path / ".acetate" / "ledger" / "t.json", {"status": "done"})
+    for p in (part, ledger):
+        assert os.stat(p).st_mode & 0o777 == 0o666 & ~files._UMASK, p
+    assert 0o666 & ~files._UMASK != 0o600  # the check means something under this umask
