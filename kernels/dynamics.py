@@ -392,7 +392,6 @@ def compress(
     window_s: float = 0.01,
     release_ref_db: float = 10.0,
     control_hop: int = 1,
-    return_gain: bool = True,
 ) -> tuple[Any, Any]:
     """A full band compressor: RMS envelope -> static curve -> smoothing -> apply.
 
@@ -420,16 +419,14 @@ def compress(
         Recovery in dB that ``release_s`` refers to (default 10 dB).
     control_hop : int
         Run the detector and gain computer every ``control_hop`` samples and
-        interpolate the gain linearly to the samples (1: per sample).
-    return_gain : bool
-        Return the per-sample gain curve in dB (``False``: ``None`` instead,
-        which spares a per-sample pass when only the audio is wanted).
+        interpolate the gain linearly to the samples (1: per sample). For the
+        gain alone, not applied, see :func:`compressor_gain`.
 
     Returns
     -------
     y : array, shape (C, n), dtype of ``x``.
     gain_db : array, shape (1, n) when linked else (C, n), float64: the gain
-        applied, dB, makeup included (``None`` with ``return_gain=False``).
+        applied, dB, makeup included.
 
     Examples
     --------
@@ -448,7 +445,7 @@ def compress(
         raise ValueError(f"control_hop must be a positive integer, got {control_hop!r}")
     if control_hop > 1:
         return _compress_control_rate(
-            x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, int(control_hop), return_gain
+            x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, int(control_hop)
         )
     rms = rms_envelope(x, fs, window_s, link=link)
     level_db = 10.0 * xp.log10(xp.maximum(rms * rms, 1e-30))
@@ -503,7 +500,7 @@ def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release
     return attack_release_db(static, fs / hop, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
 
 
-def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop, return_gain=True):
+def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
     """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
 
     The mean square of each hop of ``hop`` samples feeds the RMS window, static
@@ -516,12 +513,17 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
     xp = backend.namespace(x)
     n = x.shape[1]
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop)
-    # Linear gain from the dB curve at the control rate, interpolated like it: the
-    # two interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
-    # In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
-    gain = _hop_interp(xp, xp.astype(10.0 ** (g_hop / 20.0), x.dtype), hop, n)
-    y = x * gain
-    return y, (_hop_interp(xp, g_hop, hop, n) if return_gain else None)
+    return x * _linear_gain(xp, g_hop, hop, n, x.dtype), _hop_interp(xp, g_hop, hop, n)
+
+
+def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any) -> Any:
+    """Per-sample linear gain from control-rate gains in dB, shape (rows, n), ``dtype``.
+
+    The linear gain at the control rate, interpolated like the dB curve: the two
+    interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
+    In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
+    """
+    return _hop_interp(xp, xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n)
 
 
 def compressor_gain(
@@ -569,7 +571,7 @@ def compressor_gain(
     if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
         raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))
-    return _hop_interp(xp, xp.astype(10.0 ** (g_hop / 20.0), x.dtype), int(control_hop), x.shape[1])[0]
+    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype)[0]
 
 
 def limiter_gain(
