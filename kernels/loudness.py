@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -622,10 +623,7 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
             y, _ = _kfilter(sig, sos, z[:, w0:b0], zi, gpu, xp)
             p = _weighted_power(y[:, a0 - w0 :], gw, xp)
             seg[i0:i1] = _segment_sums(p, backend.to_device(starts[i0:i1] - a0, xp), xp)
-    new = EnergyProfile(
-        fs=prof.fs, n=n, weights=prof.weights, seg_starts=starts, seg=seg, inverse=prof.inverse,
-        edges=prof.edges, lengths=prof.lengths, cuts=prof.cuts,
-    )
+    new = dataclasses.replace(prof, seg=seg)  # same windows, new sums
     zw, total = _window_energies(new, xp)
     if not np.isfinite(backend.to_float(total)):
         _check_finite(z, xp)
