@@ -10,9 +10,9 @@ its points: by up to 0.55 dB at 4x near 0.45 fs, 0.14 dB at 8x, 0.03 dB at 16x
 
 Computation is exact and pruned: the interpolated value at any point is bounded
 by ``max|x|`` over the filter's support times the phase's L1 norm, so only the
-neighbourhoods that could beat the running estimate are interpolated (a vectorised
-gather + matrix product); loud, dense material falls back to a full polyphase
-``upfirdn`` in bounded chunks.
+neighbourhoods that could reach the sample peak are interpolated (block-Toeplitz
+matrix products, a stretch of the track at a time); at 16x the 4x values bound
+the rest (:func:`true_peak_pair`).
 
 Examples
 --------
@@ -161,8 +161,6 @@ def _block_filter(h_host: np.ndarray, block: int) -> tuple[np.ndarray, int, floa
 #: Centres per block of the block-Toeplitz interpolation (a small matrix
 #: product per block: 12 keeps the work near the polyphase minimum).
 _BLOCK = 12
-#: Blocks evaluated exactly up front, per channel, to raise the pruning floor.
-_TOP_BLOCKS = 16
 #: Blocks per matrix product on the CPU (keeps the operands in cache).
 _CPU_ROWS = 4096
 
@@ -234,16 +232,15 @@ def true_peak(
     Notes
     -----
     Every value is computed exactly (same filter, same points as a full
-    polyphase pass); only blocks that provably cannot beat the channel's
-    running maximum are skipped. The signal is cut into blocks of
-    ``_BLOCK`` centres; a block's values are a small matrix product of the
-    ``nq`` input blocks it reads with a block-Toeplitz form of the filter
-    (one ``matmul`` per input block over many blocks at once). A block's
-    values are bounded by the largest |sample| it reads times the largest
-    L1 norm of a phase; the floor starts at the sample peak and the exact
-    values around the ``_TOP_BLOCKS`` blocks with the largest bound, so on
-    most material only a small fraction of blocks is interpolated. Dense,
-    loud material falls back to slices of the block matrix (no gather).
+    polyphase pass); only blocks that provably cannot beat the sample peak
+    are skipped (:func:`_block_maxima`). The signal is cut into blocks of
+    ``_BLOCK`` centres; a block's values are one matrix product of the
+    ``nq`` input blocks it reads with a block-Toeplitz form of the filter,
+    over many blocks at once. A block's values are bounded by the largest
+    |sample| it reads times the largest L1 norm of a phase, so quiet
+    passages are not interpolated. The track is read a stretch at a time
+    (no padded copy of it). Kaiser ratios that are multiples of 4 above 4
+    go through :func:`true_peak_pair`'s two-stage search.
     """
     xp = backend.namespace(x)
     if x.ndim == 1:
@@ -257,51 +254,16 @@ def true_peak(
     if filter == "kaiser" and ratio > _COARSE and ratio % _COARSE == 0:
         return _coarse_fine(x, ratio, chunk, xp)[1]
     h_host = interpolation_filter(ratio, filter)
-    t = h_host.shape[1]
-    left = t // 2 - 1
-    bsz = _BLOCK
-    tm_host, nq, bound_gain = _block_filter(h_host, bsz)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    tm = backend.to_device(tm_host, xp, dtype="float64" if work == xp.float64 else "float32")
-    # Zero-padded copy: centre block b reads padded rows b .. b + nq - 1.
-    nb = -(-n // bsz)  # centre blocks; the last may run past the end
-    nrow = nb + nq - 1
-    xpad = xp.zeros((c, nrow * bsz), dtype=work)
-    xpad[:, left : left + n] = x  # cast on assignment: no intermediate copy
-    blk = xp.reshape(xpad, (c * nrow, bsz))
-    rows_step = 1 << 18  # bounded temporaries: |x| of 3 M samples at a time
-    rmax = xp.reshape(xp.concat([_row_absmax(blk[a : a + rows_step], xp) for a in range(0, blk.shape[0], rows_step)]), (c, nrow))
-    sp = xp.astype(xp.max(rmax, axis=1), xp.float64)  # the sample peak (padding is zero)
-    # Bound of block b (b < nb - 1): gain * max |x| over the rows it reads.
-    body = nb - 1
-    bound = rmax[:, :body]
-    for s in range(1, nq):
-        bound = xp.maximum(bound, rmax[:, s : s + body])
-    bound = bound * bound_gain
-    # The last centre block reaches past the end: evaluated on its own.
-    tail = _last_block(x, h_host, body, nq, work, xp)
-    tail_peak = xp.max(xp.abs(xp.reshape(tail, (c, -1))), axis=1)
-    rows_cap = max(1, (chunk if backend.is_gpu(xp) else min(chunk, _CPU_ROWS * bsz)) // bsz)
-    peaks = []
-    for ch in range(c):  # channels: a handful, not samples
-        base = ch * nrow
-        floor = xp.maximum(xp.astype(sp[ch], work), xp.astype(tail_peak[ch], work))
-        if body > 0:
-            k = min(_TOP_BLOCKS, body)
-            top = xp.argpartition(-bound[ch], k - 1)[:k] if k < body else xp.arange(body)
-            floor = xp.maximum(floor, _rows_absmax(blk, top + base, tm, nq, bsz, xp))
-            survivors = xp.nonzero(bound[ch] > floor)[0]
-            m = int(survivors.shape[0])
-            if m > body // 2:  # dense: every block, as contiguous slices (no gather)
-                for a in range(0, body, rows_cap):
-                    b = min(body, a + rows_cap)
-                    floor = xp.maximum(floor, _rows_absmax(blk, slice(base + a, base + b), tm, nq, bsz, xp))
-            else:
-                for a in range(0, m, rows_cap):
-                    rows = survivors[a : a + rows_cap] + base
-                    floor = xp.maximum(floor, _rows_absmax(blk, rows, tm, nq, bsz, xp))
-        peaks.append(floor)
-    return xp.maximum(sp, xp.astype(xp.stack(peaks), xp.float64))
+    sp = _sample_peak(x, xp)
+    nq = _block_filter(h_host, _BLOCK)[1]
+    body = -(-n // _BLOCK) - 1
+    tail = _last_block(x, h_host, body, nq, work, xp)  # the last block reaches past the end
+    floor = xp.maximum(xp.astype(sp, work), xp.max(xp.abs(xp.reshape(tail, (c, -1))), axis=1))
+    bmax = _block_maxima(x, h_host, floor, chunk, xp)[0]
+    if body > 0:
+        floor = xp.maximum(floor, xp.max(bmax, axis=1))
+    return xp.maximum(sp, xp.astype(floor, xp.float64))
 
 
 #: Coarse ratio of the two-stage search; the Kaiser design's phases at
@@ -395,6 +357,71 @@ def _last_block(x: Any, h_host: np.ndarray, body: int, nq: int, work: Any, xp: A
     return last[:, idx] @ backend.to_device(h_host.T, xp, dtype="float64" if work == xp.float64 else "float32")
 
 
+def _sample_peak(x: Any, xp: Any) -> Any:
+    """Per-channel max |x| (float64) without an |x| temporary."""
+    return xp.astype(xp.maximum(xp.max(x, axis=1), -xp.min(x, axis=1)), xp.float64)
+
+
+def _chunking(chunk: int, xp: Any) -> tuple[int, int]:
+    """(blocks per matrix product, blocks per stretch of the track read at once)."""
+    rows_cap = max(1, (chunk if backend.is_gpu(xp) else min(chunk, _CPU_ROWS * _BLOCK)) // _BLOCK)
+    per = max(rows_cap, (chunk // _BLOCK) if backend.is_gpu(xp) else 16 * rows_cap)
+    return rows_cap, per
+
+
+def _block_maxima(x: Any, h_host: np.ndarray, floor: Any, chunk: int, xp: Any, *, min_gain: float = 1.0) -> tuple[Any, Any, Any]:
+    """Per centre block (all but the last): the largest |interpolated value| over the
+    kept phases of ``h_host``, the largest |sample| of the block's own samples and the
+    one after it, and the largest |sample| over its whole support; each (c, blocks).
+
+    Blocks whose support bound (``gain * max|x|``, ``gain`` the largest phase L1 norm
+    and at least ``min_gain``) cannot exceed ``floor`` (per channel) are not
+    interpolated; their maximum is left 0. The track is read a stretch of
+    ``chunk`` samples at a time through a padded copy of that stretch only.
+    """
+    c, n = int(x.shape[0]), int(x.shape[1])
+    t = h_host.shape[1]
+    left = t // 2 - 1
+    bsz = _BLOCK
+    tm_host, nq, gain = _block_filter(h_host, bsz)
+    gain = max(gain, min_gain) * (1.0 + 1e-4)  # |any value| <= gain * max|x| over its support
+    work = xp.float64 if x.dtype == xp.float64 else xp.float32
+    tm = backend.to_device(tm_host, xp, dtype="float64" if work == xp.float64 else "float32")
+    body = -(-n // bsz) - 1
+    rows_cap, per = _chunking(chunk, xp)
+    # A block's samples and the one after it lie in its rows r0 .. r1; its whole support in rows 0 .. nq - 1.
+    r0, r1 = left // bsz, (left + bsz) // bsz
+    bmax = xp.zeros((c, max(body, 0)), dtype=work)
+    own = xp.zeros((c, max(body, 0)), dtype=work)
+    a_sup = xp.zeros((c, max(body, 0)), dtype=work)
+    for b0 in range(0, max(body, 0), per):  # stretches of the track (seconds each), not samples
+        b1 = min(body, b0 + per)
+        rows = _padded_rows(x, b0, b1, nq, bsz, left, work, xp)  # (c, b1 - b0 + nq - 1, bsz)
+        rmax = xp.reshape(_row_absmax(xp.reshape(rows, (-1, bsz)), xp), (c, -1))
+        m_ = b1 - b0
+        sup = rmax[:, :m_]
+        for s_ in range(1, nq):
+            sup = xp.maximum(sup, rmax[:, s_ : s_ + m_])
+        mine = rmax[:, r0 : r0 + m_]
+        for s_ in range(r0 + 1, r1 + 1):
+            mine = xp.maximum(mine, rmax[:, s_ : s_ + m_])
+        a_sup[:, b0:b1] = sup
+        own[:, b0:b1] = mine
+        for ch in range(c):  # channels: a handful
+            blk = rows[ch]
+            need = xp.nonzero(gain * sup[ch] > floor[ch])[0]
+            k = int(need.shape[0])
+            if k > m_ // 2:  # most blocks: contiguous slices, no gather
+                bmax[ch, b0:b1] = xp.concat(
+                    [_rows_absmax_each(blk, slice(a, min(m_, a + rows_cap)), tm, nq, bsz, xp) for a in range(0, m_, rows_cap)]
+                )
+            else:
+                for a in range(0, k, rows_cap):
+                    idx = need[a : a + rows_cap]
+                    bmax[ch, b0 + idx] = _rows_absmax_each(blk, idx, tm, nq, bsz, xp)
+    return bmax, own, a_sup
+
+
 def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     """(4x peak, ``ratio`` peak) per channel; see :func:`true_peak_pair`.
 
@@ -410,60 +437,23 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     t = hf.shape[1]
     left = t // 2 - 1
     bsz = _BLOCK
-    tmc_host, nq, gain_c = _block_filter(hc, bsz)
-    tmf_host, nqf, gain_f = _block_filter(hf, bsz)
-    gain = max(gain_c, gain_f) * (1.0 + 1e-4)  # |any interpolated value| <= gain * max|x| over its support
+    _, nq, _ = _block_filter(hc, bsz)
+    tmf_host, nqf, _ = _block_filter(hf, bsz)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    wdt = "float64" if work == xp.float64 else "float32"
-    tmc = backend.to_device(tmc_host, xp, dtype=wdt)
-    tmf = backend.to_device(tmf_host, xp, dtype=wdt)
-    # Sample peak without an |x| temporary.
-    sp = xp.astype(xp.maximum(xp.max(x, axis=1), -xp.min(x, axis=1)), xp.float64)
-    nb = -(-n // bsz)  # centre blocks; the last may run past the end
-    body = nb - 1
+    tmf = backend.to_device(tmf_host, xp, dtype="float64" if work == xp.float64 else "float32")
+    sp = _sample_peak(x, xp)
+    body = -(-n // bsz) - 1
     # The last centre block, exactly at both ratios, on its own.
     tail = _last_block(x, hf, body, nq, work, xp)  # (c, n_last, ratio)
     step = ratio // _COARSE
     tail_fine = xp.max(xp.abs(xp.reshape(tail, (c, -1))), axis=1)
     tail_coarse = xp.max(xp.abs(xp.reshape(tail[:, :, ::step], (c, -1))), axis=1)
     floor0 = xp.maximum(xp.astype(sp, work), xp.astype(tail_coarse, work))  # (c,): <= the 4x peak
-    rows_cap = max(1, (chunk if backend.is_gpu(xp) else min(chunk, _CPU_ROWS * bsz)) // bsz)
-    per = max(rows_cap, (chunk // bsz) if backend.is_gpu(xp) else 16 * rows_cap)  # centre blocks per stretch
     rho = _fine_residual(ratio) * (1.0 + 1e-4)  # slack for float rounding
-    # A block's samples and the one after it (the coarse grid's end points) lie in its
-    # rows r0 .. r1; its whole support in rows 0 .. nq - 1.
-    r0, r1 = left // bsz, (left + bsz) // bsz
-    cmax = xp.zeros((c, body), dtype=work)
-    own = xp.zeros((c, body), dtype=work)
-    a_sup = xp.zeros((c, body), dtype=work)
-    # 1. coarse (4x): per stretch, the largest |value| of every block that could reach
-    # the sample peak at all (gain * max|x| over its support); the others (quiet
-    # passages: most blocks of a dynamic master) can hold neither peak.
-    for b0 in range(0, body, per):  # stretches of the track (seconds each), not samples
-        b1 = min(body, b0 + per)
-        rows = _padded_rows(x, b0, b1, nq, bsz, left, work, xp)  # (c, b1 - b0 + nq - 1, bsz)
-        rmax = xp.reshape(_row_absmax(xp.reshape(rows, (-1, bsz)), xp), (c, -1))
-        m_ = b1 - b0
-        sup = rmax[:, :m_]
-        for s_ in range(1, nq):
-            sup = xp.maximum(sup, rmax[:, s_ : s_ + m_])
-        mine = rmax[:, r0 : r0 + m_]
-        for s_ in range(r0 + 1, r1 + 1):
-            mine = xp.maximum(mine, rmax[:, s_ : s_ + m_])
-        a_sup[:, b0:b1] = sup
-        own[:, b0:b1] = mine
-        for ch in range(c):  # channels: a handful
-            blk = rows[ch]
-            need = xp.nonzero(gain * sup[ch] > floor0[ch])[0]
-            k = int(need.shape[0])
-            if k > m_ // 2:  # most blocks: contiguous slices, no gather
-                cmax[ch, b0:b1] = xp.concat(
-                    [_rows_absmax_each(blk, slice(a, min(m_, a + rows_cap)), tmc, nq, bsz, xp) for a in range(0, m_, rows_cap)]
-                )
-            else:
-                for a in range(0, k, rows_cap):
-                    idx = need[a : a + rows_cap]
-                    cmax[ch, b0 + idx] = _rows_absmax_each(blk, idx, tmc, nq, bsz, xp)
+    rows_cap, per = _chunking(chunk, xp)
+    # 1. coarse (4x) maxima of the blocks that could reach the sample peak; a block
+    # skipped there (gain * max|x| <= floor, with gain >= 1 + rho) cannot survive below.
+    cmax, own, a_sup = _block_maxima(x, hc, floor0, chunk, xp, min_gain=1.0 + rho)
     coarse = xp.maximum(floor0, xp.max(cmax, axis=1)) if body > 0 else floor0
     # 2. fine values only where max(coarse, samples) + rho * max|x| can reach the floor
     floor = xp.maximum(coarse, xp.astype(tail_fine, work))
