@@ -345,17 +345,17 @@ def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: 
     return plan
 
 
-def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any, banded: bool) -> Any:
+def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
     """(HP + EQ) -> crossover -> per band compressor and width -> sum, on one block.
 
-    All local operations. With ``banded``, ``h`` holds one filter per band
-    (the crossover's band filters with the HP and EQ folded in, see
-    :func:`_chain_filters`): one overlap-save pass splits the block into
-    equalised bands, which serve both dynamics and width. Otherwise ``h`` is
-    the HP + EQ filter alone (or None).
+    All local operations. ``h`` is :func:`_chain_filters`' result: one filter
+    per band, shape (K, m) (the crossover's band filters with the HP and EQ
+    folded in): one overlap-save pass splits the block into equalised bands,
+    which serve both dynamics and width; or the HP + EQ filter alone, shape
+    (m,), when no band processing is planned (or None: nothing to filter).
     """
     xp = backend.namespace(y)
-    if not banded:
+    if h is None or h.ndim == 1:
         return y if h is None else xp.astype(fir.fft_filter(y, h), xp.float32)
     widths = plan.get("width")
     bands = fir.fft_filter_bank(y, h)  # (K, C, n)
@@ -375,17 +375,17 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any, banded: bool)
     return xp.astype(out, xp.float32)
 
 
-def _chain_filters(h: Any, fs: int, plan: Mapping[str, Any], xp: Any) -> tuple[Any, bool]:
-    """The local chain's filters: ``(h, False)`` when no band processing is planned,
-    else ``(bank, True)`` with the crossover band filters convolved with ``h``
-    (HP + EQ, odd length): band k of the equalised signal in one filter each."""
+def _chain_filters(h: Any, fs: int, plan: Mapping[str, Any], xp: Any) -> Any:
+    """The local chain's filters: ``h`` (HP + EQ, odd length, or None) when no band
+    processing is planned, else the crossover band filters convolved with ``h``,
+    shape (K, m): band k of the equalised signal in one filter each."""
     widths = plan.get("width")
     if "dynamics" not in plan and not (widths and any(w != 1.0 for w in widths)):
-        return h, False
+        return h
     bank = fir.crossover_filters(fs, plan["crossovers_hz"], xp=xp)
     if h is not None:
         bank = backend.signal(xp).fftconvolve(h[None, :], bank, mode="full", axes=-1)
-    return bank, True
+    return bank
 
 
 def CONTROL_HOP(fs: float) -> int:
@@ -604,16 +604,18 @@ def master(
     if settings.dynamics:
         params["crossovers_hz"] = plan["crossovers_hz"]
     y = xd
-    if settings.highpass:
-        y = y - xp.astype(xp.mean(xp.astype(y, xp.float64), axis=-1, keepdims=True), xp.float32)  # DC, once for the track
-        params["highpass_hz"] = settings.highpass_hz
     h = h_eq
-    if settings.highpass:  # one linear-phase FIR for the high-pass and the EQ
+    dc = None
+    if settings.highpass:  # the track's DC (removed block by block), then one linear-phase FIR for the high-pass and the EQ
+        dc = xp.astype(xp.sum(y, axis=-1, dtype=xp.float64, keepdims=True) / y.shape[-1], xp.float32)
         h_hp = fir.highpass_taps(out_fs, settings.highpass_hz, xp=xp)
         h = h_hp if h_eq is None else backend.signal(xp).fftconvolve(h_hp, h_eq)
+        params["highpass_hz"] = settings.highpass_hz
     if h is not None or "dynamics" in plan or "width" in plan:
-        filters, banded = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
-        y = blocks.apply_blockwise(lambda b: _local_chain(b, out_fs, plan, filters, banded), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs))
+        filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
+        y = blocks.apply_blockwise(
+            lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs)
+        )
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db

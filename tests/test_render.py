@@ -63,6 +63,13 @@ def test_output_report_is_the_masters_own_measurement(mixes):
     )
 
 
+def test_dc_offset_is_removed(mixes):
+    x = (mixes["rock"] + np.float32(0.05)).astype(np.float32)  # a badly biased converter
+    r = render.master(x, FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
+    assert np.abs(r.audio.astype(np.float64).mean(axis=1)).max() < 1e-4
+    assert r.target_met and r.ceiling_met
+
+
 def test_unreachable_target_keeps_the_ceiling_and_says_so(mixes):
     # -5 LUFS under a -3 dBTP ceiling would need far more limiting than a preset allows.
     r = render.master(mixes["acoustic"], FS, render.MasterSettings(target_lufs=-5.0, ceiling_dbtp=-3.0))
