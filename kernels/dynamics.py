@@ -455,27 +455,33 @@ def compress(
     return y.astype(x.dtype), gain_db
 
 
-def _hop_interp(xp: Any, g: Any, hop: int, n: int) -> Any:
+def _hop_interp(xp: Any, g: Any, hop: int, n: int, out: Any = None) -> Any:
     """Linear interpolation of control values ``g`` (rows, nh) at hop centres to ``n`` samples.
 
     Value ``j`` sits at sample ``j * hop + (hop - 1) / 2``; before the first and
     after the last centre the end value holds (as ``numpy.interp``). Computed
     per hop as ``a + (b - a) * w`` with a fixed ramp ``w`` across the hop
     (a broadcast, no search): each hop's first part ramps from the previous
-    centre, its second part towards the next. Returns (rows, n) in ``g``'s dtype.
+    centre, its second part towards the next. Returns (rows, n) in ``g``'s dtype,
+    written into ``out`` when given (C-contiguous, shape (rows, nh * hop): whole
+    hops; the result is then ``out[:, :n]``).
     """
     rows, nh = g.shape
     half = (hop - 1) / 2.0
     split = int(math.ceil(half))  # samples of a hop before its centre
     ge = xp.concat([g[:, :1], g, g[:, -1:]], axis=1)  # clamped ends
     i = xp.astype(xp.arange(hop), g.dtype)
-    out = xp.empty((rows, nh, hop), dtype=g.dtype)
+    if out is None:
+        out = xp.empty((rows, nh * hop), dtype=g.dtype)
+    elif tuple(out.shape) != (rows, nh * hop) or out.dtype != g.dtype:
+        raise ValueError(f"out must have shape {(rows, nh * hop)} and dtype {g.dtype}, got {tuple(out.shape)} {out.dtype}")
+    o = xp.reshape(out, (rows, nh, hop))  # a view: out is contiguous
     w_lo = (i[:split] + (hop - half)) / hop
     w_hi = (i[split:] - half) / hop
     a, b, c = ge[:, :-2, None], ge[:, 1:-1, None], ge[:, 2:, None]
-    out[:, :, :split] = a + (b - a) * w_lo
-    out[:, :, split:] = b + (c - b) * w_hi
-    return xp.reshape(out, (rows, nh * hop))[:, :n]
+    o[:, :, :split] = a + (b - a) * w_lo
+    o[:, :, split:] = b + (c - b) * w_hi
+    return out[:, :n]
 
 
 def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
@@ -483,14 +489,22 @@ def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release
     hop of ``hop`` samples, centred on it (see :func:`_compress_control_rate`)."""
     xp = backend.namespace(x)
     c, n = x.shape
-    nh = -(-n // hop)
-    xh = x if nh * hop == n else xp.concat([x, xp.zeros((c, nh * hop - n), dtype=x.dtype)], axis=1)
-    xh = xp.reshape(xh, (c, nh, hop))
+    whole = n // hop
+
+    def hop_energy(v, m):  # sum of squares per hop of (c, m * hop) samples
+        v = xp.reshape(v, (c, m, hop))
+        return xp.einsum("cij,cij->ci", v, v) if hasattr(xp, "einsum") else xp.sum(v * v, axis=-1)
+
     # Sum of squares per hop, in the audio's dtype (a detector level: 1e-7 relative
-    # is plenty); einsum avoids the slow short-axis reduction with a cast.
-    ss = xp.einsum("cij,cij->ci", xh, xh) if hasattr(xp, "einsum") else xp.sum(xh * xh, axis=-1)
+    # is plenty); einsum avoids the slow short-axis reduction with a cast. A last,
+    # partial hop counts as zero-padded, from a small copy (not a padded copy of x).
+    ss = hop_energy(x[:, : whole * hop], whole)
+    if whole * hop < n:
+        tail = xp.zeros((c, hop), dtype=x.dtype)
+        tail[:, : n - whole * hop] = x[:, whole * hop :]
+        ss = xp.concat([ss, hop_energy(tail, 1)], axis=1)
     ms_hop = xp.astype(ss, xp.float64) / hop
-    del xh, ss
+    del ss
     width = max(1, int(round(window_s * fs / hop)))
     ms = moving_average(ms_hop, width, align="centre", mode="constant", cval=0.0)
     if link:
@@ -516,14 +530,14 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
     return x * _linear_gain(xp, g_hop, hop, n, x.dtype), _hop_interp(xp, g_hop, hop, n)
 
 
-def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any) -> Any:
+def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any, out: Any = None) -> Any:
     """Per-sample linear gain from control-rate gains in dB, shape (rows, n), ``dtype``.
 
     The linear gain at the control rate, interpolated like the dB curve: the two
     interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
     In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
     """
-    return _hop_interp(xp, xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n)
+    return _hop_interp(xp, xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n, out)
 
 
 def compressor_gain(
@@ -538,6 +552,7 @@ def compressor_gain(
     window_s: float = 0.01,
     release_ref_db: float = 10.0,
     control_hop: int = 16,
+    out: Any = None,
 ) -> Any:
     """The linked, linear gain :func:`compress` would apply to ``x`` (not applied).
 
@@ -551,11 +566,16 @@ def compressor_gain(
         As :func:`compress` (no makeup; one gain for all channels).
     control_hop : int
         As :func:`compress` (>= 2: this function is the control-rate form).
+    out : array, optional
+        Where to write the gain: C-contiguous, ``x``'s dtype, shape
+        ``(ceil(n / control_hop) * control_hop,)`` (whole hops; the gain is its
+        first ``n`` values). A caller that holds gains for several bands writes
+        each into its row, with no temporary of the track's length.
 
     Returns
     -------
-    gain : array, shape (n,), dtype of ``x``; ``compress(x, ..., control_hop=h)[0]``
-        equals ``x * gain``.
+    gain : array, shape (n,), dtype of ``x`` (a view of ``out`` when given);
+        ``compress(x, ..., control_hop=h)[0]`` equals ``x * gain``.
 
     Examples
     --------
@@ -571,7 +591,7 @@ def compressor_gain(
     if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
         raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))
-    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype)[0]
+    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype, None if out is None else xp.reshape(out, (1, -1)))[0]
 
 
 def limiter_gain(

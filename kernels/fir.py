@@ -309,18 +309,27 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     # Overlap-save: xpad[j] = x[j - (m - 1 - d)], so frame f's valid outputs (its
     # last `step` circular-convolution samples) are y[f * step : (f + 1) * step].
     lead = m - 1 - d
-    xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
-    xpad[:, lead : lead + n] = x
     spec = fft.rfft(xp.astype(hs, work), n=nfft, axis=-1)[:, None, None, :]  # (K, 1, 1, nfft/2+1)
     # A CPU core takes one frame at a time (operands in cache); a GPU many per transform.
     if not backend.is_gpu(xp):
         spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
+        xw = x if x.dtype == work else None
         for f in range(frames):  # a loop over frames (a second or more of audio each), not samples
             a = f * step
             b = min(n, a + step)
-            prod = fft.rfft(xpad[:, a : a + nfft], axis=-1)[None] * spec  # (K, C, nfft/2+1)
+            s0 = a - lead  # the frame reads x[s0 : s0 + nfft], zeros outside the signal
+            if xw is not None and s0 >= 0 and s0 + nfft <= n:
+                seg = xw[:, s0 : s0 + nfft]  # a view: no padded copy of the signal
+            else:
+                seg = xp.zeros((c, nfft), dtype=work)
+                lo, hi = max(s0, 0), min(s0 + nfft, n)
+                if hi > lo:
+                    seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
+            prod = fft.rfft(seg, axis=-1)[None] * spec  # (K, C, nfft/2+1)
             out[:, :, a:b] = fft.irfft(prod, n=nfft, axis=-1, overwrite_x=True)[:, :, m - 1 : m - 1 + b - a]
         return out[:, 0] if one_d else out
+    xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
+    xpad[:, lead : lead + n] = x
     group = max(1, (1 << 24) // (nfft * c * (k + 1)))
     for f0 in range(0, frames, group):  # many frames per transform keep a GPU busy
         g = min(group, frames - f0)

@@ -360,19 +360,23 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
     widths = plan.get("width")
     bands = fir.fft_filter_bank(y, h)  # (K, C, n)
     k, _, n = bands.shape
-    gains = xp.ones((k, n), dtype=bands.dtype)
+    hop = CONTROL_HOP(fs)
+    gains = xp.empty((k, -(-n // hop) * hop), dtype=bands.dtype)  # whole hops: rows written in place
     for b in range(k):  # 3-5 bands: a loop over stages, not samples
         p = plan["dynamics"][b] if "dynamics" in plan else None
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
             # the detector sees the band as split (before its width is set)
-            gains[b] = dynamics.compressor_gain(
-                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], control_hop=CONTROL_HOP(fs)
+            dynamics.compressor_gain(
+                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], control_hop=hop, out=gains[b]
             )
+        else:
+            gains[b] = 1.0
         if widths and widths[b] != 1.0:
             bands[b] = image.scale_side(bands[b], widths[b])  # static and linear: commutes with the linked gain
     # sum over bands of gain x band, one pass, no per-band products held
-    out = xp.einsum("kcn,kn->cn", bands, gains) if hasattr(xp, "einsum") else xp.sum(bands * gains[:, None, :], axis=0)
-    return xp.astype(out, xp.float32)
+    g = gains[:, :n]
+    out = xp.einsum("kcn,kn->cn", bands, g) if hasattr(xp, "einsum") else xp.sum(bands * g[:, None, :], axis=0)
+    return out if out.dtype == xp.float32 else xp.astype(out, xp.float32)
 
 
 def _chain_filters(h: Any, fs: int, plan: Mapping[str, Any], xp: Any) -> Any:

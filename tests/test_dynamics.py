@@ -317,6 +317,15 @@ def test_compress_at_control_rate_matches_per_sample_detector():
     np.testing.assert_array_equal(band * lin[None], y2)  # the same gain, not applied
     with pytest.raises(ValueError, match="control_hop"):
         dy.compressor_gain(band, fs, -20, 2.0, control_hop=1)
+    # written into a caller's row of whole hops (the multiband chain's gains): the same values
+    nh = -(-band.shape[1] // 16)
+    rows = np.full((2, nh * 16), np.nan, dtype=band.dtype)
+    got = dy.compressor_gain(band, fs, level + 2, 2.0, 6.0, attack, release, control_hop=16, out=rows[1])
+    np.testing.assert_array_equal(got, lin)
+    np.testing.assert_array_equal(rows[1, : band.shape[1]], lin)
+    assert np.isnan(rows[0]).all()  # nothing else touched
+    with pytest.raises(ValueError, match="out must have shape"):
+        dy.compressor_gain(band, fs, level + 2, 2.0, control_hop=16, out=rows[1, :-16])
 
 
 @pytest.mark.parametrize("hop", [1, 2, 7, 16])
@@ -331,6 +340,8 @@ def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
         got = dy._hop_interp(np, g, hop, n)
         assert got.shape == (2, n)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+        buf = np.empty((2, nh * hop))
+        np.testing.assert_array_equal(dy._hop_interp(np, g, hop, n, out=buf), got)
 
 
 def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
