@@ -367,7 +367,8 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
             # the detector sees the band as split (before its width is set)
             dynamics.compressor_gain(
-                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"], control_hop=hop, out=gains[b]
+                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"],
+                window_s=DETECTOR_WINDOW_S, release_ref_db=RELEASE_REF_DB, control_hop=hop, out=gains[b],
             )
         else:
             gains[b] = 1.0
@@ -399,12 +400,55 @@ def CONTROL_HOP(fs: float) -> int:
     return max(1, int(fs // 3000))
 
 
-#: Block processing of the local stages: 60 s blocks with 5 s of context on each
-#: side (more than every stage's support: the 20 Hz high-pass FIR is 0.4 s long,
-#: compressor look-ahead and release windows are well under 2 s), so blocks give
-#: the whole-track result while memory stays bounded for hour-long programmes.
+#: Block processing of the local stages: 60 s blocks, each read with the context
+#: :func:`_chain_halo` proves enough (the stages' support), so blocks give the
+#: whole-track result while memory stays bounded for hour-long programmes.
 BLOCK_S = 60.0
-HALO_S = 5.0
+
+#: The band compressors' detector window and release reference (dynamics' defaults, named
+#: here because the halo of a block depends on them).
+DETECTOR_WINDOW_S = 0.01
+RELEASE_REF_DB = 10.0
+
+
+def _chain_halo(filters: Any, plan: Mapping[str, Any], fs: int, peak: float) -> int:
+    """Context (samples, a whole number of control hops) a block of the local chain needs on
+    each side for the whole-track result: the support of every stage, bounded from the
+    plan and the track's sample peak ``peak`` (linear, after DC removal).
+
+    * the filters: ``(m - 1) / 2`` samples each way (linear phase, delay compensated);
+    * a band compressor: hop energies and the interpolation back (a hop each way), the
+      detector window (centred), the look-ahead attack (a running minimum ahead, an
+      average behind: ``attack_s`` each way) and the linear-in-dB release, which
+      reaches back ``R * release_s / RELEASE_REF_DB`` seconds at most, ``R`` the deepest
+      reduction possible: the static curve at the loudest detector level the band can
+      show, its sample-peak bound ``sum|h_b| * peak``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h = np.zeros((1, 2001)); h[0, 1000] = 1.0          # a delay-compensated identity
+    >>> plan = {"dynamics": [{"threshold_db": -30.0, "ratio": 4.0, "knee_db": 0.0, "attack_s": 0.01, "release_s": 0.2}]}
+    >>> _chain_halo(h, plan, 48000, 1.0) / 48000   # 22.5 dB of release at 50 dB/s: 0.45 s, + attack, FIR, detector
+    0.487
+    """
+    hop = CONTROL_HOP(fs)
+    if filters is None:
+        return 0
+    m = int(filters.shape[-1])
+    support = (m - 1) // 2 + 1
+    bands = plan.get("dynamics") or []
+    if bands:
+        l1 = backend.to_host(backend.namespace(filters).sum(backend.namespace(filters).abs(filters), axis=-1)).reshape(-1)
+        extra = 0.0
+        for b, p in enumerate(bands):
+            if p is None or p["threshold_db"] is None or not p["ratio"] > 1.0:
+                continue
+            level = 20.0 * math.log10(max(float(l1[min(b, l1.size - 1)]) * peak, 1e-15))
+            deepest = -float(dynamics.compressor_gain_db(np.array([level]), p["threshold_db"], p["ratio"], p["knee_db"])[0])
+            extra = max(extra, p["attack_s"] + deepest * p["release_s"] / RELEASE_REF_DB)
+        support += int(math.ceil(extra * fs)) + hop * (int(round(DETECTOR_WINDOW_S * fs / hop)) // 2 + 3)
+    return -(-support // hop) * hop
 
 
 def _apply_gain(y: Any, gain_db: float) -> Any:
@@ -617,9 +661,13 @@ def master(
         params["highpass_hz"] = settings.highpass_hz
     if h is not None or "dynamics" in plan or "width" in plan:
         filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
-        y = blocks.apply_blockwise(
-            lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, int(BLOCK_S * out_fs), int(HALO_S * out_fs)
-        )
+        block = int(BLOCK_S * out_fs) // CONTROL_HOP(out_fs) * CONTROL_HOP(out_fs)  # blocks keep the hop grid
+        if y.shape[-1] > block:
+            peak = max(backend.to_float(xp.max(y)), -backend.to_float(xp.min(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
+            halo = _chain_halo(filters if filters.ndim == 2 else filters[None], plan, out_fs, peak)
+        else:
+            halo = 0  # one block: the whole track
+        y = blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, block, halo)
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db

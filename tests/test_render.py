@@ -283,6 +283,37 @@ def test_block_processing_matches_the_whole_track(mixes, monkeypatch):
     assert err < 1e-5
 
 
+def test_block_context_covers_a_long_release(monkeypatch):
+    """A deep reduction with a slow release crosses block edges: the context each block
+    reads (derived from the plan and the sample peak, not a fixed guess) still gives the
+    whole-track result; a block with too little context would not (the test can fail)."""
+    import dataclasses
+
+    from acetate.pipeline import presets
+
+    rng = np.random.default_rng(7)
+    n = 10 * FS
+    x = (0.02 * rng.standard_normal((2, n))).astype(np.float32)
+    x[:, 2 * FS : 3 * FS] *= 40.0  # a loud second, then 7 s of the quiet bed: the release runs on
+    slow = dataclasses.replace(presets.BALANCED, name="slow", ratio=(6.0, 6.0, 6.0, 6.0), release_s=(1.5, 1.5, 1.5, 1.5), threshold_rel_db=(-12.0,) * 4)
+    settings = render.MasterSettings(target_lufs=-16.0, ceiling_dbtp=-1.0)
+    whole = render.master(x, FS, settings, preset=slow)
+    g = [p for p in whole.params["dynamics"]]
+    assert all(b["ratio"] > 1.0 for b in g)
+    monkeypatch.setattr(render, "BLOCK_S", 0.5)
+    halo_used = []
+    derived = render._chain_halo
+    monkeypatch.setattr(render, "_chain_halo", lambda *a: halo_used.append(derived(*a)) or halo_used[-1])
+    blocked = render.master(x, FS, settings, preset=slow)
+    assert halo_used and halo_used[0] > 1.5 * FS  # seconds of release were planned for
+    assert blocked.params == whole.params
+    assert np.max(np.abs(blocked.audio.astype(np.float64) - whole.audio)) < 1e-5
+    # the same blocks with a fixed 0.3 s of context are wrong by far more than rounding
+    monkeypatch.setattr(render, "_chain_halo", lambda *a: int(0.3 * FS) // 16 * 16)
+    short = render.master(x, FS, settings, preset=slow)
+    assert np.max(np.abs(short.audio.astype(np.float64) - whole.audio)) > 1e-3
+
+
 def test_width_never_lowers_correlation_below_the_input():
     mid = np.array([4.0, 2.0, 1.0, 0.5])
     side = np.array([0.4, 0.5, 0.4, 0.3])
