@@ -144,6 +144,30 @@ def test_same_input_gives_identical_bytes(tmp_path, mixes):
         assert (tmp_path / "run1" / f"mix.{fmt}").read_bytes() == (tmp_path / "run2" / f"mix.{fmt}").read_bytes()
 
 
+def test_master_file_pauses_the_collector_and_restores_it(tmp_path, mixes, monkeypatch):
+    """The cyclic GC is off while a track is processed and back on afterwards, also when
+    the track fails; a caller that disabled it keeps it disabled."""
+    import gc
+
+    seen = []
+    real = render.master
+    monkeypatch.setattr(render, "master", lambda *a, **k: seen.append(gc.isenabled()) or real(*a, **k))
+    path = tmp_path / "mix.wav"
+    sf.write(path, mixes["rock"].T, FS, subtype="PCM_24")
+    settings = render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0)
+    assert gc.isenabled()
+    assert "error" not in mastering.master_file(str(path), tmp_path / "out", settings)
+    assert seen == [False] and gc.isenabled()
+    assert "error" in mastering.master_file(str(tmp_path / "missing.wav"), tmp_path / "out", settings)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        mastering.master_file(str(path), tmp_path / "out2", settings)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_16_bit_output_is_dithered_and_keeps_the_ceiling(tmp_path, mixes):
     r = render.master(mixes["acoustic"], FS, render.MasterSettings(target_lufs=-16.0, ceiling_dbtp=-1.0))
     outs = render.write_outputs(r, tmp_path / "a", ("wav16",))
