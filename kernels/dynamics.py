@@ -770,6 +770,7 @@ def oversampled_peak(x: Any, oversample: int = 8, *, linked: bool = True) -> Any
 
 _KNOT = 8  # samples between gain knots (0.17 ms at 48 kHz)
 _SCREEN_CHUNK = 8192  # blocks per matrix product (8192 x 32 centres)
+_APPLY_STRETCH = 1 << 15  # knot intervals per step of a dense gain application on a CPU (262144 samples)
 _EPS_REL = 1e-6  # relative slack for float32 coarse values and summation order
 
 
@@ -1033,10 +1034,14 @@ class _Meter:
 
         gk = xp.astype(g_knots, xp.float32)
         whole = self.n // _KNOT
-        if k > n8 // 4:  # dense: the whole track in one pass
-            gain[...] = _interp_knots(xp, gk, xp.arange(lead, lead + n8))
-            flat = xp.reshape(gain, (-1,))[: self.n]
-            y[...] = xp.astype(scaled(x) * xp.astype(flat[None, :], x.dtype), y.dtype)
+        if k > n8 // 4:  # dense: the whole track, a stretch at a time (temporaries of a stretch, not of the track)
+            step = _APPLY_STRETCH if not backend.is_gpu(xp) else n8
+            for j0 in range(0, n8, step):  # a loop over stretches (a second of audio or more), not samples
+                j1 = min(n8, j0 + step)
+                gain[j0:j1] = _interp_knots(xp, gk, xp.arange(lead + j0, lead + j1))
+                a, b = j0 * _KNOT, min(self.n, j1 * _KNOT)
+                flat = xp.reshape(gain[j0:j1], (-1,))[: b - a]
+                y[:, a:b] = xp.astype(scaled(x[:, a:b]) * xp.astype(flat[None, :], x.dtype), y.dtype)
             return
         gain[j] = _interp_knots(xp, gk, j + lead)
         jw = j[j < whole]
@@ -1091,7 +1096,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
     ivl, peak = meter.envelope(x, blocks, target / scale)
     peak = peak * scale
     over = peak > target
-    y = xp.asarray(x, copy=True) if scale == 1.0 else xp.astype(x * scale, x.dtype)
+    y = xp.asarray(x, copy=True) if scale == 1.0 else xp.astype(x * scale, x.dtype, copy=False)  # one copy, not two
     if not bool(xp.any(over)):
         return y, xp.ones(n, dtype=xp.float32)
     nint = meter.length // _KNOT

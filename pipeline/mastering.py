@@ -119,7 +119,12 @@ def master_file(
         stage = "select"
         chosen, selection = choose_preset(fp, preset, bank)
         stage = "render"
-        result = render.master(x, fs, settings, preset=chosen, fingerprint=fp)
+        # Hand the decoded track over (no reference kept in this frame): render.master
+        # releases it once its chain has run, so the limiter phase, the memory peak,
+        # holds the chain output and the master but not the input too.
+        held = [x]
+        del x
+        result = render.master(held.pop(), fs, settings, preset=chosen, fingerprint=fp)
         result.notes[:0] = notes
         stage = "write"
         outputs = render.write_outputs(result, Path(out_dir) / (stem or Path(path).stem), formats)

@@ -668,6 +668,9 @@ def master(
         else:
             halo = 0  # one block: the whole track
         y = blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, block, halo)
+    # The input is not needed past the chain: drop this frame's references, so a caller that
+    # handed it over (master_file) gets its memory back before the limiter phase, the peak.
+    del x, xd
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)
         params["gain_offset_db"] = settings.gain_db

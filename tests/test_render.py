@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from acetate.kernels import loudness, truepeak
-from acetate.pipeline import cli, demo, mastering, render
+from acetate.pipeline import audio, cli, demo, mastering, render
 from acetate.pipeline.presets import BALANCED
 
 FS = 44100
@@ -166,6 +166,37 @@ def test_master_file_pauses_the_collector_and_restores_it(tmp_path, mixes, monke
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_master_file_releases_the_input_before_the_limiter(tmp_path, mixes, monkeypatch):
+    """The decoded track is handed over to render.master and freed once the chain has
+    run: the limiter phase (the memory peak) holds the chain output and the master, not
+    the input too (a whole copy of the track less)."""
+    import weakref
+
+    from acetate.kernels import dynamics
+
+    refs, alive = [], []
+    decode = audio.decode_programme
+
+    def decoded(path):
+        x, fs = decode(path)
+        refs.append(weakref.ref(x))
+        return x, fs
+
+    limit = dynamics.true_peak_limit
+
+    def limiter(*a, **k):
+        alive.append(refs[0]() is not None)
+        return limit(*a, **k)
+
+    monkeypatch.setattr(audio, "decode_programme", decoded)
+    monkeypatch.setattr(render.dynamics, "true_peak_limit", limiter)
+    path = tmp_path / "mix.wav"
+    sf.write(path, mixes["rock"].T, FS, subtype="PCM_24")
+    row = mastering.master_file(str(path), tmp_path / "out", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
+    assert "error" not in row, row
+    assert alive and not any(alive)
 
 
 def test_16_bit_output_is_dithered_and_keeps_the_ceiling(tmp_path, mixes):
