@@ -454,10 +454,14 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 x, fs = _stage("decode", load)
             sel = _stage("select", lambda: _select(fp, spec, settings))
             stems = master_paths(out_root, track_id, targets)
-            for t in targets:
+            for i, t in enumerate(targets):
                 tspec = settings["targets"][t]
                 tl = track_target(t)
-                result = _stage("render", lambda: _render(x, fs, fp, sel["preset"], tl, tspec, settings, device))
+                held = [x]
+                if i == len(targets) - 1:  # the last render: hand the input over (freed after its chain)
+                    x = None
+                    x_cache.clear()
+                result = _stage("render", lambda: _render(held, fs, fp, sel["preset"], tl, tspec, settings, device))
                 out_report = result.output_report
                 if settings.get("verify", True):
                     out_fp = _stage("verify", lambda: _verify(result, device))
@@ -533,8 +537,12 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 # --- adapters to render ------------------------------------------------------------
 
 
-def _render(x: np.ndarray, fs: int, fp: Mapping[str, float], preset: Any, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str) -> Any:
+def _render(held: list, fs: int, fp: Mapping[str, float], preset: Any, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str) -> Any:
     """``render.master`` with the job's target, ceiling, intensity and device.
+
+    ``held`` is ``[x]``, the decoded track: it is popped into the call, so where the
+    caller keeps no other reference (its last target) render frees the input once
+    its chain has run, before the limiter phase, the memory peak.
 
     In album mode ``target_lufs`` is the track's own input loudness plus the
     album gain, so the album's relative loudness survives the chain; render's
@@ -549,7 +557,7 @@ def _render(x: np.ndarray, fs: int, fp: Mapping[str, float], preset: Any, target
         device=device,
     )
     with _DeviceSection(device):
-        return render.master(x, fs, ms, preset=preset, fingerprint=fp)
+        return render.master(held.pop(), fs, ms, preset=preset, fingerprint=fp)
 
 
 def _verify(result: Any, device: str) -> dict[str, float]:
