@@ -44,6 +44,7 @@ __all__ = [
     "compressor_gain_db",
     "compress",
     "compressor_gain",
+    "interpolate_hops",
     "limiter_gain",
     "oversampled_peak",
     "true_peak_limit",
@@ -455,33 +456,62 @@ def compress(
     return y.astype(x.dtype), gain_db
 
 
-def _hop_interp(xp: Any, g: Any, hop: int, n: int, out: Any = None) -> Any:
-    """Linear interpolation of control values ``g`` (rows, nh) at hop centres to ``n`` samples.
+def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None = None) -> Any:
+    """Per-sample values of control-rate values ``g``, linearly interpolated, for samples ``[start, stop)``.
 
-    Value ``j`` sits at sample ``j * hop + (hop - 1) / 2``; before the first and
-    after the last centre the end value holds (as ``numpy.interp``). Computed
-    per hop as ``a + (b - a) * w`` with a fixed ramp ``w`` across the hop
-    (a broadcast, no search): each hop's first part ramps from the previous
-    centre, its second part towards the next. Returns (rows, n) in ``g``'s dtype,
-    written into ``out`` when given (C-contiguous, shape (rows, nh * hop): whole
-    hops; the result is then ``out[:, :n]``).
+    Value ``j`` of ``g`` sits at sample ``j * hop + (hop - 1) / 2`` (the centre of
+    hop ``j``); before the first and after the last centre the end value holds
+    (as ``numpy.interp``). Computed per hop as ``a + (b - a) * w`` with a fixed
+    ramp ``w`` across the hop (a broadcast, no search): each hop's first part
+    ramps from the previous centre, its second part towards the next. A stretch
+    ``[start, stop)`` reads only its own hops and their neighbours, so a caller
+    can use the gain a cache-sized stretch at a time and never hold it for a whole track.
+
+    Parameters
+    ----------
+    g : array, shape (rows, nh) or (nh,)
+        Control values, ``nh = ceil(n / hop)``.
+    hop : int
+        Samples per control value (>= 1).
+    n : int
+        Samples in the whole signal.
+    start, stop : int
+        The stretch, samples; ``start`` a multiple of ``hop``; ``stop`` default ``n``.
+
+    Returns
+    -------
+    array, shape (rows, stop - start) (or (stop - start,) for 1-D ``g``), ``g``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> interpolate_hops(np.array([0.0, 4.0]), 4, 8).tolist()
+    [0.0, 0.0, 0.5, 1.5, 2.5, 3.5, 4.0, 4.0]
+    >>> interpolate_hops(np.array([0.0, 4.0]), 4, 8, start=4).tolist()
+    [2.5, 3.5, 4.0, 4.0]
     """
+    xp = backend.namespace(g)
+    one_d = g.ndim == 1
+    if one_d:
+        g = g[None, :]
     rows, nh = g.shape
+    stop = n if stop is None else min(int(stop), n)
+    if nh != -(-n // hop) or not (0 <= start <= stop) or start % hop:
+        raise ValueError(f"need ceil(n / hop) = {-(-n // hop)} values and a stretch starting on a hop, got {nh} values and [{start}, {stop})")
+    h0, h1 = start // hop, -(-stop // hop)
     half = (hop - 1) / 2.0
     split = int(math.ceil(half))  # samples of a hop before its centre
-    ge = xp.concat([g[:, :1], g, g[:, -1:]], axis=1)  # clamped ends
+    parts = ([g[:, :1]] if h0 == 0 else []) + [g[:, max(h0 - 1, 0) : min(h1 + 1, nh)]] + ([g[:, -1:]] if h1 >= nh else [])
+    ge = xp.concat(parts, axis=1)  # values at hops h0 - 1 .. h1 (ends clamped)
     i = xp.astype(xp.arange(hop), g.dtype)
-    if out is None:
-        out = xp.empty((rows, nh * hop), dtype=g.dtype)
-    elif tuple(out.shape) != (rows, nh * hop) or out.dtype != g.dtype:
-        raise ValueError(f"out must have shape {(rows, nh * hop)} and dtype {g.dtype}, got {tuple(out.shape)} {out.dtype}")
-    o = xp.reshape(out, (rows, nh, hop))  # a view: out is contiguous
+    out = xp.empty((rows, h1 - h0, hop), dtype=g.dtype)
     w_lo = (i[:split] + (hop - half)) / hop
     w_hi = (i[split:] - half) / hop
     a, b, c = ge[:, :-2, None], ge[:, 1:-1, None], ge[:, 2:, None]
-    o[:, :, :split] = a + (b - a) * w_lo
-    o[:, :, split:] = b + (c - b) * w_hi
-    return out[:, :n]
+    out[:, :, :split] = a + (b - a) * w_lo
+    out[:, :, split:] = b + (c - b) * w_hi
+    out = xp.reshape(out, (rows, (h1 - h0) * hop))[:, : stop - start]
+    return out[0] if one_d else out
 
 
 def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
@@ -519,7 +549,7 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
 
     The mean square of each hop of ``hop`` samples feeds the RMS window, static
     curve and attack/release smoothing at the control rate; the gain is then
-    interpolated linearly back to every sample (:func:`_hop_interp`). With the
+    interpolated linearly back to every sample (:func:`interpolate_hops`). With the
     RMS window many hops long (10 ms = 30 hops of 16 samples at 48 kHz) the
     detector sees what the per-sample one sees to within a few per cent of a
     window, at 1/hop of the work. Returns the same ``(y, gain_db)`` as :func:`compress`.
@@ -527,17 +557,17 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
     xp = backend.namespace(x)
     n = x.shape[1]
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop)
-    return x * _linear_gain(xp, g_hop, hop, n, x.dtype), _hop_interp(xp, g_hop, hop, n)
+    return x * _linear_gain(xp, g_hop, hop, n, x.dtype), interpolate_hops(g_hop, hop, n)
 
 
-def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any, out: Any = None) -> Any:
+def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any) -> Any:
     """Per-sample linear gain from control-rate gains in dB, shape (rows, n), ``dtype``.
 
     The linear gain at the control rate, interpolated like the dB curve: the two
     interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
     In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
     """
-    return _hop_interp(xp, xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n, out)
+    return interpolate_hops(xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n)
 
 
 def compressor_gain(
@@ -552,7 +582,7 @@ def compressor_gain(
     window_s: float = 0.01,
     release_ref_db: float = 10.0,
     control_hop: int = 16,
-    out: Any = None,
+    at_hops: bool = False,
 ) -> Any:
     """The linked, linear gain :func:`compress` would apply to ``x`` (not applied).
 
@@ -566,16 +596,17 @@ def compressor_gain(
         As :func:`compress` (no makeup; one gain for all channels).
     control_hop : int
         As :func:`compress` (>= 2: this function is the control-rate form).
-    out : array, optional
-        Where to write the gain: C-contiguous, ``x``'s dtype, shape
-        ``(ceil(n / control_hop) * control_hop,)`` (whole hops; the gain is its
-        first ``n`` values). A caller that holds gains for several bands writes
-        each into its row, with no temporary of the track's length.
+    at_hops : bool
+        Return the gain at the control rate, one value per hop (shape
+        ``(ceil(n / control_hop),)``), for :func:`interpolate_hops` to give per
+        sample where the caller applies it (a stretch at a time: no gain array
+        of the track's length).
 
     Returns
     -------
-    gain : array, shape (n,), dtype of ``x`` (a view of ``out`` when given);
-        ``compress(x, ..., control_hop=h)[0]`` equals ``x * gain``.
+    gain : array, shape (n,) (or per hop, ``at_hops``), dtype of ``x``;
+        ``compress(x, ..., control_hop=h)[0]`` equals ``x * gain``, and
+        ``gain == interpolate_hops(compressor_gain(..., at_hops=True), h, n)``.
 
     Examples
     --------
@@ -591,7 +622,9 @@ def compressor_gain(
     if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
         raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))
-    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype, None if out is None else xp.reshape(out, (1, -1)))[0]
+    if at_hops:
+        return xp.astype(10.0 ** (g_hop[0] / 20.0), x.dtype)
+    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype)[0]
 
 
 def limiter_gain(

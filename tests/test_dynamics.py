@@ -317,15 +317,14 @@ def test_compress_at_control_rate_matches_per_sample_detector():
     np.testing.assert_array_equal(band * lin[None], y2)  # the same gain, not applied
     with pytest.raises(ValueError, match="control_hop"):
         dy.compressor_gain(band, fs, -20, 2.0, control_hop=1)
-    # written into a caller's row of whole hops (the multiband chain's gains): the same values
-    nh = -(-band.shape[1] // 16)
-    rows = np.full((2, nh * 16), np.nan, dtype=band.dtype)
-    got = dy.compressor_gain(band, fs, level + 2, 2.0, 6.0, attack, release, control_hop=16, out=rows[1])
-    np.testing.assert_array_equal(got, lin)
-    np.testing.assert_array_equal(rows[1, : band.shape[1]], lin)
-    assert np.isnan(rows[0]).all()  # nothing else touched
-    with pytest.raises(ValueError, match="out must have shape"):
-        dy.compressor_gain(band, fs, level + 2, 2.0, control_hop=16, out=rows[1, :-16])
+    # at the control rate, for a caller that applies it a stretch at a time (the multiband sum):
+    # the same per-sample values, stretch by stretch
+    hops = dy.compressor_gain(band, fs, level + 2, 2.0, 6.0, attack, release, control_hop=16, at_hops=True)
+    n = band.shape[1]
+    assert hops.shape == (-(-n // 16),) and hops.dtype == band.dtype
+    np.testing.assert_array_equal(dy.interpolate_hops(hops, 16, n), lin)
+    pieces = [dy.interpolate_hops(hops, 16, n, s, s + 16 * 997) for s in range(0, n, 16 * 997)]
+    np.testing.assert_array_equal(np.concatenate(pieces), lin)
 
 
 @pytest.mark.parametrize("hop", [1, 2, 7, 16])
@@ -337,11 +336,13 @@ def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
         g = rng.uniform(-12.0, 0.0, (2, nh))
         centres = np.arange(nh) * hop + (hop - 1) / 2
         ref = np.stack([np.interp(np.arange(n), centres, row) for row in g])
-        got = dy._hop_interp(np, g, hop, n)
+        got = dy.interpolate_hops(g, hop, n)
         assert got.shape == (2, n)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-        buf = np.empty((2, nh * hop))
-        np.testing.assert_array_equal(dy._hop_interp(np, g, hop, n, out=buf), got)
+        for s0 in range(0, n, 3 * hop):  # any stretch starting on a hop: the same values
+            np.testing.assert_array_equal(dy.interpolate_hops(g, hop, n, s0, s0 + 5 * hop + 1), got[:, s0 : s0 + 5 * hop + 1])
+    with pytest.raises(ValueError, match="starting on a hop"):
+        dy.interpolate_hops(g, hop, n, 1) if hop > 1 else dy.interpolate_hops(g[:, :-1], hop, n)
 
 
 def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
