@@ -21,7 +21,7 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["tpdf_dither_quantize", "content_seed", "tpdf_error_rms"]
+__all__ = ["tpdf_dither_quantize", "quantize", "quantize_steps", "content_seed", "tpdf_error_rms"]
 
 
 def tpdf_error_rms(bits: int) -> float:
@@ -113,14 +113,28 @@ def quantize(x: Any, bits: int = 24) -> Any:
     >>> (q * 2**23).astype(int).tolist()  # nearest step; +1.0 saturates one step below
     [838861, -8388608, 8388607]
     """
+    # k / scale is exact in float32 (|k| <= 2**23, scale a power of two).
+    return quantize_steps(x, bits) / float(2 ** (int(bits) - 1))
+
+
+def quantize_steps(x: Any, bits: int = 24) -> Any:
+    """The grid steps :func:`quantize` rounds to: ``k = quantize(x, bits) * 2**(bits-1)``,
+    whole numbers in float32 (exact), for a writer that hands integers to the codec.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> quantize_steps(np.array([0.1, -1.0, 1.0], np.float32), 24).tolist()
+    [838861.0, -8388608.0, 8388607.0]
+    """
     xp = backend.namespace(x)
     if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 24:
         raise ValueError(f"bits must be an integer in [2, 24], got {bits!r}")
     scale = float(2 ** (int(bits) - 1))
     # x * 2**(bits-1) is exact in float32 (a power of two): rounding and the
-    # clip happen on exact values, and k / scale is exact in float32 (|k| <= 2**23).
-    k = xp.clip(xp.round(xp.astype(x, xp.float32) * scale), -scale, scale - 1.0)
-    return k / scale
+    # clip happen on exact values.
+    k = xp.round(xp.astype(x, xp.float32, copy=False) * scale)
+    return xp.clip(k, -scale, scale - 1.0)
 
 
 def content_seed(x_host_bytes: bytes | bytearray | memoryview | np.ndarray, settings: str) -> int:

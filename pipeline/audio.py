@@ -142,9 +142,18 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
 
     def _w(tmp: str) -> None:
         with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:
+            pcm = None if bits is None else np.empty((min(_IO_BLOCK, x.shape[1]), x.shape[0]), dtype=np.int32)
             for a in range(0, x.shape[1], _IO_BLOCK):  # interleave block by block: no full copy
                 blk = x[:, a : a + _IO_BLOCK]
-                f.write(np.ascontiguousarray((blk if bits is None else dither.quantize(blk, bits)).T))
+                if pcm is None:
+                    f.write(np.ascontiguousarray(blk.T))
+                    continue
+                # Integers, left-justified in int32 (libsndfile's integer full scale): the codec
+                # stores the steps as given, with no float conversion of its own.
+                b = pcm[: blk.shape[1]]
+                b[...] = dither.quantize_steps(blk, bits).T  # whole numbers: the cast is exact
+                b <<= 32 - bits
+                f.write(b)
 
     return files.atomic_write(path, _w)
 
