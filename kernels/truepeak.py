@@ -116,7 +116,8 @@ def sample_peak(x: Any) -> Any:
         x = x[None, :]
     if x.shape[-1] == 0:
         return xp.zeros(x.shape[0], dtype=xp.float64)
-    return xp.astype(xp.max(xp.abs(x), axis=-1), xp.float64)
+    # max and -min: two reads of x, no |x| temporary of the track's size (NaN propagates as with abs)
+    return xp.astype(xp.maximum(xp.max(x, axis=-1), -xp.min(x, axis=-1)), xp.float64) + 0.0  # + 0.0: never -0.0
 
 
 def _phase_outputs(x: Any, h: Any, centres: Any, xp: Any) -> Any:
