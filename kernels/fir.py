@@ -313,20 +313,30 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     # A CPU core takes one frame at a time (operands in cache); a GPU many per transform.
     if not backend.is_gpu(xp):
         spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
-        xw = x if x.dtype == work else None
-        for f in range(frames):  # a loop over frames (a second or more of audio each), not samples
-            a = f * step
-            b = min(n, a + step)
-            s0 = a - lead  # the frame reads x[s0 : s0 + nfft], zeros outside the signal
-            if xw is not None and s0 >= 0 and s0 + nfft <= n:
-                seg = xw[:, s0 : s0 + nfft]  # a view: no padded copy of the signal
-            else:
-                seg = xp.zeros((c, nfft), dtype=work)
-                lo, hi = max(s0, 0), min(s0 + nfft, n)
-                if hi > lo:
-                    seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
-            prod = fft.rfft(seg, axis=-1)[None] * spec  # (K, C, nfft/2+1)
-            out[:, :, a:b] = fft.irfft(prod, n=nfft, axis=-1, overwrite_x=True)[:, :, m - 1 : m - 1 + b - a]
+
+        def frame(f: int) -> Any:  # the frame reads x[s0 : s0 + nfft], zeros outside the signal
+            s0 = f * step - lead
+            if x.dtype == work and s0 >= 0 and s0 + nfft <= n:
+                return x[:, s0 : s0 + nfft]  # a view: no padded copy of the signal
+            seg = xp.zeros((c, nfft), dtype=work)
+            lo, hi = max(s0, 0), min(s0 + nfft, n)
+            if hi > lo:
+                seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
+            return seg
+
+        # A CPU core takes a frame or two at a time (operands near the cache), at least four
+        # rows per transform: pocketfft runs four transforms in SIMD lanes, 2.2x faster per
+        # row than one or two (a stereo frame's forward transform alone).
+        per = max(1, -(-4 // c))
+        for f0 in range(0, frames, per):  # a loop over frames (a second or more of audio each), not samples
+            group = range(f0, min(frames, f0 + per))
+            seg = frame(f0) if len(group) == 1 else xp.concat([frame(f) for f in group], axis=0)  # (rows, nfft)
+            prod = fft.rfft(seg, axis=-1)[None] * spec  # (K, rows, nfft/2+1)
+            y = fft.irfft(prod, n=nfft, axis=-1, overwrite_x=True)
+            for j, f in enumerate(group):
+                a = f * step
+                b = min(n, a + step)
+                out[:, :, a:b] = y[:, j * c : (j + 1) * c, m - 1 : m - 1 + b - a]
         return out[:, 0] if one_d else out
     xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
     xpad[:, lead : lead + n] = x
