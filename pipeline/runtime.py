@@ -21,19 +21,35 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from typing import Iterator
 
 __all__ = ["gc_paused"]
 
+# The collector is process-wide and a Dask worker runs tracks in several threads: the
+# first track in pauses it, the last one out restores it (if it was on at the first).
+_lock = threading.Lock()
+_depth = 0
+_was_enabled = False
+
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector for the ``with`` block (or a decorated call); nested uses
-    and a collector already disabled by the caller are left as they were."""
-    was = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic collector for the ``with`` block (or a decorated call).
+
+    Nested and concurrent uses (threads of one worker) count: the collector comes
+    back on when the last of them ends, and only if it was on when the first began.
+    """
+    global _depth, _was_enabled
+    with _lock:
+        if _depth == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _was_enabled:
+                gc.enable()

@@ -412,3 +412,36 @@ def test_bass_heavy_track_keeps_its_low_end_with_the_bass_heavy_preset():
     # The low end moves by what the preset's EQ asks (dynamics add at most ~1 dB), never more.
     assert abs(moved - asked) <= 1.5, (moved, asked)
     assert abs(moved) <= abs(asked) + 1.0, (moved, asked)
+
+
+def test_gc_pause_counts_overlapping_tracks_in_threads():
+    """Two tracks in two threads of one worker: the collector stays off until the last
+    one ends, then comes back on (it was on)."""
+    import gc
+    import threading
+
+    from acetate.pipeline.runtime import gc_paused
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def track_a():
+        with gc_paused():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def track_b():
+        a_in.wait(5)
+        with gc_paused():
+            b_in.set()
+            a_out.wait(5)
+            seen["after_a"] = gc.isenabled()  # a ended first: b is still running
+
+    assert gc.isenabled()
+    ts = [threading.Thread(target=track_a), threading.Thread(target=track_b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert seen == {"after_a": False} and gc.isenabled()
