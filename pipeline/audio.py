@@ -152,7 +152,7 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
                 # stores the steps as given, with no float conversion of its own.
                 b = pcm[: blk.shape[1]]
                 b[...] = dither.quantize_steps(blk, bits).T  # whole numbers: the cast is exact
-                b <<= 32 - bits
+                b *= 1 << (32 - bits)  # exact: |k| <= 2**(bits-1) fits int32 after the scaling
                 f.write(b)
 
     return files.atomic_write(path, _w)
