@@ -151,7 +151,10 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
                 # Integers, left-justified in int32 (libsndfile's integer full scale): the codec
                 # stores the steps as given, with no float conversion of its own.
                 b = pcm[: blk.shape[1]]
-                b[...] = dither.quantize_steps(blk, bits).T  # whole numbers: the cast is exact
+                k = dither.quantize_steps(blk, bits)
+                if not bool(np.isfinite(k).all()):  # NaN would cast to an arbitrary integer
+                    raise ValueError(f"non-finite samples cannot be written as {subtype}")
+                b[...] = k.T  # whole numbers: the cast is exact
                 b *= 1 << (32 - bits)  # exact: |k| <= 2**(bits-1) fits int32 after the scaling
                 f.write(b)
 

@@ -670,14 +670,17 @@ def master(
     if h is not None or "dynamics" in plan or "width" in plan:
         filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
         block = int(BLOCK_S * out_fs) // CONTROL_HOP(out_fs) * CONTROL_HOP(out_fs)  # blocks keep the hop grid
-        if y.shape[-1] > block:
+        halo = 0  # one block (the whole track), or nothing to filter: no context
+        if filters is not None and y.shape[-1] > block:
             peak = max(backend.to_float(xp.max(y)), -backend.to_float(xp.min(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
+            if not math.isfinite(peak):
+                raise RenderError("the programme has non-finite (NaN or Inf) samples")
             halo = _chain_halo(filters if filters.ndim == 2 else filters[None], plan, out_fs, peak)
-        else:
-            halo = 0  # one block: the whole track
         y = blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, block, halo)
     # The input is not needed past the chain: drop this frame's references, so a caller that
-    # handed it over (master_file) gets its memory back before the limiter phase, the peak.
+    # handed it over (master_file, the batch's last target: ``master(held.pop(), ...)``) gets
+    # its memory back before the limiter phase, the peak. That relies on the caller's frame
+    # holding no reference during the call: keep this function undecorated.
     del x, xd
     if settings.gain_db:
         y = _apply_gain(y, settings.gain_db)

@@ -445,3 +445,26 @@ def test_gc_pause_counts_overlapping_tracks_in_threads():
     for t in ts:
         t.join(10)
     assert seen == {"after_a": False} and gc.isenabled()
+
+
+def test_width_only_plan_on_a_long_track_passes_through(monkeypatch):
+    """No high-pass, EQ or dynamics and unit widths: no filter at all; a track longer than
+    a block still goes through (the block context is not asked of a missing filter)."""
+    import dataclasses
+
+    from acetate.pipeline import presets
+
+    monkeypatch.setattr(render, "BLOCK_S", 1.0)
+    x = (0.1 * np.random.default_rng(3).standard_normal((2, 3 * FS))).astype(np.float32)
+    flat = dataclasses.replace(presets.BALANCED, name="flat", width=(1.0, 1.0, 1.0, 1.0))
+    settings = render.MasterSettings(eq=False, dynamics=False, highpass=False, width=True, loudness=False, limit=False)
+    r = render.master(x, FS, settings, preset=flat)
+    np.testing.assert_array_equal(r.audio, x)
+
+
+def test_encode_refuses_non_finite_pcm(tmp_path):
+    x = np.zeros((2, 1000), np.float32)
+    x[1, 10] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        audio.encode(x, FS, tmp_path / "bad.flac", "flac24")
+    assert not list(tmp_path.iterdir())  # nothing left behind under any name
