@@ -306,3 +306,35 @@ def test_mono_in_an_album_keeps_its_place(handle, tmp_path):
     loud = {(r["track_id"], r["stage"]): r["integrated_lufs"] for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist() if r["scope"] == "track"}
     gain = {t: loud[(t, "output")] - loud[(t, "input")] for t in ("mono", "stereo")}
     assert gain["mono"] == pytest.approx(gain["stereo"], abs=0.2)  # one album gain for both
+
+
+def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
+    """A track with two targets keeps its decoded input for the first render and hands it
+    over to the last one, which frees it before its limiter (the memory peak)."""
+    import weakref
+
+    from acetate.kernels import dynamics
+    from acetate.pipeline import render
+
+    path = tmp_path / "mix.wav"
+    audio.encode(demo.render_style("rock", 4.0, 44100, seed=4), 44100, path, "wav24")
+    job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(path)]}, "output": str(tmp_path / "out"), "target": ["streaming", "ebu-r128"]})
+    settings = dict(job.settings(), preset_bank_hash="test")
+    refs, alive = [], []
+    decode, limit = audio.decode_programme, dynamics.true_peak_limit
+
+    def decoded(p):
+        x, fs = decode(p)
+        refs.append(weakref.ref(x))
+        return x, fs
+
+    def limiter(*a, **k):
+        alive.append(refs[-1]() is not None)
+        return limit(*a, **k)
+
+    monkeypatch.setattr(audio, "decode_programme", decoded)
+    monkeypatch.setattr(render.dynamics, "true_peak_limit", limiter)
+    spec = jobs.TrackSpec(track_id="mix", path=str(path), targets=["streaming", "ebu-r128"]).to_dict()
+    summary = track.run_track(spec, settings, str(tmp_path / "out"), "run-1")
+    assert summary["status"] == "done", summary
+    assert len(refs) == 1 and alive == [True, False]
