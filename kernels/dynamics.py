@@ -842,6 +842,42 @@ def _libebur128_factor(fs: float) -> int:
     return 4 if fs < 96000 else (2 if fs < 192000 else 1)
 
 
+def _screen_bound(basis: np.ndarray, targets: list, linprog: Any) -> tuple[float, float]:
+    """``(f, rho)`` with ``|v(c + pos)| <= f * max|b| + rho * max|x|`` for every target.
+
+    ``basis`` (coarse, t) holds an interpolator's phases (row 0 the sample itself); ``b``
+    are its values at the positions within ``1 / coarse`` of a target's position ``pos``
+    (centres ``c - 1 .. c + 1``); ``targets`` are ``(row, pos)`` pairs of filters in the
+    same tap layout, ``max|x|`` runs over the target's support widened by a sample each
+    side. Each target is written as a combination of the basis values plus a residual
+    filter by a linear programme minimising the two L1 norms; ``f`` and ``rho`` are
+    their largest sums over the targets (``f >= 1``: the samples bound themselves).
+    """
+    coarse, t = basis.shape
+    sup = t + 2  # taps c - left - 1 .. c + right + 1
+
+    def shifted(h, s):
+        v = np.zeros(sup)
+        v[1 + s : 1 + s + t] = h
+        return v
+
+    f_max, rho_max = 1.0, 0.0
+    for target, pos in targets:
+        cols = [shifted(basis[p], s) for s in (-1, 0, 1) for p in range(coarse) if abs(s + p / coarse - pos) <= 1.0 / coarse + 1e-12]
+        phi = np.array(cols).T
+        m, nn = phi.shape[1], sup
+        cost = np.ones(2 * m + 2 * nn)
+        a_eq = np.hstack([phi, -phi, np.eye(nn), -np.eye(nn)])
+        sol = linprog(cost, A_eq=a_eq, b_eq=shifted(target, 0), bounds=(0, None), method="highs")
+        if not sol.success:  # pragma: no cover - the LP is always feasible (r = target)
+            raise RuntimeError(f"screen bound LP failed: {sol.message}")
+        w = sol.x[:m] - sol.x[m : 2 * m]
+        r = sol.x[2 * m : 2 * m + nn] - sol.x[2 * m + nn :]
+        f_max = max(f_max, float(np.abs(w).sum()))
+        rho_max = max(rho_max, float(np.abs(r).sum()))
+    return f_max, rho_max
+
+
 @functools.cache
 def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
     """Host-side constants for a coarse screen at ``coarse``x checked by the ``fine``x meter
@@ -890,32 +926,28 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
         fmat[i : i + t, i, :] = hf[phases].T
     fmat = fmat.reshape(span, -1)
     # Bound each fine phase by the coarse values around it (centres c-1 .. c+1).
-    sup = t + 2  # taps c - left - 1 .. c + right + 1
-
-    def shifted(h, s):
-        v = np.zeros(sup)
-        v[1 + s : 1 + s + t] = h
-        return v
-
-    f_max, rho_max = 1.0, 0.0
-    for k in range(fine):
-        pos = k / fine
-        basis = [shifted(hc[p], s) for s in (-1, 0, 1) for p in range(coarse) if abs(s + p / coarse - pos) <= 1.0 / coarse + 1e-12]
-        phi = np.array(basis).T
-        m, nn = phi.shape[1], sup
-        cost = np.ones(2 * m + 2 * nn)
-        a_eq = np.hstack([phi, -phi, np.eye(nn), -np.eye(nn)])
-        sol = linprog(cost, A_eq=a_eq, b_eq=shifted(hf[k], 0), bounds=(0, None), method="highs")
-        if not sol.success:  # pragma: no cover - the LP is always feasible (r = target)
-            raise RuntimeError(f"screen bound LP failed: {sol.message}")
-        w = sol.x[:m] - sol.x[m : 2 * m]
-        r = sol.x[2 * m : 2 * m + nn] - sol.x[2 * m + nn :]
-        f_max = max(f_max, float(np.abs(w).sum()))
-        rho_max = max(rho_max, float(np.abs(r).sum()))
+    f_max, rho_max = _screen_bound(hc, [(hf[k], k / fine) for k in range(fine)], linprog)
+    # The 2x pre-screen: every value the meters read (the fine phases, which include the
+    # coarse ones, and libebur128's) bounded through the samples and the midpoints
+    # (fine phase fine/2) of a block's centres; only blocks whose bound reaches the
+    # threshold go on to the coarse matrix product (about 1 in 20 of a loud master's).
+    h2 = np.zeros((2, t))
+    h2[0, left] = 1.0
+    h2[1] = hf[fine // 2]
+    eb = _libebur128_filter(ebur, t) if ebur > 1 else np.zeros((1, t))
+    targets = [(hf[k], k / fine) for k in range(1, fine)] + [(eb[q], q / ebur) for q in range(1, ebur)]
+    f2, rho2 = _screen_bound(h2, targets, linprog)
+    mat2 = np.zeros((2 * blk, blk))
+    for i in range(blk):
+        mat2[off + i - left : off + i - left + t, i] = h2[1]
     return {
         "fmat": fmat,
         "span": span,
         "mat": mat.astype(np.float32),
+        "mat2": mat2.astype(np.float32),
+        # float32 midpoints and sums: a slack far above their rounding (the bound is loose anyway)
+        "f2": f2 * (1 + 1e-4) + 1e-4,
+        "rho2": rho2 + 1e-4,
         "nph": nph,
         "neb": max(ebur - 1, 0),
         "t": t,
@@ -949,6 +981,7 @@ class _Meter:
         self.channels, self.n = channels, n
         self.nmain = n // blk  # rows 1 .. nmain are whole rows of the track
         self.mat = backend.to_device(plan["mat"], xp, dtype="float32")
+        self.mat2 = backend.to_device(plan["mat2"], xp, dtype="float32")
         self.fmat = backend.to_device(plan["fmat"], xp, dtype="float64")
 
     def _sources(self, src):
@@ -1010,6 +1043,18 @@ class _Meter:
             win = xp.concat([self._rows(main, edge, bl, lo, hi), self._rows(main, edge, bl + 1, lo + 1, hi + 1)], axis=-1)
             w32 = xp.astype(win, xp.float32, copy=False)  # (c, m, 2 blk)
             aw = _max_channels(xp, w32, True)  # (m, 2 blk), linked |x|
+            # 2x pre-screen: the samples and midpoints of a block's centres bound every value
+            # either meter reads there (f2, rho2); the rest of the screen sees only the blocks
+            # whose bound reaches thr.
+            e2 = xp.maximum(xp.max(_max_channels(xp, w32 @ self.mat2, True), axis=1), xp.max(aw[:, off : off + blk + 1], axis=1))
+            keep = xp.nonzero(p["f2"] * xp.astype(e2, xp.float64) + p["rho2"] * xp.astype(xp.max(aw, axis=1), xp.float64) >= thr)[0]
+            if int(keep.shape[0]) == 0:
+                continue
+            if int(keep.shape[0]) < m:
+                bl, m = xp.take(bl, keep), int(keep.shape[0])
+                win = xp.take(win, keep, axis=1)
+                w32 = xp.astype(win, xp.float32, copy=False)
+                aw = _max_channels(xp, w32, True)
             # coarse maximum per interval: its centres' coarse phases and the sample after it
             e4 = aw[:, off : off + blk]
             nph, neb = p["nph"], p["neb"]

@@ -282,6 +282,32 @@ def test_true_peak_limit_screen_bound_is_rigorous():
         assert fine <= plan["f"] * coarse + plan["rho"] * np.abs(x).max() + 1e-12
 
 
+@pytest.mark.parametrize("ebur", [1, 2, 4])
+def test_true_peak_limit_prescreen_bound_is_rigorous(ebur):
+    """The 2x pre-screen's bound f2 * max(|x_c|, |midpoint_c|, |x_c+1|) + rho2 * |x| never
+    under-reads any value either meter reads at centre c: the 16x phases (the 4x ones among
+    them) and libebur128's; and it is tight enough to matter (a loud block is near it)."""
+    plan = dy._tp_plan(4, 16, ebur)
+    hf, t = truepeak.interpolation_filter(16), plan["t"]
+    left = t // 2 - 1
+    rows = list(hf[1:]) + (list(dy._libebur128_filter(ebur, t)[1:]) if ebur > 1 else [])
+    rng = np.random.default_rng(ebur)
+    ratios = []
+    for trial in range(300):
+        x = rng.standard_normal(t + 2)
+        if trial % 3 == 1:
+            x *= (-1.0) ** np.arange(t + 2)  # energy near Nyquist
+        elif trial % 3 == 2:  # adversarial: the signs of the midpoint filter, the worst overshoot
+            x = np.concatenate([[0.0], np.sign(hf[8]), [0.0]]) * rng.uniform(0.5, 1.0, t + 2)
+        w = x[1 : 1 + t]  # taps of centre c (x[0], x[-1]: the widened support)
+        values = np.abs(np.array(rows) @ w).max()
+        e2 = max(abs(w[left]), abs(hf[8] @ w), abs(w[left + 1]))
+        bound = plan["f2"] * e2 + plan["rho2"] * np.abs(x).max()
+        assert values <= bound + 1e-12
+        ratios.append(values / bound)
+    assert max(ratios) > 0.5  # not vacuous
+
+
 def test_validation():
     x = np.zeros((2, 100), np.float32)
     with pytest.raises(ValueError, match="width"):
