@@ -345,6 +345,10 @@ def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: 
     return plan
 
 
+#: Control hops per stretch of the band sum on a CPU (about 1.3 s of audio at 48 kHz).
+_SUM_STRETCH_HOPS = 4096
+
+
 def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
     """(HP + EQ) -> crossover -> per band compressor and width -> sum, on one block.
 
@@ -382,10 +386,6 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         seg = bands[:, :, s0:s1]
         out[:, s0:s1] = xp.einsum("kcn,kn->cn", seg, g) if hasattr(xp, "einsum") else xp.sum(seg * g[:, None, :], axis=0)
     return out
-
-
-#: Control hops per stretch of the band sum on a CPU (about 1.3 s of audio at 48 kHz).
-_SUM_STRETCH_HOPS = 4096
 
 
 def _chain_filters(h: Any, fs: int, plan: Mapping[str, Any], xp: Any) -> Any:
