@@ -256,7 +256,7 @@ def true_peak(
         return _coarse_fine(x, ratio, chunk, xp)[1]
     h_host = interpolation_filter(ratio, filter)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    sp = _sample_peak(x, xp)
+    sp = sample_peak(x)
     nq = _block_filter(h_host, _BLOCK)[1]
     body = -(-n // _BLOCK) - 1
     tail = _last_block(x, h_host, body, nq, work, xp)  # the last block reaches past the end
@@ -358,11 +358,6 @@ def _last_block(x: Any, h_host: np.ndarray, body: int, nq: int, work: Any, xp: A
     return last[:, idx] @ backend.to_device(h_host.T, xp, dtype="float64" if work == xp.float64 else "float32")
 
 
-def _sample_peak(x: Any, xp: Any) -> Any:
-    """Per-channel max |x| (float64) without an |x| temporary."""
-    return xp.astype(xp.maximum(xp.max(x, axis=1), -xp.min(x, axis=1)), xp.float64)
-
-
 def _chunking(chunk: int, xp: Any) -> tuple[int, int]:
     """(blocks per matrix product, blocks per stretch of the track read at once)."""
     rows_cap = max(1, (chunk if backend.is_gpu(xp) else min(chunk, _CPU_ROWS * _BLOCK)) // _BLOCK)
@@ -442,7 +437,7 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     tmf_host, nqf, _ = _block_filter(hf, bsz)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
     tmf = backend.to_device(tmf_host, xp, dtype="float64" if work == xp.float64 else "float32")
-    sp = _sample_peak(x, xp)
+    sp = sample_peak(x)
     body = -(-n // bsz) - 1
     # The last centre block, exactly at both ratios, on its own.
     tail = _last_block(x, hf, body, nq, work, xp)  # (c, n_last, ratio)

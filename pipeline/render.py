@@ -672,7 +672,7 @@ def master(
         block = int(BLOCK_S * out_fs) // CONTROL_HOP(out_fs) * CONTROL_HOP(out_fs)  # blocks keep the hop grid
         halo = 0  # one block (the whole track), or nothing to filter: no context
         if filters is not None and y.shape[-1] > block:
-            peak = max(backend.to_float(xp.max(y)), -backend.to_float(xp.min(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
+            peak = backend.to_float(xp.max(truepeak.sample_peak(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
             if not math.isfinite(peak):
                 raise RenderError("the programme has non-finite (NaN or Inf) samples")
             halo = _chain_halo(filters if filters.ndim == 2 else filters[None], plan, out_fs, peak)
