@@ -21,7 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -34,7 +34,6 @@ __all__ = [
     "STATE_DIR",
     "safe_name",
     "dataset_dir",
-    "atomic_write_bytes",
     "write_json",
     "read_json",
     "write_part",
@@ -71,25 +70,15 @@ def dataset_dir(out_root: str | os.PathLike, dataset: str) -> Path:
     return Path(out_root) / dataset
 
 
-def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[str], None]) -> str:
-    """Call ``writer(tmp_path)`` to write a temporary file beside ``path``, then rename it to ``path``.
-
-    :func:`acetate.pipeline.files.atomic_write`: the temporary name starts with
-    ``.`` and ends with ``.tmp``; it is fsynced and given the umask's mode
-    before the rename, and removed if ``writer`` raises.
-    """
-    return files.atomic_write(path, writer)
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`acetate.pipeline.files.atomic_write`)."""
     data = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode()
 
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
 
-    return atomic_write_bytes(path, _w)
+    return files.atomic_write(path, _w)
 
 
 def read_json(path: str | os.PathLike) -> Any | None:
@@ -126,7 +115,7 @@ def write_part(out_root: str | os.PathLike, dataset: str, table: pa.Table, part:
         raise ValueError(f"bad part name {part!r}: must be a plain file name not starting with '.' or '_'")
     path = dataset_dir(out_root, dataset) / f"{part}.parquet"
 
-    return atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return files.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def remove_part(out_root: str | os.PathLike, dataset: str, part: str) -> bool:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from acetate.pipeline import store
+from acetate.pipeline import files, store
 from acetate.schemas import failures, loudness, presets, registry, runs
 from acetate.schemas.features import FEATURE_NAMES
 
@@ -93,7 +93,7 @@ def test_temporaries_and_crashed_writes_are_invisible(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        store.atomic_write_bytes(d / "r3.parquet", boom)
+        files.atomic_write(d / "r3.parquet", boom)
     assert not (d / "r3.parquet").exists()
     assert sorted(p.name for p in d.iterdir()) == [".r2.parquet.abc.tmp", "r1.parquet"]
 
