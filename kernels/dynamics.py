@@ -554,20 +554,17 @@ def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, releas
     detector sees what the per-sample one sees to within a few per cent of a
     window, at 1/hop of the work. Returns the same ``(y, gain_db)`` as :func:`compress`.
     """
-    xp = backend.namespace(x)
     n = x.shape[1]
     g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop)
-    return x * _linear_gain(xp, g_hop, hop, n, x.dtype), interpolate_hops(g_hop, hop, n)
+    return x * interpolate_hops(_linear(g_hop, x.dtype), hop, n), interpolate_hops(g_hop, hop, n)
 
 
-def _linear_gain(xp: Any, g_hop_db: Any, hop: int, n: int, dtype: Any) -> Any:
-    """Per-sample linear gain from control-rate gains in dB, shape (rows, n), ``dtype``.
-
-    The linear gain at the control rate, interpolated like the dB curve: the two
-    interpolations agree within ~1e-4 dB between hops and spare a per-sample pow.
-    In the audio's dtype: gains are O(1), float32 holds them to 1e-7.
-    """
-    return interpolate_hops(xp.astype(10.0 ** (g_hop_db / 20.0), dtype), hop, n)
+def _linear(g_db: Any, dtype: Any) -> Any:
+    """Control-rate gains from dB to linear, in the audio's dtype (gains are O(1): float32
+    holds them to 1e-7). Interpolated like the dB curve, the two agree within ~1e-4 dB
+    between hops, and no per-sample power is taken."""
+    xp = backend.namespace(g_db)
+    return xp.astype(10.0 ** (g_db / 20.0), dtype)
 
 
 def compressor_gain(
@@ -616,15 +613,12 @@ def compressor_gain(
     >>> round(float(20 * np.log10(g[24000])), 2)
     -8.35
     """
-    xp = backend.namespace(x)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
     if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
         raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
-    g_hop = _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))
-    if at_hops:
-        return xp.astype(10.0 ** (g_hop[0] / 20.0), x.dtype)
-    return _linear_gain(xp, g_hop, int(control_hop), x.shape[1], x.dtype)[0]
+    g_hop = _linear(_control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))[0], x.dtype)
+    return g_hop if at_hops else interpolate_hops(g_hop, int(control_hop), x.shape[1])
 
 
 def limiter_gain(
@@ -842,7 +836,7 @@ def _libebur128_factor(fs: float) -> int:
     return 4 if fs < 96000 else (2 if fs < 192000 else 1)
 
 
-def _screen_bound(basis: np.ndarray, targets: list, linprog: Any) -> tuple[float, float]:
+def _screen_bound(basis: np.ndarray, targets: list) -> tuple[float, float]:
     """``(f, rho)`` with ``|v(c + pos)| <= f * max|b| + rho * max|x|`` for every target.
 
     ``basis`` (coarse, t) holds an interpolator's phases (row 0 the sample itself); ``b``
@@ -853,6 +847,8 @@ def _screen_bound(basis: np.ndarray, targets: list, linprog: Any) -> tuple[float
     filter by a linear programme minimising the two L1 norms; ``f`` and ``rho`` are
     their largest sums over the targets (``f >= 1``: the samples bound themselves).
     """
+    from scipy.optimize import linprog
+
     coarse, t = basis.shape
     sup = t + 2  # taps c - left - 1 .. c + right + 1
 
@@ -883,8 +879,6 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
     """Host-side constants for a coarse screen at ``coarse``x checked by the ``fine``x meter
     (and, for ``ebur`` > 1, by libebur128's ``ebur``x interpolator, evaluated exactly
     alongside the coarse phases)."""
-    from scipy.optimize import linprog
-
     from . import truepeak
 
     hf = np.asarray(truepeak.interpolation_filter(fine), np.float64)  # (fine, T)
@@ -926,7 +920,7 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
         fmat[i : i + t, i, :] = hf[phases].T
     fmat = fmat.reshape(span, -1)
     # Bound each fine phase by the coarse values around it (centres c-1 .. c+1).
-    f_max, rho_max = _screen_bound(hc, [(hf[k], k / fine) for k in range(fine)], linprog)
+    f_max, rho_max = _screen_bound(hc, [(hf[k], k / fine) for k in range(fine)])
     # The 2x pre-screen: every value the meters read (the fine phases, which include the
     # coarse ones, and libebur128's) bounded through the samples and the midpoints
     # (fine phase fine/2) of a block's centres; only blocks whose bound reaches the
@@ -936,7 +930,7 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
     h2[1] = hf[fine // 2]
     eb = _libebur128_filter(ebur, t) if ebur > 1 else np.zeros((1, t))
     targets = [(hf[k], k / fine) for k in range(1, fine)] + [(eb[q], q / ebur) for q in range(1, ebur)]
-    f2, rho2 = _screen_bound(h2, targets, linprog)
+    f2, rho2 = _screen_bound(h2, targets)
     mat2 = np.zeros((2 * blk, blk))
     for i in range(blk):
         mat2[off + i - left : off + i - left + t, i] = h2[1]
@@ -1054,7 +1048,7 @@ class _Meter:
                 bl, m = xp.take(bl, keep), int(keep.shape[0])
                 win = xp.take(win, keep, axis=1)
                 w32 = xp.astype(win, xp.float32, copy=False)
-                aw = _max_channels(xp, w32, True)
+                aw = xp.take(aw, keep, axis=0)
             # coarse maximum per interval: its centres' coarse phases and the sample after it
             e4 = aw[:, off : off + blk]
             nph, neb = p["nph"], p["neb"]
