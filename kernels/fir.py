@@ -310,7 +310,6 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     # last `step` circular-convolution samples) are y[f * step : (f + 1) * step].
     lead = m - 1 - d
     spec = fft.rfft(xp.astype(hs, work), n=nfft, axis=-1)[:, None, None, :]  # (K, 1, 1, nfft/2+1)
-    # A CPU core takes one frame at a time (operands in cache); a GPU many per transform.
     if not backend.is_gpu(xp):
         spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
 
@@ -338,6 +337,7 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
                 b = min(n, a + step)
                 out[:, :, a:b] = y[:, j * c : (j + 1) * c, m - 1 : m - 1 + b - a]
         return out[:, 0] if one_d else out
+    # A GPU takes many frames per transform, from one padded copy of the signal.
     xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
     xpad[:, lead : lead + n] = x
     group = max(1, (1 << 24) // (nfft * c * (k + 1)))

@@ -25,10 +25,9 @@ Examples
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
