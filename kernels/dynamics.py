@@ -1040,15 +1040,18 @@ class _Meter:
             # 2x pre-screen: the samples and midpoints of a block's centres bound every value
             # either meter reads there (f2, rho2); the rest of the screen sees only the blocks
             # whose bound reaches thr.
+            # |x| over every support in the block (widened by one sample each side): block-wide,
+            # barely looser than per interval, far cheaper.
+            a = xp.max(aw, axis=1, keepdims=True)  # (m, 1)
             e2 = xp.maximum(xp.max(_max_channels(xp, w32 @ self.mat2, True), axis=1), xp.max(aw[:, off : off + blk + 1], axis=1))
-            keep = xp.nonzero(p["f2"] * xp.astype(e2, xp.float64) + p["rho2"] * xp.astype(xp.max(aw, axis=1), xp.float64) >= thr)[0]
+            keep = xp.nonzero(p["f2"] * xp.astype(e2, xp.float64) + p["rho2"] * xp.astype(a[:, 0], xp.float64) >= thr)[0]
             if int(keep.shape[0]) == 0:
                 continue
             if int(keep.shape[0]) < m:
                 bl, m = xp.take(bl, keep), int(keep.shape[0])
                 win = xp.take(win, keep, axis=1)
                 w32 = xp.astype(win, xp.float32, copy=False)
-                aw = xp.take(aw, keep, axis=0)
+                aw, a = xp.take(aw, keep, axis=0), xp.take(a, keep, axis=0)
             # coarse maximum per interval: its centres' coarse phases and the sample after it
             e4 = aw[:, off : off + blk]
             nph, neb = p["nph"], p["neb"]
@@ -1057,8 +1060,6 @@ class _Meter:
                 for ph in range(nph):
                     e4 = xp.maximum(e4, co[:, ph * blk : (ph + 1) * blk])
             e4 = xp.maximum(_halve_max(xp, xp.reshape(e4, (m, per, _KNOT))), aw[:, off + _KNOT : off + blk + _KNOT : _KNOT])
-            # |x| over every interval's support (widened by one sample each side): over the block
-            a = xp.max(aw, axis=1, keepdims=True)  # block-wide: barely looser than per interval, far cheaper
             bound = p["f"] * e4 + p["rho"] * a
             if neb:  # libebur128's phases: exact already
                 ee = co[:, nph * blk : (nph + 1) * blk]
