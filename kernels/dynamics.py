@@ -456,14 +456,32 @@ def compress(
     return y.astype(x.dtype), gain_db
 
 
+@functools.cache
+def _hop_mix(hop: int) -> np.ndarray:
+    """(3, hop) weights of the previous, own and next hop centre for each sample of a hop.
+
+    Value ``j`` sits at the hop's centre ``(hop - 1) / 2``: the samples before it ramp
+    from the previous centre, the samples after it towards the next one.
+    """
+    half = (hop - 1) / 2.0
+    split = int(math.ceil(half))  # samples of a hop before its centre
+    i = np.arange(hop, dtype=np.float64)
+    w_lo = (i[:split] + (hop - half)) / hop  # from the previous centre
+    w_hi = (i[split:] - half) / hop  # towards the next centre
+    mix = np.zeros((3, hop))
+    mix[0, :split], mix[1, :split] = 1.0 - w_lo, w_lo
+    mix[1, split:], mix[2, split:] = 1.0 - w_hi, w_hi
+    return mix
+
+
 def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None = None) -> Any:
     """Per-sample values of control-rate values ``g``, linearly interpolated, for samples ``[start, stop)``.
 
     Value ``j`` of ``g`` sits at sample ``j * hop + (hop - 1) / 2`` (the centre of
     hop ``j``); before the first and after the last centre the end value holds
-    (as ``numpy.interp``). Computed per hop as ``a + (b - a) * w`` with a fixed
-    ramp ``w`` across the hop (a broadcast, no search): each hop's first part
-    ramps from the previous centre, its second part towards the next. A stretch
+    (as ``numpy.interp``). Each hop's samples are a fixed mix of three centre
+    values (:func:`_hop_mix`: its first part ramps from the previous centre, its
+    second part towards the next), all hops in one small matrix product. A stretch
     ``[start, stop)`` reads only its own hops and their neighbours, so a caller
     can use the gain a cache-sized stretch at a time and never hold it for a whole track.
 
@@ -499,18 +517,14 @@ def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None 
     if nh != -(-n // hop) or not (0 <= start <= stop) or start % hop:
         raise ValueError(f"need ceil(n / hop) = {-(-n // hop)} values and a stretch starting on a hop, got {nh} values and [{start}, {stop})")
     h0, h1 = start // hop, -(-stop // hop)
-    half = (hop - 1) / 2.0
-    split = int(math.ceil(half))  # samples of a hop before its centre
     parts = ([g[:, :1]] if h0 == 0 else []) + [g[:, max(h0 - 1, 0) : min(h1 + 1, nh)]] + ([g[:, -1:]] if h1 >= nh else [])
     ge = xp.concat(parts, axis=1)  # values at hops h0 - 1 .. h1 (ends clamped)
-    i = xp.astype(xp.arange(hop), g.dtype)
-    out = xp.empty((rows, h1 - h0, hop), dtype=g.dtype)
-    w_lo = (i[:split] + (hop - half)) / hop
-    w_hi = (i[split:] - half) / hop
-    a, b, c = ge[:, :-2, None], ge[:, 1:-1, None], ge[:, 2:, None]
-    out[:, :, :split] = a + (b - a) * w_lo
-    out[:, :, split:] = b + (c - b) * w_hi
-    out = xp.reshape(out, (rows, (h1 - h0) * hop))[:, : stop - start]
+    # Each hop's samples are a fixed mix of the previous, own and next centre values: one
+    # (rows * hops, 3) x (3, hop) matrix product (long loops; a broadcast over 16-sample
+    # rows spends its time in per-row overhead).
+    g3 = xp.stack([ge[:, :-2], ge[:, 1:-1], ge[:, 2:]], axis=-1)  # (rows, h1 - h0, 3)
+    mix = backend.to_device(_hop_mix(hop), xp, dtype="float64" if g.dtype == xp.float64 else "float32")
+    out = xp.reshape(xp.reshape(g3, (-1, 3)) @ mix, (rows, (h1 - h0) * hop))[:, : stop - start]
     return out[0] if one_d else out
 
 
