@@ -248,8 +248,13 @@ def rms_envelope(x: Any, fs: float, window_s: float, *, link: bool = False) -> A
     return rms
 
 
-def _release_linear_db(xp, g_db, rate_db_per_sample: float):
-    """Exact parallel form of ``y[n] = min(g[n], y[n-1] + r)`` along the last axis."""
+def _release_linear_db(xp, g_db, rate_db_per_sample: float, positions: Any = None):
+    """Exact parallel form of ``y[n] = min(g[n], y[n-1] + r)`` along the last axis.
+
+    ``positions`` (optional, float64) are the samples' indices in a longer signal
+    that this one is a gathered part of (:func:`_gain_from_need`): the drift is
+    computed from them, so the values are bit-identical to the whole signal's.
+    """
     n = g_db.shape[-1]
     if n == 0 or rate_db_per_sample == math.inf:
         return g_db
@@ -257,7 +262,7 @@ def _release_linear_db(xp, g_db, rate_db_per_sample: float):
     if span == 0.0:
         return g_db
     w = int(min(n, math.ceil(span / rate_db_per_sample) + 1))
-    drift = xp.arange(n, dtype=xp.float64) * rate_db_per_sample
+    drift = (xp.arange(n, dtype=xp.float64) if positions is None else positions) * rate_db_per_sample
     m = sliding_min(g_db - drift, w, align="past", mode="constant", cval=math.inf)
     return xp.minimum(m + drift, g_db)
 
@@ -1142,14 +1147,68 @@ class _Meter:
             y[:, whole * _KNOT :] = xp.astype(scaled(x[:, whole * _KNOT :]) * gr[None, :], y.dtype)
 
 
-def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_ref_db: float):
-    """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1)."""
+def _gain_from_need_dense(xp, need, lookahead: int, release_samples: float, release_ref_db: float, positions: Any = None):
+    """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1), every value."""
     att = _attack_lookahead(need, lookahead, beyond=1.0)
     att_db = 20.0 * xp.log10(att)
-    rel_db = _release_linear_db(xp, att_db, release_ref_db / release_samples)
+    rel_db = _release_linear_db(xp, att_db, release_ref_db / release_samples, positions)
     gain = xp.minimum(10.0 ** (rel_db / 20.0), need)
     gain = xp.where(gain >= need * (1.0 - 1e-12), need, gain)  # undo dB round-trip rounding
     return xp.minimum(gain, 1.0)
+
+
+def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_ref_db: float):
+    """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1, 1-D).
+
+    The gain differs from 1 only within reach of a value below 1: ``lookahead``
+    before it, the release after it (``w`` values, the deepest reduction over the
+    release rate). Where those values are sparse (a limiter's needs: well under 1 %
+    of a master's knots) only the stretches around them are computed, gathered with
+    pads of ones between them as long as the reach, and scattered back into ones:
+    on NumPy bit-identical to :func:`_gain_from_need_dense` (the pads hold what the
+    track holds there, the release's drift is computed from the original positions,
+    and the running sums add the same nonzero terms in the same order; a GPU's
+    parallel scan may round them otherwise), at a small fraction of the cost of
+    transcendental functions over every knot of the track.
+    """
+    n = int(need.shape[-1])
+    low = xp.nonzero(need < 1.0)[0]
+    k = int(low.shape[0])
+    if k == 0:
+        return xp.ones(n, dtype=need.dtype)
+    rate = release_ref_db / release_samples
+    deepest = -20.0 * math.log10(backend.to_float(xp.min(need)))
+    w = int(min(n, math.ceil(deepest / rate) + 1)) if math.isfinite(deepest) else n
+    reach = w + 2 * int(lookahead) + 2  # a gained value's dependencies, and a pad's length
+    if k * (2 * reach + 1) > n // 8:  # dense: not worth the gathering
+        return _gain_from_need_dense(xp, need, lookahead, release_samples, release_ref_db)
+    lo = xp.clip(low - reach, 0, n)
+    hi = xp.clip(low + reach + 1, 0, n)
+    starts = xp.concat([xp.ones(1, dtype=xp.bool), lo[1:] > hi[:-1]])  # a stretch begins (sorted: no overlap)
+    ends = xp.concat([starts[1:], xp.ones(1, dtype=xp.bool)])
+    s_lo, s_hi = backend.to_host(lo[starts]).astype(np.int64), backend.to_host(hi[ends]).astype(np.int64)
+    # Compact layout: run r = [pad][stretch r], the pad `reach` ones long (none before a stretch
+    # that starts the track), then `reach` ones after the last stretch unless it ends the track.
+    # A run is contiguous in both layouts; a pad takes the positions just before its stretch.
+    lengths = s_hi - s_lo
+    pads = np.full(s_lo.shape, reach, dtype=np.int64)
+    pads[0] = 0 if s_lo[0] == 0 else reach
+    tail = 0 if s_hi[-1] == n else reach
+    run_len = pads + lengths
+    run_at = np.concatenate([[0], np.cumsum(run_len)[:-1]])  # compact start of each run
+    body = int(run_len.sum())
+    pos = np.empty(body + tail, dtype=np.int64)  # original index of each compact value
+    pos[:body] = np.repeat(s_lo - pads - run_at, run_len) + np.arange(body)
+    pos[body:] = s_hi[-1] + np.arange(tail)
+    kept = np.repeat(run_at + pads - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(int(lengths.sum()))
+    pos_d = backend.to_device(pos, xp)
+    inside = (pos_d >= 0) & (pos_d < n)  # pads before the track's start or after its end hold 1 too
+    compact = xp.where(inside, xp.take(need, xp.clip(pos_d, 0, n - 1)), 1.0)
+    g = _gain_from_need_dense(xp, compact, lookahead, release_samples, release_ref_db, xp.astype(pos_d, xp.float64))
+    out = xp.ones(n, dtype=g.dtype)
+    kept_d = backend.to_device(kept, xp)
+    out[xp.take(pos_d, kept_d)] = xp.take(g, kept_d)
+    return out
 
 
 def _knot_need(xp, kint):

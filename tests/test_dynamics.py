@@ -373,6 +373,41 @@ def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
         dy.interpolate_hops(g, hop, n, 1) if hop > 1 else dy.interpolate_hops(g[:, :-1], hop, n)
 
 
+def test_limiter_gain_is_computed_around_its_needs_only(xp, monkeypatch):
+    """Sparse needs: the look-ahead and release run on the stretches around them only (pads
+    of ones between), and give the dense computation's values -- bit for bit on NumPy --
+    for dips at the track's ends, clustered ones and ones closer than a pad."""
+    rng = np.random.default_rng(7)
+    calls = []
+    dense = dy._gain_from_need_dense
+
+    def spy(xp_, need, la, rel, ref, positions=None):
+        calls.append(positions is not None)
+        return dense(xp_, need, la, rel, ref, positions)
+
+    for trial in range(40):
+        n = int(rng.integers(30_000, 200_000))
+        need = np.ones(n)
+        at = rng.integers(0, n, int(rng.integers(1, 8)))
+        extra = [[0, n - 1], [1, n - 2], list(at[:1] + rng.integers(1, 400, 3))][trial % 3]
+        at = np.array([i for i in list(at) + extra if 0 <= i < n])
+        need[at] = rng.uniform(0.05, 0.999, at.size)
+        la, rel = int(rng.integers(1, 24)), float(rng.uniform(10.0, 400.0))
+        monkeypatch.setattr(dy, "_gain_from_need_dense", spy)
+        got = dy._gain_from_need(xp, xp.asarray(need), la, rel, 10.0)
+        monkeypatch.setattr(dy, "_gain_from_need_dense", dense)
+        ref = dense(xp, xp.asarray(need), la, rel, 10.0)
+        got, ref = backend.to_host(got), backend.to_host(ref)
+        if backend.is_gpu(xp):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
+        else:
+            np.testing.assert_array_equal(got, ref)
+        assert got.min() < 1.0 and np.count_nonzero(got < 1.0) < n // 4
+    assert sum(calls) >= 30  # the sparse path ran (the rest: needs too close to the ends or too many)
+    none = dy._gain_from_need(xp, xp.ones(1000), 8, 100.0, 10.0)
+    assert float(backend.to_host(none).min()) == 1.0
+
+
 def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
     """``input_gain_db`` folds the gain in (no gained copy of the track): the result is
     limiting ``x * gain`` itself, to float32 rounding, and keeps the ceiling at 16x."""
