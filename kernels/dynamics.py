@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,6 +45,7 @@ __all__ = [
     "compress",
     "compressor_gain",
     "interpolate_hops",
+    "KnotGain",
     "limiter_gain",
     "oversampled_peak",
     "true_peak_limit",
@@ -1107,14 +1108,15 @@ class _Meter:
         q = xp.any(xp.reshape(changed, (self.nblocks + 1, per)), axis=1)
         return xp.nonzero(q[:-1] | q[1:])[0]
 
-    def apply(self, y, x, gain, g_knots, intervals, scale: float = 1.0):
-        """Set ``gain`` (shape (ceil(n / _KNOT), _KNOT), float32) from the knots on the
-        given frame knot intervals, and ``y = (x * scale) * gain`` there (each product
-        rounded to ``x``'s dtype, as if ``x * scale`` had been stored first). The gain is
-        float32 so that the float32 product is the correctly rounded float64 product."""
+    def apply(self, y, x, g_knots, intervals, scale: float = 1.0):
+        """``y = (x * scale) * gain`` on the given frame knot intervals, ``gain`` the knots'
+        linear interpolation in float32 (:meth:`KnotGain.samples`; each product rounded to
+        ``x``'s dtype, as if ``x * scale`` had been stored first). The gain is float32 so
+        that the float32 product is the correctly rounded float64 product; it is made for
+        the intervals applied only (a stretch at a time when most are), never for the track."""
         xp = self.xp
         lead = self.front // _KNOT
-        n8 = gain.shape[0]
+        n8 = -(-self.n // _KNOT)
         j = intervals - lead
         j = j[(j >= 0) & (j < n8)]
         k = int(j.shape[0])
@@ -1130,21 +1132,80 @@ class _Meter:
             step = _APPLY_STRETCH if not backend.is_gpu(xp) else n8
             for j0 in range(0, n8, step):  # a loop over stretches (a second of audio or more), not samples
                 j1 = min(n8, j0 + step)
-                gain[j0:j1] = _interp_knots(xp, gk, xp.arange(lead + j0, lead + j1))
                 a, b = j0 * _KNOT, min(self.n, j1 * _KNOT)
-                flat = xp.reshape(gain[j0:j1], (-1,))[: b - a]
+                flat = xp.reshape(_interp_knots(xp, gk, xp.arange(lead + j0, lead + j1)), (-1,))[: b - a]
                 y[:, a:b] = xp.astype(scaled(x[:, a:b]) * xp.astype(flat[None, :], x.dtype), y.dtype)
             return
-        gain[j] = _interp_knots(xp, gk, j + lead)
-        jw = j[j < whole]
+        gj = _interp_knots(xp, gk, j + lead)  # (k, _KNOT)
+        inner = j < whole
+        jw = j[inner]
         if int(jw.shape[0]):
             y8 = xp.reshape(y[:, : whole * _KNOT], (self.channels, whole, _KNOT))
             x8 = xp.reshape(x[:, : whole * _KNOT], (self.channels, whole, _KNOT))
-            y8[:, jw, :] = xp.astype(scaled(x8[:, jw, :]) * xp.astype(gain[jw][None], x.dtype), y.dtype)
+            y8[:, jw, :] = xp.astype(scaled(x8[:, jw, :]) * xp.astype(gj[inner][None], x.dtype), y.dtype)
         rest = self.n - whole * _KNOT
-        if rest and bool(xp.any(j == whole)):
-            gr = xp.astype(gain[whole, :rest], x.dtype)
+        if rest and bool(xp.any(~inner)):
+            gr = xp.astype(gj[~inner][0, :rest], x.dtype)
             y[:, whole * _KNOT :] = xp.astype(scaled(x[:, whole * _KNOT :]) * gr[None, :], y.dtype)
+
+
+class KnotGain(NamedTuple):
+    """A true-peak limiter's gain as it is computed: knots every ``_KNOT`` samples, linear
+    between them (float32), exactly 1 on every interval whose two knots are 1.
+
+    O(n / 8) memory where a per-sample gain would be a float32 copy of a channel;
+    :meth:`samples` makes that copy when a caller wants it.
+
+    Attributes
+    ----------
+    knots : array of float64
+        Knot gains in the limiter's frame.
+    lead : int
+        Frame knot of sample 0 (knot ``lead + j`` sits at sample ``_KNOT * j``).
+    n : int
+        Samples per channel.
+    """
+
+    knots: Any
+    lead: int
+    n: int
+
+    def _limited(self) -> tuple[Any, Any, Any]:
+        """(namespace, float32 knots from the track's first, intervals with a knot below 1)."""
+        xp = backend.namespace(self.knots)
+        n8 = -(-self.n // _KNOT)
+        gk = xp.astype(self.knots[self.lead : self.lead + n8 + 1], xp.float32)
+        return xp, gk, xp.nonzero((gk[:-1] < 1.0) | (gk[1:] < 1.0))[0]
+
+    def samples(self) -> Any:
+        """The per-sample gain the limiter applied, float32, shape (n,)."""
+        xp, gk, j = self._limited()
+        gain = xp.ones((-(-self.n // _KNOT), _KNOT), dtype=xp.float32)
+        if int(j.shape[0]):
+            gain[j] = _interp_knots(xp, gk, j)
+        return xp.reshape(gain, (-1,))[: self.n]
+
+    def minimum(self) -> float:
+        """The smallest per-sample gain (linear): the deepest reduction."""
+        if self.n == 0:
+            return 1.0
+        xp, gk, _ = self._limited()
+        n8 = -(-self.n // _KNOT)
+        rest = self.n - (n8 - 1) * _KNOT  # samples of the last interval
+        last = _interp_knots(xp, gk, xp.asarray([n8 - 1]))[0, :rest]
+        return min(backend.to_float(xp.min(gk[: n8])), backend.to_float(xp.min(last)))
+
+    def runs(self) -> np.ndarray:
+        """``[start, end)`` sample ranges of the knot intervals with a knot below 1: every
+        sample the limiter changed lies in one (host int64, shape (k, 2))."""
+        _, _, j = self._limited()
+        j = backend.to_host(j).astype(np.int64)
+        if j.size == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        cut = np.nonzero(np.diff(j) > 1)[0]
+        first = np.concatenate([[j[0]], j[cut + 1]])
+        last = np.concatenate([j[cut], [j[-1]]])
+        return np.stack([first * _KNOT, np.minimum((last + 1) * _KNOT, self.n)], axis=1)
 
 
 def _gain_from_need_dense(xp, need, lookahead: int, release_samples: float, release_ref_db: float, positions: Any = None):
@@ -1243,18 +1304,18 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
     peak = peak * scale
     over = peak > target
     y = xp.asarray(x, copy=True) if scale == 1.0 else xp.astype(x * scale, x.dtype, copy=False)  # one copy, not two
-    if not bool(xp.any(over)):
-        return y, xp.ones(n, dtype=xp.float32)
     nint = meter.length // _KNOT
+    lead = meter.front // _KNOT
+    if not bool(xp.any(over)):
+        return y, KnotGain(xp.ones(nint + 1, dtype=xp.float64), lead, n)
     kint = xp.ones(nint, dtype=xp.float64)
     kint[ivl[over]] = target / peak[over]
     la = max(1, int(round(lookahead_s * fs / _KNOT)))
     rel = max(1e-9, release_s * fs / _KNOT)
     g = _gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db)  # knots 0 .. nint
-    gain = xp.ones((-(-n // _KNOT), _KNOT), dtype=xp.float32)
     changed = (g[:-1] < 1.0) | (g[1:] < 1.0)
     for p in range(max_passes):
-        meter.apply(y, x, gain, g, xp.nonzero(changed)[0], scale)
+        meter.apply(y, x, g, xp.nonzero(changed)[0], scale)
         ivl, peak = meter.envelope(y, meter.touched_blocks(changed), check)
         over = peak > check
         if not bool(xp.any(over)) or p == max_passes - 1:
@@ -1267,7 +1328,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
         diff = g_new != g
         changed = diff[:-1] | diff[1:]
         g = g_new
-    return y, xp.reshape(gain, (-1,))[:n]  # float32: exact (y is (x * scale) * gain, each rounded to float32)
+    return y, KnotGain(g, lead, n)  # y is (x * scale) * gain.samples(), each product rounded to float32
 
 
 def true_peak_limit(
@@ -1285,6 +1346,7 @@ def true_peak_limit(
     guard_db: float = 0.03,
     libebur128: bool = True,
     input_gain_db: float = 0.0,
+    knots: bool = False,
 ) -> tuple[Any, Any]:
     """True-peak look-ahead limiter, sample-aligned (no latency in the output).
 
@@ -1355,13 +1417,18 @@ def true_peak_limit(
         Gain applied to ``x`` before limiting, dB: the result is that of
         limiting ``x * 10**(input_gain_db/20)`` (rounded to ``x``'s dtype)
         without a scaled copy of the track being made first.
+    knots : bool
+        Return the gain as the limiter holds it, a :class:`KnotGain` (knots every 8
+        samples: O(n / 8) memory, with its deepest reduction and the changed ranges),
+        instead of a per-sample array (a float32 copy of a channel).
 
     Returns
     -------
     y : array, shape (C, n), dtype of ``x``: ``(x * gain)`` rounded to the dtype
         (``x`` taken after ``input_gain_db``, itself rounded to the dtype).
     gain : array, shape (1, n), float32, ``0 < gain <= 1`` (float32 products are exact in
-        float64, so ``y == (x64 * gain64)`` rounded to float32).
+        float64, so ``y == (x64 * gain64)`` rounded to float32); with ``knots``, a
+        :class:`KnotGain` whose :meth:`KnotGain.samples` is that array.
 
     Examples
     --------
@@ -1398,9 +1465,10 @@ def true_peak_limit(
         raise ValueError(f"input_gain_db must be finite, got {input_gain_db!r}")
     scale = 10.0 ** (input_gain_db / 20.0) if input_gain_db else 1.0
     if x.shape[1] == 0:
-        return xp.asarray(x, copy=True), xp.ones((1, 0), dtype=xp.float32)
+        empty = KnotGain(xp.ones(1, dtype=xp.float64), 0, 0)
+        return xp.asarray(x, copy=True), (empty if knots else xp.ones((1, 0), dtype=xp.float32))
     y, g = _tp_limit_core(
         x, fs, ceiling, int(oversample), int(verify_oversample), lookahead_s, release_s, release_ref_db, margin_db, int(max_passes), guard_db, bool(libebur128),
         scale,
     )
-    return y, g[None, :]
+    return y, (g if knots else g.samples()[None, :])

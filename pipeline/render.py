@@ -474,25 +474,14 @@ def _verified_peak_db(z: Any, fs: int) -> tuple[float, Any]:
 
 class _Limited(NamedTuple):
     """One pass of gain + limiter: the signal, its verified true peaks (None unless
-    asked), the deepest gain reduction (dB) and the sample ranges the limiter
-    changed (host (k, 2) ``[start, end)``; None when the whole signal was trimmed)."""
+    asked), the deepest gain reduction (dB) and sample ranges covering every sample
+    the limiter changed (host (k, 2) ``[start, end)``, whole knot intervals:
+    :meth:`~acetate.kernels.dynamics.KnotGain.runs`; None when the whole signal was trimmed)."""
 
     z: Any
     peaks: tuple[float, Any] | None
     reduction: float
     changed: np.ndarray | None
-
-
-def _runs_below_one(gain: Any) -> np.ndarray:
-    """``[start, end)`` ranges where a per-sample gain is below 1, shape (k, 2), host int64."""
-    xp = backend.namespace(gain)
-    m = xp.astype(xp.reshape(gain, (-1,)) < 1.0, xp.int8)
-    if m.shape[0] == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    d = backend.to_host(xp.nonzero(m[1:] != m[:-1])[0]) + 1  # where the mask flips
-    first, last = bool(backend.to_host(m[0])), bool(backend.to_host(m[-1]))
-    edges = np.concatenate([[0] if first else [], d, [m.shape[0]] if last else []]).astype(np.int64)
-    return edges.reshape(-1, 2)
 
 
 def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | None = None, *, verify: bool = True) -> _Limited:
@@ -508,15 +497,15 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     for _ in range(_MAX_CEILING_PASSES):
         z, gain = dynamics.true_peak_limit(  # the gain folded in: no gained copy of the track
             y, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE,
-            input_gain_db=gain_db,
+            input_gain_db=gain_db, knots=True,  # its knots (n / 8), not a per-sample copy
         )
-        reduction = -20.0 * math.log10(max(backend.to_float(backend.namespace(gain).min(gain)), 1e-12))
+        reduction = -20.0 * math.log10(max(gain.minimum(), 1e-12))
         if not verify:
-            return _Limited(z, None, reduction, _runs_below_one(gain))
+            return _Limited(z, None, reduction, gain.runs())
         peaks = _verified_peak_db(z, fs)
         over = peaks[0] - ceiling
         if not over > 0:
-            return _Limited(z, peaks, reduction, _runs_below_one(gain))
+            return _Limited(z, peaks, reduction, gain.runs())
         aim -= over + 0.005
     scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)

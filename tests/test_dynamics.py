@@ -373,6 +373,34 @@ def test_control_rate_gain_is_linear_interpolation_between_hop_centres(hop):
         dy.interpolate_hops(g, hop, n, 1) if hop > 1 else dy.interpolate_hops(g[:, :-1], hop, n)
 
 
+def test_limiter_knot_gain_is_the_applied_gain(xp):
+    """``knots=True`` returns the gain as knots (n / 8 values, no per-sample copy): the same
+    output, per-sample values equal to the array the default returns, the same deepest
+    reduction, and ranges that cover every sample the limiter changed."""
+    rng = np.random.default_rng(11)
+    n = 48000 * 3 + 5  # a partial last knot interval
+    x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
+    x[:, 30000:30040] *= 6.0  # a few loud bursts
+    x[:, n - 20 :] *= 5.0  # one at the very end
+    y1, g1 = dy.true_peak_limit(xp.asarray(x), FS, -1.0)
+    y2, kg = dy.true_peak_limit(xp.asarray(x), FS, -1.0, knots=True)
+    assert isinstance(kg, dy.KnotGain) and int(kg.knots.shape[0]) < n // 7
+    np.testing.assert_array_equal(backend.to_host(y1), backend.to_host(y2))
+    g = backend.to_host(g1)[0]
+    np.testing.assert_array_equal(backend.to_host(kg.samples()), g)
+    assert kg.minimum() == float(g.min()) < 0.9
+    runs = kg.runs()
+    covered = np.zeros(n, bool)
+    for a, b in runs:
+        covered[a:b] = True
+    changed = np.any(backend.to_host(y2) != x, axis=0) | (g < 1.0)
+    assert changed.any() and not np.any(changed & ~covered)
+    assert covered.sum() < changed.sum() + 16 * len(runs)  # whole knot intervals, no more
+    # nothing to limit: a unit gain and no ranges
+    _, k0 = dy.true_peak_limit(xp.asarray(0.1 * x), FS, -1.0, knots=True)
+    assert k0.minimum() == 1.0 and k0.runs().shape == (0, 2)
+
+
 def test_limiter_gain_is_computed_around_its_needs_only(xp, monkeypatch):
     """Sparse needs: the look-ahead and release run on the stretches around them only (pads
     of ones between), and give the dense computation's values -- bit for bit on NumPy --
