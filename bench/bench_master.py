@@ -9,7 +9,8 @@ cached in ``.bench-data/mixes``) and mastered Ogg soundtracks from ``/usr/share`
 Each file is processed by, in the same run and on the same core:
 
 * **acetate** -- ``acetate.pipeline.mastering.master_file`` (decode -> analyse -> select ->
-  render -> verify -> encode FLAC 24), target -14 LUFS / -1 dBTP, preset ``auto``;
+  render -> verify -> encode FLAC 24), target -14 LUFS / -1 dBTP, preset ``auto``, in a
+  process set up as the ``acetate`` command sets its own (``runtime.keep_arrays_in_heap``);
 * **ffmpeg** -- two-pass ``loudnorm`` (I=-14, TP=-1; pass 1 measures with LRA=11, pass 2
   gets the measured values, ``linear=true`` and LRA = max(11, measured LRA) so that linear
   mode is possible) writing FLAC 24 at the input rate, ``-threads 1``;
@@ -118,7 +119,9 @@ def _cpu_children() -> float:
 
 
 def run_acetate(path: str, out_dir: Path) -> tuple[str, dict]:
-    from acetate.pipeline import mastering, render
+    from acetate.pipeline import mastering, render, runtime
+
+    runtime.keep_arrays_in_heap()  # as the acetate command sets its process up (idempotent)
 
     row = mastering.master_file(path, out_dir, render.MasterSettings(target_lufs=TARGET_LUFS, ceiling_dbtp=CEILING_DBTP), formats=("flac24",), preset="auto")
     if "error" in row:

@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     # call costs more than it gains (Dask workers get the same from their nanny).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    from acetate.pipeline import runtime
+
+    runtime.keep_arrays_in_heap()  # track after track in this process: reuse the large arrays' pages
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
