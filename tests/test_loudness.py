@@ -246,6 +246,18 @@ def test_true_peak_block_path_is_exact_per_channel_at_any_length(n, ratio, kind)
     np.testing.assert_allclose(truepeak.true_peak(x, 48000, oversample=ratio, filter=kind), _full_true_peak(x, ratio, kind), rtol=1e-12)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 8, 12, 16, 20, 24])
+def test_row_absmax_is_the_largest_magnitude_of_each_row(xp, width):
+    """The block screen's row maxima (groups of four first where the width allows) are
+    exactly max |row|, wherever in the row the largest magnitude sits and whatever its sign."""
+    rng = np.random.default_rng(width)
+    rows = rng.standard_normal((257, width)).astype(np.float32)
+    at = rng.integers(0, width, 257)
+    rows[np.arange(257), at] = rng.choice([-5.0, 5.0], 257) * rng.uniform(1.0, 2.0, 257)
+    got = backend.to_host(truepeak._row_absmax(xp.asarray(rows), xp))
+    np.testing.assert_array_equal(got, np.abs(rows).max(axis=1))
+
+
 def test_true_peak_each_channel_its_own_floor():
     # A quiet channel with its own intersample peak where the loud channel is silent.
     n = np.arange(48000)
