@@ -198,13 +198,22 @@ def moving_average(x: Any, width: int, *, align: str = "past", mode: str = "near
     xp = backend.namespace(x)
     width = _check_width(width)
     before, after = _pad_amounts(width, align)
-    x64 = x.astype(xp.float64)
     if x.shape[-1] == 0:
-        return x64
-    p = _pad_last(xp, x64, before, after, mode, cval)
-    c = xp.cumsum(p, axis=-1)
-    zero = xp.zeros(tuple(p.shape[:-1]) + (1,), dtype=xp.float64)
-    c = xp.concat([zero, c], axis=-1)
+        return x.astype(xp.float64)
+    if mode not in ("nearest", "constant"):
+        raise ValueError(f"mode must be 'nearest' or 'constant', got {mode!r}")
+    # One float64 buffer: a zero, the padded signal, then its running sum in place (no
+    # padded copy and no prepended zero as separate arrays).
+    n = x.shape[-1]
+    c = xp.empty(tuple(x.shape[:-1]) + (1 + before + n + after,), dtype=xp.float64)
+    c[..., 0] = 0.0
+    c[..., 1 + before : 1 + before + n] = x
+    c[..., 1 : 1 + before] = x[..., :1] if mode == "nearest" else cval
+    c[..., 1 + before + n :] = x[..., -1:] if mode == "nearest" else cval
+    if backend.is_gpu(xp):  # a scan into its own input is NumPy's guarantee, not every library's
+        c[..., 1:] = xp.cumsum(c[..., 1:], axis=-1)
+    else:
+        xp.cumsum(c[..., 1:], axis=-1, out=c[..., 1:])
     return (c[..., width:] - c[..., :-width]) / width
 
 
