@@ -10,7 +10,8 @@ Each file is processed by, in the same run and on the same core:
 
 * **acetate** -- ``acetate.pipeline.mastering.master_file`` (decode -> analyse -> select ->
   render -> verify -> encode FLAC 24), target -14 LUFS / -1 dBTP, preset ``auto``, in a
-  process set up as the ``acetate`` command sets its own (``runtime.keep_arrays_in_heap``);
+  process set up as the ``acetate`` command sets its own (``runtime.keep_arrays_in_heap``,
+  process-wide: matchering, which runs in this process too, gets the same heap);
 * **ffmpeg** -- two-pass ``loudnorm`` (I=-14, TP=-1; pass 1 measures with LRA=11, pass 2
   gets the measured values, ``linear=true`` and LRA = max(11, measured LRA) so that linear
   mode is possible) writing FLAC 24 at the input rate, ``-threads 1``;

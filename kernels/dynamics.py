@@ -1247,8 +1247,11 @@ def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_re
     if k == 0:
         return xp.ones(n, dtype=need.dtype)
     rate = release_ref_db / release_samples
-    deepest = -20.0 * math.log10(backend.to_float(xp.min(need)))
-    w = int(min(n, math.ceil(deepest / rate) + 1)) if math.isfinite(deepest) else n
+    lowest = backend.to_float(xp.min(need))
+    if not lowest > 0.0:
+        raise ValueError(f"the needed gain must be positive (a finite ceiling over a finite peak), got a minimum of {lowest!r}")
+    deepest = -20.0 * math.log10(lowest)
+    w = int(min(n, math.ceil(deepest / rate) + 1))
     reach = w + 2 * int(lookahead) + 2  # a gained value's dependencies, and a pad's length
     if k * (2 * reach + 1) > n // 8:  # dense: not worth the gathering
         return _gain_from_need_dense(xp, need, lookahead, release_samples, release_ref_db)

@@ -396,6 +396,12 @@ def test_limiter_knot_gain_is_the_applied_gain(xp):
     changed = np.any(backend.to_host(y2) != x, axis=0) | (g < 1.0)
     assert changed.any() and not np.any(changed & ~covered)
     assert covered.sum() < changed.sum() + 16 * len(runs)  # whole knot intervals, no more
+    # with an input gain folded in: y is (x * scale) then * gain, each a float32 product
+    y3, k3 = dy.true_peak_limit(xp.asarray(x), FS, -1.0, input_gain_db=3.0, knots=True)
+    scaled = x * np.float32(10 ** (3.0 / 20))
+    expect = (scaled.astype(np.float64) * backend.to_host(k3.samples()).astype(np.float64)[None]).astype(np.float32)
+    np.testing.assert_array_equal(backend.to_host(y3), expect)
+    assert k3.minimum() < kg.minimum()
     # nothing to limit: a unit gain and no ranges
     _, k0 = dy.true_peak_limit(xp.asarray(0.1 * x), FS, -1.0, knots=True)
     assert k0.minimum() == 1.0 and k0.runs().shape == (0, 2)
