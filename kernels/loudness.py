@@ -187,7 +187,10 @@ def _unique_inverse(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new[0] = True
     np.not_equal(sv[1:], sv[:-1], out=new[1:])
     inverse = np.empty(v.size, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
+    # The running unique count, accumulated in int32 from an int8 view of the mask: NumPy's
+    # int32 accumulate is ~20x faster than its bool -> int64 one (0.15 vs 2.8 ms at 440k).
+    count_dtype = np.int32 if v.size < 2**31 else np.int64
+    inverse[order] = np.cumsum(new.view(np.int8), dtype=count_dtype) - 1
     return sv[new], inverse
 
 
