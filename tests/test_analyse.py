@@ -174,6 +174,25 @@ def test_runs_do_not_span_channels(xp):
     assert analyse.clip_runs(backend.to_device(x, xp)) == (0, 0)
 
 
+@pytest.mark.parametrize("lead_s,tail_s", [(0.0, 0.0), (0.3, 2.7), (3.2, 0.0), (2.0, 5.5)])
+def test_silence_bounds_scan_from_each_end(xp, lead_s, tail_s):
+    """The bounds are read a second at a time from each end: the first and last sample above
+    the threshold in any channel, exactly, for silence shorter and longer than a stretch,
+    a single loud sample in one channel at either edge, and nothing but one loud sample."""
+    fs = 1000
+    n = 9000
+    x = np.zeros((2, n), np.float32)
+    a, b = int(lead_s * fs), n - int(tail_s * fs)
+    x[0, a] = 0.01  # one sample, one channel, at each edge (-40 dBFS: above the threshold)
+    x[1, b - 1] = -0.01
+    x[:, a + 10 : b - 10] = 1e-7  # below the threshold: silence
+    got = analyse.silence_bounds(backend.to_device(x, xp), fs)
+    assert got == (a / fs, (n - b) / fs)
+    one = np.zeros((2, n), np.float32)
+    one[1, 4321] = 0.5
+    assert analyse.silence_bounds(backend.to_device(one, xp), fs) == (4.321, (n - 4322) / fs)
+
+
 def test_leading_and_trailing_silence(xp):
     tone = sine(1000.0, -20.0, 1.0, phase_deg=90.0)  # starts and ends well above -60 dBFS
     x = np.concatenate([silence(0.5), tone, silence(0.25)], axis=1)
