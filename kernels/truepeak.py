@@ -185,24 +185,6 @@ def _row_absmax(blk: Any, xp: Any) -> Any:
     return a[:, 0]
 
 
-def _rows_absmax(blk: Any, rows: Any, tm: Any, nq: int, block: int, xp: Any) -> Any:
-    """Largest |interpolated value| over the centre blocks whose first input rows are ``rows``.
-
-    ``rows`` is an index array or a ``slice`` of rows of ``blk``; row ``r``
-    and the ``nq - 1`` rows after it hold the samples the block reads.
-    """
-    if isinstance(rows, slice):
-        a, b = rows.start, rows.stop
-        vals = blk[a:b] @ tm[:block]
-        for s in range(1, nq):
-            vals = vals + blk[a + s : b + s] @ tm[s * block : (s + 1) * block]
-    else:
-        vals = blk[rows] @ tm[:block]
-        for s in range(1, nq):
-            vals = vals + blk[rows + s] @ tm[s * block : (s + 1) * block]
-    return xp.maximum(xp.max(vals), -xp.min(vals))
-
-
 def true_peak(
     x: Any,
     fs: float,
@@ -475,7 +457,7 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
                     b1 = min(body, b0 + per)
                     blk = _padded_rows(x[ch : ch + 1], b0, b1, nqf, bsz, left, work, xp)[0]
                     for a in range(0, b1 - b0, rows_cap):
-                        f = xp.maximum(f, _rows_absmax(blk, slice(a, min(b1 - b0, a + rows_cap)), tmf, nqf, bsz, xp))
+                        f = xp.maximum(f, xp.max(_rows_absmax_each(blk, slice(a, min(b1 - b0, a + rows_cap)), tmf, nqf, bsz, xp)))
             else:  # the few blocks that can reach: their supports gathered from the track
                 for a in range(0, k, rows_cap):
                     pos = survivors[a : a + rows_cap, None] * bsz + taps[None, :]  # (k', nq * bsz)
