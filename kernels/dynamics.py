@@ -978,7 +978,7 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
         "right": right,
         "blk": blk,
         "off": off,
-        "l1": float(np.abs(hf).sum(axis=1).max()),
+        "l1": truepeak.interpolation_gain(fine),
         "f": f_max * (1 + _EPS_REL) + _EPS_REL,
         "rho": rho_max + _EPS_REL,
         "front": -(-(off + right) // _KNOT) * _KNOT,
