@@ -120,6 +120,16 @@ FORMATS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def pcm_bits(fmt: str) -> int | None:
+    """Word length of a fixed-point delivery format (24 or 16), None for float and MP3."""
+    return PCM_BITS.get(FORMATS[fmt][2])
+
+
+def is_lossless(fmt: str) -> bool:
+    """Whether a delivery format stores its samples exactly (WAV, FLAC; not MP3)."""
+    return FORMATS[fmt][1] != "MP3"
+
+
 def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") -> str:
     """Write ``x`` (channels, samples) to ``path`` atomically in delivery format ``fmt``.
 
@@ -138,7 +148,7 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
     # libsndfile: compression level 0 = highest MP3 bit rate (320 kbps), constant.
     extra = {"compression_level": 0.0, "bitrate_mode": "CONSTANT"} if fmt == "mp3" else {}
     x = np.asarray(x, dtype=np.float32)
-    bits = PCM_BITS.get(subtype)
+    bits = pcm_bits(fmt)
 
     def _w(tmp: str) -> None:
         with sf.SoundFile(tmp, "w", int(fs), x.shape[0], subtype=subtype, format=container, **extra) as f:

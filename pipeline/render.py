@@ -356,11 +356,11 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
     per band, shape (K, m) (the crossover's band filters with the HP and EQ
     folded in): one overlap-save pass splits the block into equalised bands,
     which serve both dynamics and width; or the HP + EQ filter alone, shape
-    (m,), when no band processing is planned (or None: nothing to filter).
+    (m,), when no band processing is planned.
     """
     xp = backend.namespace(y)
-    if h is None or h.ndim == 1:
-        return y if h is None else xp.astype(fir.fft_filter(y, h), xp.float32)
+    if h.ndim == 1:
+        return xp.astype(fir.fft_filter(y, h), xp.float32)
     widths = plan.get("width")
     bands = fir.fft_filter_bank(y, h)  # (K, C, n)
     k, c, n = bands.shape
@@ -441,18 +441,17 @@ def _chain_halo(filters: Any, plan: Mapping[str, Any], fs: int, peak: float) -> 
     0.487
     """
     hop = CONTROL_HOP(fs)
-    if filters is None:
-        return 0
     m = int(filters.shape[-1])
     support = (m - 1) // 2 + 1
     bands = plan.get("dynamics") or []
-    if bands:
-        l1 = backend.to_host(backend.namespace(filters).sum(backend.namespace(filters).abs(filters), axis=-1)).reshape(-1)
+    if bands:  # band dynamics: ``filters`` is the bank, one row per band
+        xp = backend.namespace(filters)
+        l1 = backend.to_host(xp.sum(xp.abs(filters), axis=-1))
         extra = 0.0
         for b, p in enumerate(bands):
             if p is None or p["threshold_db"] is None or not p["ratio"] > 1.0:
                 continue
-            level = 20.0 * math.log10(max(float(l1[min(b, l1.size - 1)]) * peak, 1e-15))
+            level = 20.0 * math.log10(max(float(l1[b]) * peak, 1e-15))
             deepest = -float(dynamics.compressor_gain_db(np.array([level]), p["threshold_db"], p["ratio"], p["knee_db"])[0])
             extra = max(extra, p["attack_s"] + deepest * p["release_s"] / RELEASE_REF_DB)
         support += int(math.ceil(extra * fs)) + hop * (int(round(DETECTOR_WINDOW_S * fs / hop)) // 2 + 3)
@@ -656,15 +655,15 @@ def master(
         h_hp = fir.highpass_taps(out_fs, settings.highpass_hz, xp=xp)
         h = h_hp if h_eq is None else backend.signal(xp).fftconvolve(h_hp, h_eq)
         params["highpass_hz"] = settings.highpass_hz
-    if h is not None or "dynamics" in plan or "width" in plan:
-        filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block
+    filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block; None: nothing to run
+    if filters is not None:
         block = int(BLOCK_S * out_fs) // CONTROL_HOP(out_fs) * CONTROL_HOP(out_fs)  # blocks keep the hop grid
-        halo = 0  # one block (the whole track), or nothing to filter: no context
-        if filters is not None and y.shape[-1] > block:
+        halo = 0  # one block (the whole track): no context
+        if y.shape[-1] > block:
             peak = backend.to_float(xp.max(truepeak.sample_peak(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
             if not math.isfinite(peak):
                 raise RenderError("the programme has non-finite (NaN or Inf) samples")
-            halo = _chain_halo(filters if filters.ndim == 2 else filters[None], plan, out_fs, peak)
+            halo = _chain_halo(filters, plan, out_fs, peak)
         y = blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, block, halo)
     # The input is not needed past the chain: drop this frame's references, so a caller that
     # handed it over (master_file, the batch's last target: ``master(held.pop(), ...)``) gets
@@ -713,16 +712,10 @@ def master(
 # --- output conditioning ----------------------------------------------------------
 
 
-def _bits(fmt: str) -> int | None:
-    """Word length of a dithered format (16 bit); None for the others."""
-    return {"wav16": 16, "flac16": 16}.get(fmt)
-
-
-#: Lossless formats and their word length (None: float32, stored as is). The
-#: encoder rounds fixed-point output to its grid (:func:`acetate.pipeline.audio.encode`;
-#: 16-bit output is dithered onto it first), so each decodes to exactly
-#: ``quantize(written, bits)``.
-_LOSSLESS_BITS = {"wav24": 24, "flac24": 24, "wav16": 16, "flac16": 16, "wav32f": None}
+#: 16-bit delivery is dithered (TPDF) onto its grid; 24-bit is rounded by the encoder
+#: (:func:`acetate.pipeline.audio.encode`). Either way a lossless file decodes to exactly
+#: ``quantize(written, bits)`` (``written`` as is for float WAV).
+_DITHER_BITS = 16
 
 
 def _max_abs_differences(
@@ -757,7 +750,7 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: n
     blocks). Returns ``(integrated_lufs, true_peak_dbtp)``, or None where that
     shortcut does not apply (lossy format, no master measurement) and the file is measured.
     """
-    if fmt not in _LOSSLESS_BITS:
+    if not audio.is_lossless(fmt):
         return None
     tp16 = result.output_report.get("true_peak_dbtp_16x")
     lufs = result.output_report.get("integrated_lufs")
@@ -765,7 +758,7 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: n
         return None
     if dfs != result.fs or decoded.shape != written.shape:
         raise RenderError(f"{fmt}: the written file decodes to {decoded.shape} at {dfs} Hz, not {written.shape} at {result.fs} Hz")
-    resid, err = _max_abs_differences(decoded, written, result.audio, _LOSSLESS_BITS[fmt])
+    resid, err = _max_abs_differences(decoded, written, result.audio, audio.pcm_bits(fmt))
     if resid != 0.0:
         raise RenderError(f"{fmt}: the written file does not decode to the samples written (max difference {resid:.3g})")
     bound = 10.0 ** (tp16 / 20.0) + truepeak.interpolation_gain(VERIFY_OVERSAMPLE) * err
@@ -810,24 +803,22 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
         ext = audio.FORMATS[fmt][0]
         path = stem.with_name(f"{stem.name}.{ext}")
         adjust = 0.0
+        dithered = audio.pcm_bits(fmt) == _DITHER_BITS
         for attempt in range(4):
             y = base if adjust == 0.0 else (base * 10.0 ** (adjust / 20.0)).astype(np.float32)
-            if _bits(fmt):
+            if dithered:
                 if seed is None:  # hashed once, and only when some format dithers
                     seed = dither.content_seed(base, result.settings.digest() + result.preset)
-                y = np.asarray(dither.tpdf_dither_quantize(y, _bits(fmt), seed), dtype=np.float32)
+                y = np.asarray(dither.tpdf_dither_quantize(y, _DITHER_BITS, seed), dtype=np.float32)
             audio.encode(y, result.fs, path, fmt)
             decoded, dfs = audio.decode(path)
             exact = _exact_check(result, fmt, y, decoded, dfs) if adjust == 0.0 else None
+            if exact is not None and result.ceiling_dbtp is not None and exact[1] > result.ceiling_dbtp:
+                exact = None  # the bound is over (a master at the ceiling, then dithered): measure the file itself
             if exact is not None:
                 integrated, tp = exact
             else:
                 tp = float(truepeak.to_db(np.max(truepeak.true_peak(decoded, dfs, oversample=VERIFY_OVERSAMPLE))))
-                integrated = None
-            if exact is not None and result.ceiling_dbtp is not None and tp > result.ceiling_dbtp:
-                # the bound is over (a master at the ceiling, then dithered): measure the file itself
-                tp = float(truepeak.to_db(np.max(truepeak.true_peak(decoded, dfs, oversample=VERIFY_OVERSAMPLE))))
-                exact = None
             if result.ceiling_dbtp is None or tp <= result.ceiling_dbtp or not math.isfinite(tp):
                 break
             if attempt == 3:  # the file on disk is over: say so, never report it as met
@@ -835,7 +826,7 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
                 result.notes.append(f"{fmt}: decoded true peak {tp:.2f} dBTP stays over the {result.ceiling_dbtp:.1f} dBTP ceiling")
                 break
             adjust -= (tp - result.ceiling_dbtp) + (0.1 if fmt == "mp3" else 0.001)
-        if exact is None or integrated is None:
+        if exact is None:
             integrated = loudness.integrated_loudness(decoded, dfs)
         outputs.append(
             {
