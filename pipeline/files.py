@@ -1,4 +1,6 @@
-"""Atomic file writes: every file Acetate delivers (masters, Parquet parts, ledgers).
+"""Atomic file writes: the files the pipeline delivers (masters, Parquet parts, ledgers,
+training tables). A preset bank is written by ``schemas.bank.write_bank_file`` with its own
+temp-and-rename: ``schemas`` imports nothing from ``pipeline``.
 
 One mechanism for all of them: the content goes to a hidden temporary file
 beside the final name, is flushed to disk, gets the mode a plain ``open()``

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from acetate.pipeline import analyse, audio
+from acetate.pipeline.files import atomic_write
 from acetate.pipeline.presets import Bank, load_bank
 from acetate.schemas.training import training_table
 
@@ -190,8 +191,4 @@ def generate(
         "inputs": len(files),
     }
     table = training_table(rows, meta)
-    final = out / "training.parquet"
-    tmp = out / ".training.parquet.part"
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
-    return str(final)
+    return atomic_write(out / "training.parquet", lambda tmp: pq.write_table(table, tmp))
