@@ -15,7 +15,7 @@ import numpy as np
 
 from acetate.kernels import backend
 from acetate.pipeline import audio, render
-from acetate.pipeline.runtime import gc_paused
+from acetate.pipeline.runtime import track_scope
 from acetate.pipeline.presets import Preset, load_bank
 
 __all__ = ["analyse_programme", "choose_preset", "master_file", "summary_row"]
@@ -91,7 +91,7 @@ def summary_row(path: str, result: render.MasterResult, outputs: list[dict[str, 
     }
 
 
-@gc_paused()
+@track_scope()
 def master_file(
     path: str,
     out_dir: str | Path,

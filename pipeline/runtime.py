@@ -5,9 +5,11 @@ heap for the large arrays (decoded audio, chain output, master) instead of mappi
 fresh, kernel-zeroed pages for each of them (glibc's default above 32 MB);
 :func:`release_heap` hands free pages back after an unusually long track.
 
-:func:`gc_paused` keeps Python's cyclic garbage collector out of one track's
-processing. A track allocates thousands of short-lived small objects (array
-headers, tuples of shapes), which trigger collections that scan every object
+:func:`track_scope` wraps one track's processing: it keeps Python's cyclic garbage
+collector out of it and, when the last track of the process ends, hands back free
+heap past :data:`HEAP_KEEP_MB` (:func:`release_heap`). A track allocates thousands of
+short-lived small objects (array headers, tuples of shapes), which trigger
+collections that scan every object
 the process holds (NumPy, SciPy, Arrow: hundreds of thousands); measured with
 ``perf`` on a 111 s mix, those scans took about 2.5 % of the CPU time of
 ``acetate master``. Arrays are freed by reference counting either way; cycles
@@ -16,7 +18,7 @@ made during a track are collected (young generations only, a cheap pass) when it
 Examples
 --------
 >>> import gc
->>> with gc_paused():
+>>> with track_scope():
 ...     gc.isenabled()
 False
 >>> gc.isenabled()
@@ -31,7 +33,7 @@ import gc
 import threading
 from typing import Any, Iterator
 
-__all__ = ["gc_paused", "keep_arrays_in_heap", "release_heap"]
+__all__ = ["track_scope", "keep_arrays_in_heap", "release_heap"]
 
 #: Largest block served from the heap once :func:`keep_arrays_in_heap` is on (MB): a
 #: 20-minute stereo 48 kHz track is 460 MB as float32.
@@ -127,8 +129,10 @@ _was_enabled = False
 
 
 @contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector for the ``with`` block (or a decorated call).
+def track_scope() -> Iterator[None]:
+    """One track's processing (a ``with`` block or a decorated call): the cyclic collector
+    paused, the young generations collected at the end, and the free heap released
+    (:func:`release_heap`) when no other track of the process is running.
 
     Nested and concurrent uses (threads of one worker) count: the collector comes
     back on when the last of them ends, and only if it was on when the first began.

@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from acetate.pipeline import audio, store
-from acetate.pipeline.runtime import gc_paused
+from acetate.pipeline.runtime import track_scope
 
 __all__ = [
     "SETTINGS_VERSION",
@@ -362,7 +362,7 @@ def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: TrackFailur
 # --- the unit of work ----------------------------------------------------------------
 
 
-@gc_paused()
+@track_scope()
 def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: str, run_id: str) -> dict[str, Any]:
     """Process one track end to end; write its masters, part files and ledger; return a small summary.
 

@@ -420,20 +420,20 @@ def test_gc_pause_counts_overlapping_tracks_in_threads():
     import gc
     import threading
 
-    from acetate.pipeline.runtime import gc_paused
+    from acetate.pipeline.runtime import track_scope
 
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
 
     def track_a():
-        with gc_paused():
+        with track_scope():
             a_in.set()
             b_in.wait(5)
         a_out.set()
 
     def track_b():
         a_in.wait(5)
-        with gc_paused():
+        with track_scope():
             b_in.set()
             a_out.wait(5)
             seen["after_a"] = gc.isenabled()  # a ended first: b is still running
