@@ -160,7 +160,7 @@ options:
 """
 
 
-def run_acetate(manifest: Path, out_dir: Path, workers: int, threads: int, progress: bool) -> dict:
+def run_acetate(manifest: Path, out_dir: Path, workers: int | None, threads: int, progress: bool) -> dict:
     from acetate.pipeline import batch, cluster, jobs
 
     job_path = manifest.parent / "bench-job.yaml"
@@ -173,6 +173,7 @@ def run_acetate(manifest: Path, out_dir: Path, workers: int, threads: int, progr
     startup = time.perf_counter() - t0
     with handle:
         print(f"  cluster: {handle.description} (started in {startup:.1f} s)", flush=True)
+        n_workers = len(handle.client.scheduler_info()["workers"])
         rss0 = handle.client.run(_maxrss_kib)
         cpu0 = handle.client.run(_cpu_s)
         t0 = time.perf_counter()
@@ -182,7 +183,7 @@ def run_acetate(manifest: Path, out_dir: Path, workers: int, threads: int, progr
         rss1 = handle.client.run(_maxrss_kib)
         now = handle.client.run(_rss_now_kib)
     cpu = sum(cpu1[w] - cpu0.get(w, 0.0) for w in cpu1)
-    return {"result": res, "wall": wall, "cpu": cpu, "startup": startup, "rss0": rss0, "rss1": rss1, "rss_now": now}
+    return {"result": res, "wall": wall, "cpu": cpu, "startup": startup, "rss0": rss0, "rss1": rss1, "rss_now": now, "workers": n_workers}
 
 
 def landing(out_dir: Path) -> str:
@@ -258,9 +259,6 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = os.cpu_count() or 1
     floor_workers = a.workers or cores
-    # As `acetate run` sizes its local cluster: more processes x threads than cores only
-    # oversubscribes them (measured: 2 x 2 on 2 cores 127.8x, 1 x 2 140.6x, 2 x 1 143.1x).
-    ac_workers = a.workers or max(1, cores // threads)
     floor = None
     if not a.skip_floor:
         print(f"\nfloor: soundfile decode + encode FLAC 24, multiprocessing.Pool({floor_workers}), best of 3 passes", flush=True)
@@ -268,9 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         floor, floor_cpu = aud / wall, aud / fcpu
         print(f"  {aud:.0f} s of audio in {wall:.2f} s: {floor:.1f}x realtime ({fcpu:.1f} CPU-s in the workers: {floor_cpu:.1f}x realtime per core)")
 
-    print(f"\nacetate run: {ac_workers} worker process(es) x {threads} thread(s), manifest {manifest.relative_to(ROOT)}", flush=True)
+    # The local cluster sized as `acetate run` sizes it (pipeline.cluster), unless --workers: more
+    # processes x threads than cores only oversubscribes them (measured: 2 x 2 on 2 cores
+    # 127.8x, 1 x 2 140.6x, 2 x 1 143.1x).
+    print(f"\nacetate run: {threads} thread(s) per worker, manifest {manifest.relative_to(ROOT)}", flush=True)
     out_dir = DATA / "catalogue" / "acetate-out"
-    r = run_acetate(manifest, out_dir, ac_workers, threads, a.progress)
+    r = run_acetate(manifest, out_dir, a.workers, threads, a.progress)
+    ac_workers = r["workers"]
     res = r["result"]
     x_ac = res.audio_seconds / r["wall"] if r["wall"] > 0 else 0.0
     x_ac_cpu = res.audio_seconds / r["cpu"] if r["cpu"] > 0 else 0.0

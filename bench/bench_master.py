@@ -120,9 +120,7 @@ def _cpu_children() -> float:
 
 
 def run_acetate(path: str, out_dir: Path) -> tuple[str, dict]:
-    from acetate.pipeline import mastering, render, runtime
-
-    runtime.keep_arrays_in_heap()  # as the acetate command sets its process up (idempotent)
+    from acetate.pipeline import mastering, render
 
     row = mastering.master_file(path, out_dir, render.MasterSettings(target_lufs=TARGET_LUFS, ceiling_dbtp=CEILING_DBTP), formats=("flac24",), preset="auto")
     if "error" in row:
@@ -219,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out_root / t, ignore_errors=True)
         (out_root / t).mkdir(parents=True)
 
+    from acetate.pipeline import runtime
+
+    runtime.keep_arrays_in_heap()  # as the acetate command sets its process up
     # Warm-up (untimed): imports, filter design, preset bank, and a process heap grown to a
     # track's working size, as in a worker that masters a catalogue: a full-length track
     # (up to WARMUP_S of the first file). The first track of a fresh process costs more
