@@ -552,7 +552,7 @@ def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release
 
     def hop_energy(v, m):  # sum of squares per hop of (c, m * hop) samples
         v = xp.reshape(v, (c, m, hop))
-        return xp.einsum("cij,cij->ci", v, v) if hasattr(xp, "einsum") else xp.sum(v * v, axis=-1)
+        return xp.einsum("cij,cij->ci", v, v)
 
     # Sum of squares per hop, in the audio's dtype (a detector level: 1e-7 relative
     # is plenty); einsum avoids the slow short-axis reduction with a cast. A last,

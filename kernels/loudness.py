@@ -305,7 +305,7 @@ def _weighted_power(y: Any, gw: Any, xp: Any) -> Any:
     if xp.isdtype(y.dtype, "complex floating"):
         re, im = xp.real(y[0]), xp.imag(y[0])
         return gw[0] * (re * re) + gw[1] * (im * im)
-    return xp.einsum("c,cn,cn->n", gw, y, y) if hasattr(xp, "einsum") else xp.sum(gw[:, None] * y * y, axis=0)
+    return xp.einsum("c,cn,cn->n", gw, y, y)
 
 
 def _profile(

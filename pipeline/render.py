@@ -384,7 +384,7 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         s1 = min(n, s0 + step)
         g = dynamics.interpolate_hops(g_hops, hop, n, s0, s1)  # (K, s1 - s0)
         seg = bands[:, :, s0:s1]
-        out[:, s0:s1] = xp.einsum("kcn,kn->cn", seg, g) if hasattr(xp, "einsum") else xp.sum(seg * g[:, None, :], axis=0)
+        out[:, s0:s1] = xp.einsum("kcn,kn->cn", seg, g)
     return out
 
 
@@ -685,7 +685,7 @@ def master(
         stats = None
         peaks = _verified_peak_db(y, out_fs)
     out_tp, tp4 = peaks
-    output_report, out_stats = meter.measure_report(y, out_fs, stats=stats, true_peak=tp4)
+    output_report, out_stats = meter.measure_report(y, out_fs, oversample=4, stats=stats, true_peak=tp4)  # tp4: true_peak_pair's 4x
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
         output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU
