@@ -59,7 +59,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from acetate.kernels import backend, spectrum, stereo
+from acetate.kernels import backend, spectrum, stereo, truepeak
 from acetate.schemas.features import FEATURE_NAMES, FEATURE_UNITS, OCTAVE_LABELS, THIRD_OCTAVE_LABELS
 
 __all__ = [
@@ -185,7 +185,7 @@ def _loudness_features(x: Any, fs: int, given: Mapping[str, float] | None) -> di
     out = {k: _finite_or_nan(given[k]) for k in given}
     xp = backend.namespace(x)
     if "sample_peak_dbfs" not in out:
-        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.maximum(xp.max(x), -xp.min(x))))
+        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.max(truepeak.sample_peak(x))))
     if any(k not in out for k in LOUDNESS_KEYS[:4]):
         from acetate.kernels import loudness as meter  # lazy: sibling kernel
 
@@ -193,8 +193,6 @@ def _loudness_features(x: Any, fs: int, given: Mapping[str, float] | None) -> di
         for k in LOUDNESS_KEYS[:4]:
             out.setdefault(k, _finite_or_nan(getattr(stats, k)))
     if "true_peak_dbtp" not in out:
-        from acetate.kernels import truepeak
-
         out["true_peak_dbtp"] = _db20(backend.to_float(xp.max(truepeak.true_peak(x, fs, oversample=4))))
     return out
 
