@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import backend
+from . import backend, compiled
 
 __all__ = [
     "LoudnessStats",
@@ -300,6 +300,24 @@ def _kfilter(sig: Any, sos: Any, seg: Any, zi: Any, gpu: bool, xp: Any) -> tuple
     return sig.sosfilt(sos, seg, axis=-1, zi=zi)
 
 
+def _kweighted_sums(sig: Any, sos: Any, seg: Any, zi: Any, gw: Any, starts: np.ndarray, gpu: bool, xp: Any) -> tuple[Any, Any]:
+    """K-filter one chunk (state ``zi`` carried; None: at rest) and sum its channel-weighted
+    power over ``[starts[i], starts[i + 1])`` (host, chunk-relative; the last to the end;
+    samples before ``starts[0]`` filter without being summed). Returns the sums and the state.
+
+    A CPU core runs :mod:`~acetate.kernels.compiled`'s one-pass loop where it serves
+    (mono, stereo; Numba present), else ``sosfilt`` (:func:`_kfilter`), the power
+    and :func:`_segment_sums`. One path is taken for all chunks of a signal: the
+    states of the two differ in layout.
+    """
+    if not gpu and compiled.available(seg.shape[0], sos.shape[0]):
+        return compiled.kweighted_sums(seg, sos, gw, starts, zi)
+    y, zf = _kfilter(sig, sos, seg, zi, gpu, xp)
+    a = int(starts[0]) if starts.size else y.shape[-1]
+    p = _weighted_power(y[:, a:], gw, xp)
+    return _segment_sums(p, backend.to_device(starts - a, xp), xp), zf
+
+
 def _weighted_power(y: Any, gw: Any, xp: Any) -> Any:
     """``sum_c G_c y_c**2`` per sample, from :func:`_kfilter`'s output (complex: L + iR)."""
     if xp.isdtype(y.dtype, "complex floating"):
@@ -340,9 +358,9 @@ def _profile(
     sums = []
     for a in chunk_starts.tolist():  # a handful of chunks per track, not per sample
         b = min(n, a + chunk)
-        y, zi = _kfilter(sig, sos, x[:, a:b], zi, gpu, xp)
         lo, hi = np.searchsorted(bounds[:n_seg], [a, b])
-        sums.append(_segment_sums(_weighted_power(y, gw, xp), backend.to_device(bounds[lo:hi] - a, xp), xp))
+        part, zi = _kweighted_sums(sig, sos, x[:, a:b], zi, gw, bounds[lo:hi] - a, gpu, xp)
+        sums.append(part)
     seg = xp.concatenate(sums) if sums else xp.zeros(0, dtype=xp.float64)
     return EnergyProfile(
         fs=float(fs), n=n, weights=g, seg_starts=bounds[:n_seg], seg=seg, inverse=inverse[: 2 * starts.size],
@@ -642,9 +660,7 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
             a0 = int(starts[i0])
             b0 = int(starts[i1]) if i1 < starts.size else n
             w0 = max(0, a0 - settle)  # filtered from rest this far ahead: the state has settled by a0
-            y, _ = _kfilter(sig, sos, z[:, w0:b0], None, gpu, xp)  # from rest
-            p = _weighted_power(y[:, a0 - w0 :], gw, xp)
-            seg[i0:i1] = _segment_sums(p, backend.to_device(starts[i0:i1] - a0, xp), xp)
+            seg[i0:i1] = _kweighted_sums(sig, sos, z[:, w0:b0], None, gw, starts[i0:i1] - w0, gpu, xp)[0]  # from rest
     new = dataclasses.replace(prof, seg=seg)  # same windows, new sums
     zw, total = _window_energies(new, xp)
     if not np.isfinite(backend.to_float(total)):
