@@ -17,26 +17,13 @@ bit-identical to ``sosfilt``'s; the sums differ from NumPy's pairwise
 ``add.reduceat`` by float64 rounding only). On one core it is 3-4x faster
 than ``sosfilt`` + square + ``reduceat``.
 
-Numba is optional: it is imported the first time a loop is wanted, and
-without it (or with the environment variable ``ACETATE_NO_JIT=1``)
-:func:`available` is False and :mod:`acetate.kernels.loudness` filters with
-SciPy as before. Mono and stereo are compiled; other layouts use SciPy.
-
-Examples
---------
->>> import numpy as np, scipy.signal
->>> from acetate.kernels import loudness
->>> x = np.random.default_rng(0).standard_normal((2, 48000)).astype(np.float32)
->>> sos = loudness.k_weighting_sos(48000)
->>> starts = np.arange(0, 48000, 4800)
->>> if available(2, 2):
-...     sums, zf = kweighted_sums(x, sos, np.array([1.0, 1.0]), starts, None)
-... else:  # no Numba here: the reference the loop reproduces
-...     y = scipy.signal.sosfilt(sos, x.astype(np.float64), axis=-1)
-...     sums = np.add.reduceat((y * y).sum(axis=0), starts)
->>> y = scipy.signal.sosfilt(sos, x.astype(np.float64), axis=-1)
->>> bool(np.allclose(sums, np.add.reduceat((y * y).sum(axis=0), starts), rtol=1e-12))
-True
+Numba is installed with Acetate but optional at run time: the loops are
+compiled the first time one is wanted (cached on disk where a cache location is
+writable, else in memory), and where Numba is missing or cannot compile them,
+or with the environment variable ``ACETATE_NO_JIT=1``, :func:`available` is
+False and :mod:`acetate.kernels.loudness` filters with SciPy. Mono and stereo
+are compiled; other layouts use SciPy. Loading Numba costs a process about
+0.4 s once and about 100 MB of memory (LLVM).
 """
 from __future__ import annotations
 
@@ -52,15 +39,30 @@ _TRIED = False
 
 
 def _compile() -> dict[int, Any] | None:
-    """Import Numba and define the loops (compiled lazily, cached on disk); None without it."""
+    """Import Numba and compile the loops for float32 and float64 samples; None where that
+    fails (no Numba, or it cannot compile here): the callers then use SciPy."""
     try:
         import numba
+        from numba import float32, float64, int64
     except ImportError:
         return None
+    # The signatures the meter calls with (rows of a (C, n) array: any layout), compiled
+    # eagerly so that a failure shows here, once, and not in the middle of a track.
+    sigs = [(t[:, :], float64[:, :], float64[:], int64[:], int64, float64[:, :, :]) for t in (float32, float64)]
+    try:
+        return _define(numba, sigs, cache=True)  # compiled once per machine, loaded by later processes
+    except Exception:  # no writable cache location (read-only install and home): compile in memory
+        try:
+            return _define(numba, sigs, cache=False)
+        except Exception:
+            return None
 
+
+def _define(numba: Any, sigs: list, cache: bool) -> dict[int, Any]:
     # nogil: a Dask worker's threads filter tracks at the same time (as sosfilt, which
-    # releases the GIL too). cache: compiled once per machine, not per process.
-    jit = numba.njit(cache=True, nogil=True)
+    # releases the GIL too).
+    def jit(fn: Any) -> Any:
+        return numba.njit(sigs, cache=cache, nogil=True)(fn)
 
     @jit
     def mono(x, sos, g, starts, end, z):  # pragma: no cover - compiled
@@ -135,8 +137,9 @@ def available(channels: int, sections: int) -> bool:
     global _LOOPS, _TRIED
     if sections != 2 or channels not in (1, 2) or os.environ.get("ACETATE_NO_JIT", "") == "1":
         return False
-    if not _TRIED:
-        _LOOPS, _TRIED = _compile(), True
+    if not _TRIED:  # two threads may both compile at first: the same loops, harmless
+        _LOOPS = _compile()
+        _TRIED = True
     return _LOOPS is not None
 
 
@@ -153,7 +156,7 @@ def kweighted_sums(x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: 
     weights : ndarray, shape (C,)
         Channel weights ``G_i``.
     starts : ndarray of int, shape (k,)
-        Increasing segment starts within ``[0, m]``; segment ``i`` is
+        Strictly increasing segment starts in ``[0, m)``; segment ``i`` is
         ``[starts[i], starts[i + 1])``, the last one runs to ``m``. Samples before
         ``starts[0]`` are filtered (a warm-up) but not summed.
     zi : ndarray, shape (2, C, 2), or None
@@ -170,17 +173,38 @@ def kweighted_sums(x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: 
     Raises
     ------
     ValueError
-        A layout no compiled loop serves (check :func:`available` first), or
-        ``starts`` outside ``[0, m]`` or decreasing.
+        A layout no compiled loop serves (check :func:`available` first), a
+        ``sos``, ``weights`` or ``zi`` of another shape (or a complex state:
+        SciPy's packed stereo one), or ``starts`` not strictly increasing in ``[0, m)``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.signal
+    >>> from acetate.kernels import loudness
+    >>> x = np.random.default_rng(0).standard_normal((2, 48000)).astype(np.float32)
+    >>> sos = loudness.k_weighting_sos(48000)
+    >>> starts = np.arange(0, 48000, 4800)
+    >>> sums, zf = kweighted_sums(x, sos, np.array([1.0, 1.0]), starts, None)
+    >>> y, ref_zf = scipy.signal.sosfilt(sos, x.astype(np.float64), axis=-1, zi=np.zeros((2, 2, 2)))
+    >>> bool(np.allclose(sums, np.add.reduceat((y * y).sum(axis=0), starts), rtol=1e-12)), bool(np.array_equal(zf, ref_zf))
+    (True, True)
     """
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (channels, samples), got {x.shape}")
     c, m = x.shape
     if not available(c, sos.shape[0]):
         raise ValueError(f"no compiled K-filter loop for {c} channel(s) and {sos.shape[0]} sections (or Numba is absent)")
-    if not np.all(sos[:, 3] == 1.0):
-        raise ValueError(f"sos must be normalised (a0 = 1), got a0 = {sos[:, 3].tolist()}")
+    sos = np.ascontiguousarray(sos, dtype=np.float64)
+    if sos.shape != (2, 6) or not np.all(sos[:, 3] == 1.0):
+        raise ValueError(f"sos must be two normalised sections (shape (2, 6), a0 = 1), got shape {sos.shape}")
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    if weights.shape != (c,):
+        raise ValueError(f"weights must hold one value per channel ({c}), got shape {weights.shape}")
     starts = np.ascontiguousarray(starts, dtype=np.int64)
-    if starts.size and (starts[0] < 0 or starts[-1] > m or np.any(np.diff(starts) < 0)):
-        raise ValueError(f"starts must increase within [0, {m}], got {starts[:3].tolist()}...{starts[-3:].tolist()}")
+    if starts.size and (starts[0] < 0 or starts[-1] >= m or np.any(np.diff(starts) <= 0)):
+        raise ValueError(f"starts must increase strictly within [0, {m}), got {starts[:3].tolist()}...{starts[-3:].tolist()}")
+    if zi is not None and (np.shape(zi) != (2, c, 2) or np.iscomplexobj(zi)):
+        raise ValueError(f"zi must be a real state of shape (2, {c}, 2), got {np.asarray(zi).dtype} {np.shape(zi)}")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     if x.strides[-1] != x.itemsize:

@@ -300,17 +300,22 @@ def _kfilter(sig: Any, sos: Any, seg: Any, zi: Any, gpu: bool, xp: Any) -> tuple
     return sig.sosfilt(sos, seg, axis=-1, zi=zi)
 
 
-def _kweighted_sums(sig: Any, sos: Any, seg: Any, zi: Any, gw: Any, starts: np.ndarray, gpu: bool, xp: Any) -> tuple[Any, Any]:
-    """K-filter one chunk (state ``zi`` carried; None: at rest) and sum its channel-weighted
-    power over ``[starts[i], starts[i + 1])`` (host, chunk-relative; the last to the end;
-    samples before ``starts[0]`` filter without being summed). Returns the sums and the state.
+def _use_loop(channels: int, sos: Any, gpu: bool) -> bool:
+    """Whether a signal's chunks go through :mod:`~acetate.kernels.compiled`'s loop (decided
+    once per signal: the loop's state and ``sosfilt``'s differ in layout)."""
+    return not gpu and compiled.available(channels, sos.shape[0])
 
-    A CPU core runs :mod:`~acetate.kernels.compiled`'s one-pass loop where it serves
-    (mono, stereo; Numba present), else ``sosfilt`` (:func:`_kfilter`), the power
-    and :func:`_segment_sums`. One path is taken for all chunks of a signal: the
-    states of the two differ in layout.
+
+def _kweighted_sums(sig: Any, sos: Any, seg: Any, zi: Any, gw: Any, starts: np.ndarray, gpu: bool, xp: Any, loop: bool) -> tuple[Any, Any]:
+    """K-filter one chunk (state ``zi`` carried; None: at rest) and sum its channel-weighted
+    power over ``[starts[i], starts[i + 1])`` (host, chunk-relative, strictly increasing; the
+    last to the end; samples before ``starts[0]`` filter without being summed). Returns the
+    sums and the state.
+
+    With ``loop`` (:func:`_use_loop`) a CPU core runs :mod:`~acetate.kernels.compiled`'s
+    one-pass loop, else ``sosfilt`` (:func:`_kfilter`), the power and :func:`_segment_sums`.
     """
-    if not gpu and compiled.available(seg.shape[0], sos.shape[0]):
+    if loop:
         return compiled.kweighted_sums(seg, sos, gw, starts, zi)
     y, zf = _kfilter(sig, sos, seg, zi, gpu, xp)
     a = int(starts[0]) if starts.size else y.shape[-1]
@@ -355,11 +360,12 @@ def _profile(
     gw = backend.to_device(g, xp)
     gpu = backend.is_gpu(xp)
     zi = None  # at rest
+    loop = _use_loop(c, sos, gpu)
     sums = []
     for a in chunk_starts.tolist():  # a handful of chunks per track, not per sample
         b = min(n, a + chunk)
         lo, hi = np.searchsorted(bounds[:n_seg], [a, b])
-        part, zi = _kweighted_sums(sig, sos, x[:, a:b], zi, gw, bounds[lo:hi] - a, gpu, xp)
+        part, zi = _kweighted_sums(sig, sos, x[:, a:b], zi, gw, bounds[lo:hi] - a, gpu, xp, loop)
         sums.append(part)
     seg = xp.concatenate(sums) if sums else xp.zeros(0, dtype=xp.float64)
     return EnergyProfile(
@@ -654,13 +660,14 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
         sos = backend.to_device(k_weighting_sos(prof.fs), xp)
         gw = backend.to_device(prof.weights, xp)
         gpu = backend.is_gpu(xp)
+        loop = _use_loop(z.shape[0], sos, gpu)
         for a, b in spans:
             i0 = int(np.searchsorted(starts, a, side="right")) - 1  # the segment holding a
             i1 = int(np.searchsorted(starts, b, side="left"))  # first segment at or after b
             a0 = int(starts[i0])
             b0 = int(starts[i1]) if i1 < starts.size else n
             w0 = max(0, a0 - settle)  # filtered from rest this far ahead: the state has settled by a0
-            seg[i0:i1] = _kweighted_sums(sig, sos, z[:, w0:b0], None, gw, starts[i0:i1] - w0, gpu, xp)[0]  # from rest
+            seg[i0:i1] = _kweighted_sums(sig, sos, z[:, w0:b0], None, gw, starts[i0:i1] - w0, gpu, xp, loop)[0]  # from rest
     new = dataclasses.replace(prof, seg=seg)  # same windows, new sums
     zw, total = _window_energies(new, xp)
     if not np.isfinite(backend.to_float(total)):

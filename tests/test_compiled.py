@@ -70,6 +70,18 @@ def test_layouts_and_edges():
         compiled.kweighted_sums(x, sos, np.ones(2), np.array([0, 1001]), None)
     with pytest.raises(ValueError, match="normalised"):
         compiled.kweighted_sums(x, sos * 2.0, np.ones(2), np.array([0]), None)
+    with pytest.raises(ValueError, match="strictly"):  # a repeated edge (an empty segment)
+        compiled.kweighted_sums(x, sos, np.ones(2), np.array([0, 100, 100, 200]), None)
+    with pytest.raises(ValueError, match="strictly"):  # a segment starting at the end
+        compiled.kweighted_sums(x, sos, np.ones(2), np.array([0, 1000]), None)
+    with pytest.raises(ValueError, match="one value per channel"):
+        compiled.kweighted_sums(x, sos, np.ones(1), np.array([0]), None)
+    with pytest.raises(ValueError, match="real state of shape"):  # the wrong shape would corrupt memory
+        compiled.kweighted_sums(x, sos, np.ones(2), np.array([0]), np.zeros((2, 1, 2)))
+    with pytest.raises(ValueError, match="real state of shape"):  # SciPy's packed stereo state
+        compiled.kweighted_sums(x, sos, np.ones(2), np.array([0]), np.zeros((2, 2, 2), complex))
+    with pytest.raises(ValueError, match="two normalised sections"):
+        compiled.kweighted_sums(x, sos[:, :5], np.ones(2), np.array([0]), None)
     # no segment: the whole chunk is warm-up, the state still advances
     sums, zf = compiled.kweighted_sums(x, sos, np.ones(2), np.array([], dtype=np.int64), None)
     assert sums.shape == (0,)
@@ -107,3 +119,33 @@ def test_meter_figures_with_and_without_the_loop(monkeypatch, c):
     # tolerance remeasure documents)
     full = loudness.measure(z, fs)
     assert got_re.integrated_lufs == pytest.approx(full.integrated_lufs, abs=1e-6)
+
+
+def test_falls_back_when_numba_cannot_compile(monkeypatch):
+    """No writable cache: compiled in memory; no compilation at all: SciPy, same figures."""
+    fs = 48000
+    x = _music_like(2, 5 * fs, fs, seed=11)
+    ref = loudness.measure(x, fs).integrated_lufs
+    calls = []
+
+    def no_cache(numba_mod, sigs, cache):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_define(numba_mod, sigs, cache)
+
+    real_define = compiled._define
+    monkeypatch.setattr(compiled, "_define", no_cache)
+    monkeypatch.setattr(compiled, "_TRIED", False)
+    monkeypatch.setattr(compiled, "_LOOPS", None)
+    assert compiled.available(2, 2) and calls == [True, False]
+    assert loudness.measure(x, fs).integrated_lufs == pytest.approx(ref, abs=1e-9)
+
+    def broken(numba_mod, sigs, cache):
+        raise RuntimeError("LLVM is unhappy")
+
+    monkeypatch.setattr(compiled, "_define", broken)
+    monkeypatch.setattr(compiled, "_TRIED", False)
+    monkeypatch.setattr(compiled, "_LOOPS", None)
+    assert not compiled.available(2, 2)
+    assert loudness.measure(x, fs).integrated_lufs == pytest.approx(ref, abs=1e-9)
