@@ -64,6 +64,9 @@ def _define(numba: Any, sigs: list, cache: bool) -> dict[int, Any]:
     def jit(fn: Any) -> Any:
         return numba.njit(sigs, cache=cache, nogil=True)(fn)
 
+    # The mono and stereo loops are written out in full: a shared jitted step function
+    # (inlined) would make them uncacheable closures, compiled again in every process (~1 s).
+
     @jit
     def mono(x, sos, g, starts, end, z):  # pragma: no cover - compiled
         b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
