@@ -3,7 +3,9 @@
 One pass computes everything:
 
 1. K-weighting (two biquads derived for the actual rate, run in float64 with
-   carried state, chunk by chunk so memory stays bounded);
+   carried state, chunk by chunk so memory stays bounded; on a CPU steps 1 and 2
+   are one compiled loop that stores nothing of the signal's length,
+   :mod:`acetate.kernels.compiled`);
 2. the channel-weighted power ``p[n] = sum_i G_i y_i[n]^2`` (BS.1770 eq. 2's
    inner sum), accumulated as a float64 prefix sum ``P`` but *read only at the
    window edges we need* -- so any window's mean square is one subtraction:
@@ -77,7 +79,8 @@ _HP_Q = 0.5003270373238773
 # float64 copies of this many samples, whatever the track's length. On a CPU
 # core a small chunk keeps the filter's float64 copies in cache and reused by
 # the allocator (1 MiB: measured 13 % faster than 32 MiB chunks, which fault in
-# fresh pages every time); a GPU wants long launches.
+# fresh pages every time); a GPU wants long launches. The compiled CPU loop
+# (:mod:`acetate.kernels.compiled`) makes no copies and takes a signal whole.
 DEFAULT_CHUNK = 1 << 22
 CPU_CHUNK = 1 << 16
 
@@ -336,9 +339,12 @@ def _profile(
 ) -> EnergyProfile:
     """Filter once and sum the weighted power between every window edge (and chunk start)."""
     xp, x = _validate(x, fs)
-    if chunk is None:
-        chunk = DEFAULT_CHUNK if backend.is_gpu(xp) else CPU_CHUNK
     c, n = x.shape
+    gpu = backend.is_gpu(xp)
+    sos = backend.to_device(k_weighting_sos(fs), xp)
+    loop = _use_loop(c, sos, gpu)
+    if chunk is None:  # the compiled loop stores nothing of the signal's length: it takes the signal whole
+        chunk = DEFAULT_CHUNK if gpu else (max(n, 1) if loop else CPU_CHUNK)
     g = channel_weights(c) if weights is None else np.asarray(weights, dtype=np.float64)
     if g.shape != (c,):
         raise ValueError(f"weights must have one value per channel ({c}), got {g.shape}")
@@ -356,11 +362,8 @@ def _profile(
     bounds, inverse = _unique_inverse(np.concatenate([starts, ends, chunk_starts]))
     n_seg = int(np.searchsorted(bounds, n))  # boundaries below n start the summed segments
     sig = backend.signal(xp)
-    sos = backend.to_device(k_weighting_sos(fs), xp)
     gw = backend.to_device(g, xp)
-    gpu = backend.is_gpu(xp)
     zi = None  # at rest
-    loop = _use_loop(c, sos, gpu)
     sums = []
     for a in chunk_starts.tolist():  # a handful of chunks per track, not per sample
         b = min(n, a + chunk)
