@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -311,30 +311,30 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
     # Overlap-save: xpad[j] = x[j - (m - 1 - d)], so frame f's valid outputs (its
     # last `step` circular-convolution samples) are y[f * step : (f + 1) * step].
     lead = m - 1 - d
+
+    def frame(f: int) -> Any:  # the frame reads x[s0 : s0 + nfft], zeros outside the signal
+        s0 = f * step - lead
+        if x.dtype == work and s0 >= 0 and s0 + nfft <= n:
+            return x[:, s0 : s0 + nfft]  # a view: no padded copy of the signal
+        seg = xp.zeros((c, nfft), dtype=work)
+        lo, hi = max(s0, 0), min(s0 + nfft, n)
+        if hi > lo:
+            seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
+        return seg
+
     if not backend.is_gpu(xp) and c == 2:
         if _identical_rows(x, xp):  # dual mono: one channel's pass, so the two stay bit-identical
             out[:, 0] = fft_filter_bank(x[0], hs, compensate_delay=compensate_delay, nfft=nfft)
             out[:, 1] = out[:, 0]
         else:
-            _stereo_bank(x, xp.astype(hs, work), out, nfft, lead, fft, xp)
+            _stereo_bank(frame, frames, step, xp.astype(hs, work), out, fft, xp)
         return out
     spec = fft.rfft(xp.astype(hs, work), n=nfft, axis=-1)[:, None, None, :]  # (K, 1, 1, nfft/2+1)
     if not backend.is_gpu(xp):
         spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
-
-        def frame(f: int) -> Any:  # the frame reads x[s0 : s0 + nfft], zeros outside the signal
-            s0 = f * step - lead
-            if x.dtype == work and s0 >= 0 and s0 + nfft <= n:
-                return x[:, s0 : s0 + nfft]  # a view: no padded copy of the signal
-            seg = xp.zeros((c, nfft), dtype=work)
-            lo, hi = max(s0, 0), min(s0 + nfft, n)
-            if hi > lo:
-                seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
-            return seg
-
-        # A CPU core takes a frame or two at a time (operands near the cache), at least four
-        # rows per transform: pocketfft runs four transforms in SIMD lanes, 2.2x faster per
-        # row than one or two (a stereo frame's forward transform alone).
+        # A CPU core (here: mono, or more than two channels) takes a frame or a few at a time
+        # (operands near the cache), at least four rows per transform: pocketfft runs four
+        # transforms in SIMD lanes, 2.2x faster per row than one or two.
         per = max(1, -(-4 // c))
         for f0 in range(0, frames, per):  # a loop over frames (a second or more of audio each), not samples
             group = range(f0, min(frames, f0 + per))
@@ -373,8 +373,9 @@ def _identical_rows(x: Any, xp: Any) -> bool:
 _STEREO_FRAMES = 4
 
 
-def _stereo_bank(x: Any, hs: Any, out: Any, nfft: int, lead: int, fft: Any, xp: Any) -> None:
-    """:func:`fft_filter_bank`'s overlap-save for a stereo ``x`` on a CPU, into ``out`` (K, 2, n).
+def _stereo_bank(frame: Callable[[int], Any], frames: int, step: int, hs: Any, out: Any, fft: Any, xp: Any) -> None:
+    """:func:`fft_filter_bank`'s overlap-save for a stereo signal on a CPU, into ``out`` (K, 2, n):
+    ``frame(f)`` is frame ``f``'s (2, nfft) samples, ``step`` its new outputs.
 
     The two channels travel as one complex signal ``w = L + iR``: for a real
     filter ``h``, ``h * w = h * L + i (h * R)``, so one complex transform of a
@@ -384,21 +385,17 @@ def _stereo_bank(x: Any, hs: Any, out: Any, nfft: int, lead: int, fft: Any, xp: 
     are Hermitian to rounding, so each channel sees the other at the float
     rounding floor, below -120 dB). Same values as the real path to FFT rounding.
     """
-    k, m = hs.shape
-    n = x.shape[1]
-    step = nfft - m + 1
-    frames = -(-n // step)
+    m = hs.shape[1]
+    n = out.shape[-1]
+    nfft = step + m - 1
     spec = fft.fft(hs, n=nfft, axis=-1)[:, None, :]  # (K, 1, nfft)
     w = xp.empty((_STEREO_FRAMES, nfft), dtype=spec.dtype)
     for f0 in range(0, frames, _STEREO_FRAMES):  # a loop over groups of frames (seconds of audio), not samples
         g = min(_STEREO_FRAMES, frames - f0)
-        for j in range(g):  # frame f0 + j reads x[s0 : s0 + nfft], zeros outside the signal
-            s0 = (f0 + j) * step - lead
-            lo, hi = max(s0, 0), min(s0 + nfft, n)
-            if lo > s0 or hi < s0 + nfft:
-                w[j] = 0
-            w[j].real[lo - s0 : hi - s0] = x[0, lo:hi]
-            w[j].imag[lo - s0 : hi - s0] = x[1, lo:hi]
+        for j in range(g):
+            seg = frame(f0 + j)
+            w[j].real = seg[0]
+            w[j].imag = seg[1]
         z = fft.ifft(fft.fft(w[:g], axis=-1)[None] * spec, axis=-1, overwrite_x=True)  # (K, g, nfft)
         for j in range(g):
             a = (f0 + j) * step
