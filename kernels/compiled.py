@@ -34,21 +34,23 @@ import numpy as np
 
 __all__ = ["available", "kweighted_sums"]
 
-_LOOPS: dict[int, Any] | None = None  # channels -> compiled loop, once Numba is imported
+_LOOP: Any = None  # the compiled loop, once Numba is imported
 _TRIED = False
 
 
-def _compile() -> dict[int, Any] | None:
+def _compile() -> Any:
     """Import Numba and compile the loops for float32 and float64 samples; None where that
     fails (no Numba, or it cannot compile here): the callers then use SciPy."""
     try:
         import numba
-        from numba import float32, float64, int64
+        from numba import float32, float64, int64, types
     except ImportError:
         return None
-    # The signatures the meter calls with (rows of a (C, n) array: any layout), compiled
-    # eagerly so that a failure shows here, once, and not in the middle of a track.
-    sigs = [(t[:, :], float64[:, :], float64[:], int64[:], int64, float64[:, :, :]) for t in (float32, float64)]
+    # The signatures the meter calls with (rows of a (C, n) array: any layout; read-only,
+    # which a writable array converts to and a read-only buffer or mono's stride-0 view
+    # needs), compiled eagerly so that a failure shows here, once, and not mid-track.
+    samples = [types.Array(t, 2, "A", readonly=True) for t in (float32, float64)]
+    sigs = [(t, float64[:, :], float64[:], int64[:], int64, float64[:, :, :]) for t in samples]
     try:
         return _define(numba, sigs, cache=True)  # compiled once per machine, loaded by later processes
     except Exception:  # no writable cache location (read-only install and home): compile in memory
@@ -58,41 +60,12 @@ def _compile() -> dict[int, Any] | None:
             return None
 
 
-def _define(numba: Any, sigs: list, cache: bool) -> dict[int, Any]:
+def _define(numba: Any, sigs: list, cache: bool) -> Any:
     # nogil: a Dask worker's threads filter tracks at the same time (as sosfilt, which
-    # releases the GIL too).
+    # releases the GIL too). One loop, two channels: mono rides it as a stereo view
+    # (:func:`kweighted_sums`).
     def jit(fn: Any) -> Any:
         return numba.njit(sigs, cache=cache, nogil=True)(fn)
-
-    # The mono and stereo loops are written out in full: a shared jitted step function
-    # (inlined) would make them uncacheable closures, compiled again in every process (~1 s).
-
-    @jit
-    def mono(x, sos, g, starts, end, z):  # pragma: no cover - compiled
-        b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
-        b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
-        u0, u1, v0, v1 = z[0, 0, 0], z[0, 0, 1], z[1, 0, 0], z[1, 0, 1]
-        k = starts.shape[0]
-        out = np.empty(k, dtype=np.float64)
-        g0 = g[0]
-        x0 = x[0]
-        for i in range(-1, k):  # segment -1: the warm-up before starts[0], filtered, not summed
-            lo = 0 if i < 0 else starts[i]
-            hi = starts[0] if i < 0 else (starts[i + 1] if i + 1 < k else end)
-            acc = 0.0
-            for j in range(lo, hi):
-                s = np.float64(x0[j])
-                y = b00 * s + u0  # section 1 (shelf), transposed direct form II as sosfilt
-                u0 = b01 * s - a01 * y + u1
-                u1 = b02 * s - a02 * y
-                w = b10 * y + v0  # section 2 (RLB high-pass)
-                v0 = b11 * y - a11 * w + v1
-                v1 = b12 * y - a12 * w
-                acc += g0 * (w * w)
-            if i >= 0:
-                out[i] = acc
-        z[0, 0, 0], z[0, 0, 1], z[1, 0, 0], z[1, 0, 1] = u0, u1, v0, v1
-        return out
 
     @jit
     def stereo(x, sos, g, starts, end, z):  # pragma: no cover - compiled
@@ -130,20 +103,20 @@ def _define(numba: Any, sigs: list, cache: bool) -> dict[int, Any]:
         z[0, 1, 0], z[0, 1, 1], z[1, 1, 0], z[1, 1, 1] = ru0, ru1, rv0, rv1
         return out
 
-    return {1: mono, 2: stereo}
+    return stereo
 
 
 def available(channels: int, sections: int) -> bool:
     """True when a compiled loop serves ``channels`` channels through ``sections`` biquads
     (1 or 2 channels, 2 sections: the K-filter), Numba is installed and the
     environment does not set ``ACETATE_NO_JIT=1``."""
-    global _LOOPS, _TRIED
+    global _LOOP, _TRIED
     if sections != 2 or channels not in (1, 2) or os.environ.get("ACETATE_NO_JIT", "") == "1":
         return False
-    if not _TRIED:  # two threads may both compile at first: the same loops, harmless
-        _LOOPS = _compile()
+    if not _TRIED:  # two threads may both compile at first: the same loop, harmless
+        _LOOP = _compile()
         _TRIED = True
-    return _LOOPS is not None
+    return _LOOP is not None
 
 
 def kweighted_sums(x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: np.ndarray, zi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +185,13 @@ def kweighted_sums(x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: 
         x = x.astype(np.float64)
     if x.strides[-1] != x.itemsize:
         x = np.ascontiguousarray(x)
-    z = np.zeros((2, c, 2), dtype=np.float64) if zi is None else np.array(zi, dtype=np.float64)
+    z = np.zeros((2, 2, 2), dtype=np.float64)
+    if zi is not None:
+        z[:, :c] = zi
+    if c == 1:  # mono runs as stereo whose second channel reads the first (a stride-0 view) at
+        # weight 0: its recursion rides alongside in the core's spare lanes (1.25x a mono-only loop)
+        x = np.broadcast_to(x, (2, m))
+        weights = np.array([weights[0], 0.0])
     edges = starts if starts.size else np.array([m], dtype=np.int64)  # no segment: all warm-up
-    sums = _LOOPS[c](x, np.ascontiguousarray(sos, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64), edges, m, z)
-    return sums[: starts.size], z
+    sums = _LOOP(x, sos, weights, edges, m, z)
+    return sums[: starts.size], z[:, :c].copy()

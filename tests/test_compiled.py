@@ -86,6 +86,11 @@ def test_layouts_and_edges():
     sums, zf = compiled.kweighted_sums(x, sos, np.ones(2), np.array([], dtype=np.int64), None)
     assert sums.shape == (0,)
     np.testing.assert_array_equal(zf, _reference(x, sos, np.ones(2), np.array([0]))[1])
+    # a read-only buffer reads the same as a writable copy
+    ro = x.copy()
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(compiled.kweighted_sums(ro, sos, np.ones(2), np.array([0, 400]), None)[0],
+                                  compiled.kweighted_sums(x.copy(), sos, np.ones(2), np.array([0, 400]), None)[0])
     # a strided view (a channel pair of a wider array) reads the same as its copy
     wide = np.ascontiguousarray(np.stack([x[0], x[1], x[0]]))[:2, 100:900]
     a, _ = compiled.kweighted_sums(wide, sos, np.ones(2), np.array([0, 400]), None)
@@ -143,7 +148,7 @@ def test_falls_back_when_numba_cannot_compile(monkeypatch):
     real_define = compiled._define
     monkeypatch.setattr(compiled, "_define", no_cache)
     monkeypatch.setattr(compiled, "_TRIED", False)
-    monkeypatch.setattr(compiled, "_LOOPS", None)
+    monkeypatch.setattr(compiled, "_LOOP", None)
     assert compiled.available(2, 2) and calls == [True, False]
     assert loudness.measure(x, fs).integrated_lufs == pytest.approx(ref, abs=1e-9)
 
@@ -152,6 +157,6 @@ def test_falls_back_when_numba_cannot_compile(monkeypatch):
 
     monkeypatch.setattr(compiled, "_define", broken)
     monkeypatch.setattr(compiled, "_TRIED", False)
-    monkeypatch.setattr(compiled, "_LOOPS", None)
+    monkeypatch.setattr(compiled, "_LOOP", None)
     assert not compiled.available(2, 2)
     assert loudness.measure(x, fs).integrated_lufs == pytest.approx(ref, abs=1e-9)
