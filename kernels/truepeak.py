@@ -192,6 +192,7 @@ def true_peak(
     oversample: int | None = None,
     filter: Literal["kaiser", "annex"] = "kaiser",
     chunk: int = _CHUNK,
+    sample_peaks: Any = None,
 ) -> Any:
     """Per-channel true peak (linear) by oversampled interpolation.
 
@@ -212,6 +213,10 @@ def true_peak(
     chunk : int
         Samples per channel interpolated at once (bounds working memory; on
         the CPU at most 49k samples are taken at once, which keeps operands in cache).
+    sample_peaks : array, shape (channels,), optional
+        ``sample_peak(x)``, when the caller has it already (a meter reports both):
+        not read from ``x`` again. It must be exactly that: the search skips
+        the blocks that cannot beat it.
 
     Returns
     -------
@@ -240,13 +245,13 @@ def true_peak(
     if ratio < 1:
         raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
     c, n = int(x.shape[0]), int(x.shape[1])
+    sp = _given_sample_peaks(x, sample_peaks)
     if ratio == 1 or n == 0:
-        return sample_peak(x)
+        return sp
     if filter == "kaiser" and ratio > _COARSE and ratio % _COARSE == 0:
-        return _coarse_fine(x, ratio, chunk, xp)[1]
+        return _coarse_fine(x, ratio, chunk, xp, sp)[1]
     h_host = interpolation_filter(ratio, filter)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    sp = sample_peak(x)
     nq = _block_filter(h_host, _BLOCK)[1]
     body = -(-n // _BLOCK) - 1
     tail = _last_block(x, h_host, body, nq, work, xp)  # the last block reaches past the end
@@ -287,7 +292,7 @@ def _fine_residual(ratio: int, coarse: int = _COARSE) -> float:
     return worst
 
 
-def true_peak_pair(x: Any, fs: float, *, oversample: int = 16, chunk: int = _CHUNK) -> tuple[Any, Any]:
+def true_peak_pair(x: Any, fs: float, *, oversample: int = 16, chunk: int = _CHUNK, sample_peaks: Any = None) -> tuple[Any, Any]:
     """Per-channel true peaks at 4x and at ``oversample`` (a multiple of 4) in one search.
 
     The 4x interpolator's phases are among the finer one's (same Kaiser design),
@@ -319,10 +324,21 @@ def true_peak_pair(x: Any, fs: float, *, oversample: int = 16, chunk: int = _CHU
     ratio = int(oversample)
     if ratio <= _COARSE or ratio % _COARSE:
         raise ValueError(f"oversample must be a multiple of {_COARSE} above it, got {oversample!r}")
+    sp = _given_sample_peaks(x, sample_peaks)
     if x.shape[1] == 0:
-        z = sample_peak(x)
-        return z, z
-    return _coarse_fine(x, ratio, chunk, xp)
+        return sp, sp
+    return _coarse_fine(x, ratio, chunk, xp, sp)
+
+
+def _given_sample_peaks(x: Any, sample_peaks: Any) -> Any:
+    """``sample_peak(x)``: measured, or the caller's (float64, one per channel, checked for shape)."""
+    if sample_peaks is None:
+        return sample_peak(x)
+    xp = backend.namespace(x)
+    sp = xp.reshape(xp.astype(xp.asarray(sample_peaks), xp.float64), (-1,))
+    if sp.shape[0] != x.shape[0]:
+        raise ValueError(f"sample_peaks must hold one value per channel ({x.shape[0]}), got shape {tuple(xp.asarray(sample_peaks).shape)}")
+    return sp
 
 
 def _padded_rows(x: Any, b0: int, b1: int, nq: int, bsz: int, left: int, work: Any, xp: Any) -> Any:
@@ -408,8 +424,8 @@ def _block_maxima(x: Any, h_host: np.ndarray, floor: Any, chunk: int, xp: Any, *
     return bmax, own, a_sup
 
 
-def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
-    """(4x peak, ``ratio`` peak) per channel; see :func:`true_peak_pair`.
+def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any, sp: Any) -> tuple[Any, Any]:
+    """(4x peak, ``ratio`` peak) per channel; see :func:`true_peak_pair` (``sp``: the sample peaks).
 
     The track is read a stretch of ``chunk`` samples at a time (a padded copy of
     that stretch), twice at most: the 4x values of the blocks that could reach
@@ -427,7 +443,6 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any) -> tuple[Any, Any]:
     tmf_host, nqf, _ = _block_filter(hf, bsz)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
     tmf = backend.to_device(tmf_host, xp, dtype="float64" if work == xp.float64 else "float32")
-    sp = sample_peak(x)
     body = -(-n // bsz) - 1
     # The last centre block, exactly at both ratios, on its own.
     tail = _last_block(x, hf, body, nq, work, xp)  # (c, n_last, ratio)

@@ -58,19 +58,21 @@ def measure_report(
     oversample: int | None = None,
     stats: loudness.LoudnessStats | None = None,
     true_peak: Any = None,
+    sample_peaks: Any = None,
 ) -> tuple[dict[str, Any], loudness.LoudnessStats]:
     """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass).
 
-    ``stats`` and ``true_peak`` (per channel, linear, at ``oversample``): this
-    very ``x``'s :func:`acetate.kernels.loudness.measure` and
-    :func:`acetate.kernels.truepeak.true_peak` when the caller has them already
-    (the renderer's last checks of a master); they are not measured again.
+    ``stats``, ``true_peak`` (per channel, linear, at ``oversample``) and
+    ``sample_peaks`` (per channel, linear): this very ``x``'s
+    :func:`acetate.kernels.loudness.measure`, :func:`acetate.kernels.truepeak.true_peak`
+    and :func:`~acetate.kernels.truepeak.sample_peak` when the caller has them
+    already (the renderer's last checks of a master); they are not measured again.
     """
     xp = backend.namespace(x)
     if stats is None:
         stats = loudness.measure(x, fs)
-    tp = truepeak.true_peak(x, fs, oversample=oversample) if true_peak is None else true_peak
-    sp = truepeak.sample_peak(x)
+    sp = truepeak.sample_peak(x) if sample_peaks is None else sample_peaks
+    tp = truepeak.true_peak(x, fs, oversample=oversample, sample_peaks=sp) if true_peak is None else true_peak
     return {
         "integrated_lufs": _finite(stats.integrated_lufs),
         "loudness_range_lu": _finite(stats.loudness_range_lu) if math.isfinite(stats.integrated_lufs) else None,

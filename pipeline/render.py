@@ -463,12 +463,21 @@ def _apply_gain(y: Any, gain_db: float) -> Any:
     return xp.astype(y * (10.0 ** (gain_db / 20.0)), xp.float32)
 
 
-def _verified_peak_db(z: Any, fs: int) -> tuple[float, Any]:
+class _Peaks(NamedTuple):
+    """A master's peaks, from one search (:func:`_verified_peak_db`)."""
+
+    db16: float  #: true peak at 16x, dBTP (the ceiling's check)
+    tp4: Any  #: per-channel true peaks at 4x, linear (BS.1770's reading, for the report)
+    sample: Any  #: per-channel sample peaks, linear (the report's, and the search's floor)
+
+
+def _verified_peak_db(z: Any, fs: int) -> _Peaks:
     """The master's true peak at 16x (dBTP) and, from the same search, its per-channel
-    4x true peaks (linear: BS.1770's reading, for the report)."""
+    4x true peaks and sample peaks."""
     xp = backend.namespace(z)
-    tp4, tp16 = truepeak.true_peak_pair(z, fs, oversample=VERIFY_OVERSAMPLE)
-    return backend.to_float(truepeak.to_db(xp.max(tp16))), tp4
+    sp = truepeak.sample_peak(z)
+    tp4, tp16 = truepeak.true_peak_pair(z, fs, oversample=VERIFY_OVERSAMPLE, sample_peaks=sp)
+    return _Peaks(backend.to_float(truepeak.to_db(xp.max(tp16))), tp4, sp)
 
 
 class _Limited(NamedTuple):
@@ -478,7 +487,7 @@ class _Limited(NamedTuple):
     :meth:`~acetate.kernels.dynamics.KnotGain.runs`; None when the whole signal was trimmed)."""
 
     z: Any
-    peaks: tuple[float, Any] | None
+    peaks: _Peaks | None
     reduction: float
     changed: np.ndarray | None
 
@@ -502,7 +511,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
         if not verify:
             return _Limited(z, None, reduction, gain.runs())
         peaks = _verified_peak_db(z, fs)
-        over = peaks[0] - ceiling
+        over = peaks.db16 - ceiling
         if not over > 0:
             return _Limited(z, peaks, reduction, gain.runs())
         aim -= over + 0.005
@@ -567,7 +576,7 @@ def _solve_loudness(
     z, reduction = lim.z, lim.reduction
     peaks = _verified_peak_db(z, fs)  # the independent 16x check, once, on the master
     iz = history[-1][1]
-    if peaks[0] > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
+    if peaks.db16 > ceiling - CEILING_MARGIN_DB:  # rare: re-limit lower until it reads under
         lim = _limit(y, fs, g, ceiling, preset)
         z, peaks, reduction = lim.z, lim.peaks, lim.reduction
         stats = measured(lim, g)
@@ -680,12 +689,12 @@ def master(
     elif settings.limit:
         lim = _limit(y, out_fs, 0.0, ceiling, preset)
         y, peaks = lim.z, lim.peaks
-    if peaks is None or peaks[0] > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
+    if peaks is None or peaks.db16 > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
         y = xp.clip(y, -1.0, 1.0)
         stats = None
         peaks = _verified_peak_db(y, out_fs)
-    out_tp, tp4 = peaks
-    output_report, out_stats = meter.measure_report(y, out_fs, oversample=4, stats=stats, true_peak=tp4)  # tp4: true_peak_pair's 4x
+    out_tp = peaks.db16
+    output_report, out_stats = meter.measure_report(y, out_fs, oversample=4, stats=stats, true_peak=peaks.tp4, sample_peaks=peaks.sample)
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = None if target is None else (
         output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU

@@ -162,6 +162,26 @@ def test_true_peak_pair_is_both_exact_readings(xp, kind):
         truepeak.true_peak_pair(xp.asarray(x), 48000, oversample=6)
 
 
+def test_true_peak_takes_the_callers_sample_peaks(xp):
+    """A meter that has the sample peaks already hands them over: the readings are
+    the same as when the search measures them itself; a wrong shape is refused."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 20000)).astype(np.float32) * 0.05
+    x[0, 5000:5030] += (np.hanning(30) * 0.8).astype(np.float32)
+    xd = xp.asarray(x)
+    sp = truepeak.sample_peak(xd)
+    np.testing.assert_array_equal(backend.to_host(sp), np.abs(x).max(axis=1).astype(np.float64))
+    for ratio in (4, 8):
+        np.testing.assert_array_equal(
+            backend.to_host(truepeak.true_peak(xd, 48000, oversample=ratio, sample_peaks=sp)),
+            backend.to_host(truepeak.true_peak(xd, 48000, oversample=ratio)),
+        )
+    for a, b in zip(truepeak.true_peak_pair(xd, 48000, sample_peaks=sp), truepeak.true_peak_pair(xd, 48000)):
+        np.testing.assert_array_equal(backend.to_host(a), backend.to_host(b))
+    with pytest.raises(ValueError, match="one value per channel"):
+        truepeak.true_peak(xd, 48000, sample_peaks=sp[:1])
+
+
 def test_remeasure_after_gain_and_local_changes_equals_a_full_measurement(xp):
     """A gain plus changes in a few stretches (what a limiter does) is measured again
     only there; every figure equals a full measurement of the new signal."""
