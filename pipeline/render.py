@@ -731,19 +731,33 @@ def _max_abs_differences(
     a: np.ndarray, b: np.ndarray, c: np.ndarray, bits: int | None = None, step: int = 1 << 15
 ) -> tuple[float, float]:
     """``max|a - q(b)|`` and ``max|a - c|`` over (C, n) host arrays, ``q`` the rounding to
-    ``bits`` (identity for None), a cache-sized slice at a time (whole-track
-    temporaries would cost more in fresh pages than the arithmetic)."""
+    ``bits`` (:func:`acetate.kernels.dither.quantize`; identity for None), a cache-sized
+    slice at a time, in two reused buffers (whole-track temporaries, or a slice's
+    temporaries made afresh, would cost more than the arithmetic). The comparison is
+    made in steps (``x * 2**(bits-1)``: exact), where ``q`` is a rounding and a clip.
+    When ``c`` is ``b`` (the master written as is) one difference gives the second figure.
+    """
     n = a.shape[-1]
     d1 = d2 = 0.0
-    buf = np.empty((a.shape[0], min(step, n)), dtype=np.float32)
+    scale = None if bits is None else np.float32(2.0 ** (int(bits) - 1))
+    u = np.empty((a.shape[0], min(step, n)), dtype=np.float32)
+    v = np.empty_like(u)
     for s in range(0, n, step):  # a loop over slices of a track, not samples
         e = min(n, s + step)
-        t = buf[:, : e - s]
-        ref = b[:, s:e] if bits is None else dither.quantize(b[:, s:e], bits)
-        np.subtract(a[:, s:e], ref, out=t)
-        d1 = max(d1, float(np.max(np.abs(t, out=t))))
-        np.subtract(a[:, s:e], c[:, s:e], out=t)
-        d2 = max(d2, float(np.max(np.abs(t, out=t))))
+        t, k = u[:, : e - s], v[:, : e - s]
+        np.subtract(a[:, s:e], b[:, s:e], out=t)
+        m = np.max(np.abs(t, out=t))
+        d2 = float(np.maximum(d2, m)) if c is b else d2  # np.maximum: a NaN is kept, not dropped
+        if scale is None:
+            d1 = float(np.maximum(d1, m))
+        else:  # q(b) in steps, as dither.quantize_steps rounds (ties to even) and saturates
+            np.multiply(b[:, s:e], scale, out=k)
+            np.clip(np.rint(k, out=k), -scale, scale - 1, out=k)
+            np.subtract(np.multiply(a[:, s:e], scale, out=t), k, out=t)
+            d1 = float(np.maximum(d1, np.max(np.abs(t, out=t)) / scale))
+        if c is not b:
+            np.subtract(a[:, s:e], c[:, s:e], out=t)
+            d2 = float(np.maximum(d2, np.max(np.abs(t, out=t))))
     return d1, d2
 
 

@@ -11,7 +11,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from acetate.kernels import loudness, truepeak
+from acetate.kernels import dither, loudness, truepeak
 from acetate.pipeline import audio, cli, demo, mastering, render
 from acetate.pipeline.presets import BALANCED
 
@@ -246,6 +246,44 @@ def test_a_file_that_does_not_decode_to_the_master_is_an_error(tmp_path, mixes, 
     monkeypatch.setattr(render.audio, "decode", flipped_lsb)
     with pytest.raises(render.RenderError, match="does not decode to the samples written"):
         render.write_outputs(r, tmp_path / "c", ("flac24",))
+
+
+def _brute_differences(a, b, c, bits):
+    q = b if bits is None else dither.quantize(b, bits)
+    return float(np.max(np.abs(a - q))), float(np.max(np.abs(a - c)))
+
+
+@pytest.mark.parametrize("bits", [24, 16, None])
+def test_decoded_file_comparison_agrees_with_rounding_the_written_samples(bits):
+    """The check of a decoded file against the samples written (in steps, slice by
+    slice, in reused buffers) gives the same figures as rounding the written samples
+    with dither.quantize: for clean files, a wrong sample, rounding ties (either
+    way), saturation and NaN."""
+    rng = np.random.default_rng(3)
+    n = 70000  # over two of the check's slices
+    master = (rng.standard_normal((2, n)) * 0.2).astype(np.float32)
+    b = master.copy()
+    if bits is not None:  # ties: values exactly half-way between two steps, both ways
+        s = 2.0 ** (bits - 1)
+        b[0, 10:20] = ((np.arange(10) - 5 + 0.5) / s).astype(np.float32)
+        b[1, 33000] = np.float32(1.5)  # saturates one step below full scale (a slice of its own)
+    clean = b.copy() if bits is None else dither.quantize(b, bits)
+    cases = {"clean": clean, "one step off": clean.copy(), "nan": clean.copy()}
+    step = 2.0 ** -23 if bits is None else 2.0 ** -(bits - 1)
+    cases["one step off"][1, 50000] += np.float32(step)
+    cases["nan"][0, 40000] = np.nan
+    if bits is not None:  # a tie rounded to the other neighbour: half a step from b, yet wrong
+        cases["tie the other way"] = clean.copy()
+        cases["tie the other way"][0, 15] = 2 * b[0, 15] - clean[0, 15]
+    for name, a in cases.items():
+        for c in (b, master):  # the master written as is, or a written copy that differs (dither, gain)
+            got = render._max_abs_differences(a, b, c, bits)
+            want = _brute_differences(a.astype(np.float64), b, c.astype(np.float64), bits)
+            if name == "nan":
+                assert np.isnan(got[0]) and np.isnan(got[1]), (bits, name)
+                continue
+            assert got == pytest.approx(want, abs=0.0, rel=1e-6), (bits, name)
+            assert (got[0] == 0.0) == (name == "clean"), (bits, name)
 
 
 def test_mp3_decoded_true_peak_is_checked(tmp_path, mixes):
