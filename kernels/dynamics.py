@@ -915,7 +915,7 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
     left = t // 2 - 1  # truepeak._phase_outputs' convention
     right = t - 1 - left
     if coarse > 1:
-        hc = np.asarray(truepeak.interpolation_filter(coarse), np.float64)
+        hc = np.array(truepeak.interpolation_filter(coarse), np.float64)  # a copy: phase 0 is set below
         if hc.shape[1] != t:
             raise ValueError("coarse and fine interpolators must have the same taps per phase")
     else:

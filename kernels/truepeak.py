@@ -72,19 +72,20 @@ def interpolation_filter(oversample: int, kind: Literal["kaiser", "annex"] = "ka
     """Polyphase interpolation filter, shape (oversample, taps_per_phase), host float64.
 
     Row ``k`` gives the output at fractional position ``k / oversample`` when
-    correlated with ``taps_per_phase`` consecutive input samples.
+    correlated with ``taps_per_phase`` consecutive input samples. Cached and
+    read-only: copy it to change it.
     """
     if kind == "annex":
         if oversample != 4:
             raise ValueError(f"the BS.1770 Annex 2 filter is 4x only; got oversample={oversample}")
         p0, p1 = np.array(_ANNEX_PHASE0), np.array(_ANNEX_PHASE1)
-        return np.stack([p0, p1, p1[::-1], p0[::-1]])
+        return _frozen(np.stack([p0, p1, p1[::-1], p0[::-1]]))
     if kind != "kaiser":
         raise ValueError(f"filter must be 'kaiser' or 'annex', got {kind!r}")
     if oversample < 1:
         raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
     if oversample == 1:
-        return np.ones((1, 1))
+        return _frozen(np.ones((1, 1)))
     t = TAPS_PER_PHASE
     # Continuous-time sinc interpolator sampled at the fractional offsets,
     # tapered by a Kaiser window over the t-sample support.
@@ -92,7 +93,13 @@ def interpolation_filter(oversample: int, kind: Literal["kaiser", "annex"] = "ka
     window = np.kaiser(t * oversample + 1, _KAISER_BETA)
     h = np.sinc(pos) * window[np.round((pos + t / 2) * oversample).astype(int).clip(0, t * oversample)]
     # Unity DC gain per phase.
-    return h / h.sum(axis=1, keepdims=True)
+    return _frozen(h / h.sum(axis=1, keepdims=True))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: a cached design is shared by every caller, none may change it."""
+    a.setflags(write=False)
+    return a
 
 
 def interpolation_gain(oversample: int, kind: Literal["kaiser", "annex"] = "kaiser") -> float:

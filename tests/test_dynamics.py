@@ -459,3 +459,16 @@ def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
             assert float(backend.to_host(g1).min()) < 0.7  # it did limit
     with pytest.raises(ValueError, match="input_gain_db"):
         dy.true_peak_limit(xp.asarray(x), FS, -1.0, input_gain_db=float("nan"))
+
+
+def test_cached_interpolators_are_read_only_and_left_as_designed():
+    """The interpolators are cached designs shared by the meter and the limiter: they are
+    read-only, and a limiter pass (which builds its own plan from them) leaves them as they were."""
+    designs = {(r, k): truepeak.interpolation_filter(r, k).copy() for r, k in ((4, "kaiser"), (16, "kaiser"), (4, "annex"))}
+    x = (pink_noise(3.0, fs=FS, seed=4) * 8.0).astype(np.float32)  # -2 dBFS RMS: the limiter works
+    dy.true_peak_limit(x, FS, CEIL_DB)
+    for (r, k), before in designs.items():
+        h = truepeak.interpolation_filter(r, k)
+        np.testing.assert_array_equal(h, before)
+        with pytest.raises(ValueError, match="read-only"):
+            h[0, 0] = 0.0
