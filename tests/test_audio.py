@@ -117,3 +117,7 @@ def test_fixed_point_formats_round_to_nearest(tmp_path, fmt, bits):
     np.testing.assert_array_equal(y, dither.quantize(x, bits))
     err = (y.astype(np.float64) - x) * 2.0 ** (bits - 1)
     assert np.abs(err).max() <= 0.5 + 1e-9 and abs(err.mean()) < 0.01  # nearest, unbiased
+    x[1, 290_000] = np.nan  # in the second block: refused, and nothing left under the name
+    with pytest.raises(ValueError, match="non-finite"):
+        audio.encode(x, 48000, tmp_path / f"nan.{audio.FORMATS[fmt][0]}", fmt)
+    assert not any(p.name.startswith("nan") for p in tmp_path.iterdir())
