@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -17,7 +18,7 @@ import soundfile as sf
 from acetate.kernels import dither
 from acetate.pipeline import files
 
-__all__ = ["AudioError", "AudioInfo", "decode", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
+__all__ = ["AudioError", "AudioInfo", "decode", "decode_blocks", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
 
 #: File extensions treated as audio when a folder is given.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
@@ -104,6 +105,34 @@ def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
             x[:, pos : pos + m] = block[:m].T
             pos += m
     return x[:, :pos]
+
+
+def decode_blocks(path: str | os.PathLike, block: int = _IO_BLOCK) -> Iterator[np.ndarray]:
+    """The samples of ``path`` in order, as planar float32 blocks ``(channels, <= block)``.
+
+    For reading a file back to compare it with what was written, a block at a
+    time: no array of the track's length, and each block is compared while it is
+    still in cache. The blocks share two reused buffers: a block is valid until
+    the next one is read (copy it to keep it).
+
+    Raises
+    ------
+    AudioError
+        The file cannot be opened or decoded.
+    """
+    p = os.fspath(path)
+    try:
+        with sf.SoundFile(p) as f:
+            inter = np.empty((block, f.channels), dtype=np.float32)
+            planar = np.empty((f.channels, block), dtype=np.float32)
+            while True:
+                m = f.read(block, dtype="float32", always_2d=True, out=inter).shape[0]
+                if m == 0:
+                    return
+                planar[:, :m] = inter[:m].T
+                yield planar[:, :m]
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
 
 
 #: Word length of the fixed-point subtypes that :func:`encode` rounds to.

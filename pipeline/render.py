@@ -761,11 +761,13 @@ def _max_abs_differences(
     return d1, d2
 
 
-def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: np.ndarray, dfs: int) -> tuple[float, float] | None:
+def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, path: str | os.PathLike) -> tuple[float, float] | None:
     """Verify a lossless file against the samples written; bound its loudness and true peak.
 
-    The decoded file must reproduce ``written`` as the encoder rounds it to the
-    format's grid, bit for bit, or the file is corrupt (:class:`RenderError`). Then the file's true peak is bounded
+    The file is read back a block at a time (:func:`acetate.pipeline.audio.decode_blocks`:
+    no second copy of the track) and must reproduce ``written`` as the encoder rounds it
+    to the format's grid, bit for bit, or the file is corrupt (:class:`RenderError`).
+    Then the file's true peak is bounded
     without a second 16x measurement: ``tp(file) <= tp(master) + G * max|file - master|``
     (``G`` = 2.74, the interpolator's largest phase L1 norm; the difference is
     rounding or dither: the bound is < 1e-5 dB loose at 24 bit, ~0.001 dB at 16 bit). Its integrated loudness is the master's
@@ -779,9 +781,28 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, decoded: n
     lufs = result.output_report.get("integrated_lufs")
     if tp16 is None or lufs is None or not math.isfinite(tp16):
         return None
-    if dfs != result.fs or decoded.shape != written.shape:
-        raise RenderError(f"{fmt}: the written file decodes to {decoded.shape} at {dfs} Hz, not {written.shape} at {result.fs} Hz")
-    resid, err = _max_abs_differences(decoded, written, result.audio, audio.pcm_bits(fmt))
+    meta = audio.info(path)
+    n = written.shape[1]
+    if meta.sample_rate != result.fs or (meta.channels, meta.frames) != written.shape:
+        raise RenderError(
+            f"{fmt}: the written file holds {(meta.channels, meta.frames)} at {meta.sample_rate} Hz, not {written.shape} at {result.fs} Hz"
+        )
+    bits = audio.pcm_bits(fmt)
+    resid = err = 0.0
+    pos = 0
+    try:
+        for blk in audio.decode_blocks(path):
+            end = pos + blk.shape[1]
+            if end > n:
+                raise RenderError(f"{fmt}: the written file decodes to more than its {n} frames")
+            w = written[:, pos:end]
+            r1, r2 = _max_abs_differences(blk, w, w if written is result.audio else result.audio[:, pos:end], bits)
+            resid, err = float(np.maximum(resid, r1)), float(np.maximum(err, r2))  # NaN kept
+            pos = end
+    except audio.AudioError as exc:
+        raise RenderError(f"{fmt}: the written file cannot be read back: {exc}") from exc
+    if pos != n:
+        raise RenderError(f"{fmt}: the written file decodes to {pos} frames, not {n}")
     if resid != 0.0:
         raise RenderError(f"{fmt}: the written file does not decode to the samples written (max difference {resid:.3g})")
     bound = 10.0 ** (tp16 / 20.0) + truepeak.interpolation_gain(VERIFY_OVERSAMPLE) * err
@@ -834,13 +855,13 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
                     seed = dither.content_seed(base, result.settings.digest() + result.preset)
                 y = np.asarray(dither.tpdf_dither_quantize(y, _DITHER_BITS, seed), dtype=np.float32)
             audio.encode(y, result.fs, path, fmt)
-            decoded, dfs = audio.decode(path)
-            exact = _exact_check(result, fmt, y, decoded, dfs) if adjust == 0.0 else None
+            exact = _exact_check(result, fmt, y, path) if adjust == 0.0 else None
             if exact is not None and result.ceiling_dbtp is not None and exact[1] > result.ceiling_dbtp:
                 exact = None  # the bound is over (a master at the ceiling, then dithered): measure the file itself
             if exact is not None:
                 integrated, tp = exact
-            else:
+            else:  # the whole file, decoded and measured
+                decoded, dfs = audio.decode(path)
                 tp = float(truepeak.to_db(np.max(truepeak.true_peak(decoded, dfs, oversample=VERIFY_OVERSAMPLE))))
             if result.ceiling_dbtp is None or tp <= result.ceiling_dbtp or not math.isfinite(tp):
                 break

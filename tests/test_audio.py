@@ -27,6 +27,20 @@ def test_decode_is_planar_float32_and_exact_for_pcm(tmp_path):
     np.testing.assert_array_equal(y, x)
 
 
+def test_decode_blocks_reads_the_file_in_order(tmp_path):
+    """Block by block (reused buffers), the same samples as decode, and a clear error for
+    a file that cannot be read."""
+    x = np.random.default_rng(2).uniform(-0.9, 0.9, (2, 10_000)).astype(np.float32)
+    path = audio.encode(x, 48000, tmp_path / "b.flac", "flac24")
+    whole, _ = audio.decode(path)
+    parts = [b.copy() for b in audio.decode_blocks(path, block=3000)]
+    assert [p.shape[1] for p in parts] == [3000, 3000, 3000, 1000]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF0000WAVEjunk" * 4)
+    with pytest.raises(audio.AudioError, match="cannot decode"):
+        list(audio.decode_blocks(tmp_path / "junk.wav"))
+
+
 @pytest.mark.parametrize(
     "make,match",
     [

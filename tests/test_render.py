@@ -236,16 +236,26 @@ def test_lossless_files_decode_exactly_and_their_bounds_hold(tmp_path, mixes):
 
 def test_a_file_that_does_not_decode_to_the_master_is_an_error(tmp_path, mixes, monkeypatch):
     r = render.master(mixes["rock"], FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
-    real = render.audio.decode
+    real = render.audio.decode_blocks
 
-    def flipped_lsb(path):
-        x, fs = real(path)
-        x[1, 1000] += 2.0**-23  # one sample, one LSB: a corrupt write
-        return x, fs
+    def flipped_lsb(path, at=1000):
+        pos = 0
+        for blk in real(path, block=4096):  # many blocks: the flip lands in a later one
+            if pos <= at < pos + blk.shape[1]:
+                blk[1, at - pos] += 2.0**-23  # one sample, one LSB: a corrupt write
+            pos += blk.shape[1]
+            yield blk
 
-    monkeypatch.setattr(render.audio, "decode", flipped_lsb)
+    monkeypatch.setattr(render.audio, "decode_blocks", lambda path: flipped_lsb(path, at=50_000))
     with pytest.raises(render.RenderError, match="does not decode to the samples written"):
         render.write_outputs(r, tmp_path / "c", ("flac24",))
+    # a file that reads back short (or long) is an error too, not a partial comparison
+    monkeypatch.setattr(render.audio, "decode_blocks", lambda path: (b for i, b in enumerate(real(path, block=4096)) if i != 3))
+    with pytest.raises(render.RenderError, match="frames"):
+        render.write_outputs(r, tmp_path / "d", ("wav24",))
+    monkeypatch.setattr(render.audio, "decode_blocks", lambda path: (b for k in range(2) for b in real(path)))
+    with pytest.raises(render.RenderError, match="more than"):
+        render.write_outputs(r, tmp_path / "e", ("wav24",))
 
 
 def _brute_differences(a, b, c, bits):
