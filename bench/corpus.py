@@ -31,7 +31,7 @@ SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/def
 
 
 def provenance() -> str:
-    """Date, git commit (+ dirty flag for kernels/pipeline), CPU and NumPy: one line each."""
+    """Date, git commit (+ dirty flag for kernels/pipeline), CPU, NumPy and the libraries that set the pace."""
     def git(*a: str) -> str:
         try:
             return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -47,10 +47,16 @@ def provenance() -> str:
                 cpu = line.split(":", 1)[1].strip()
     except OSError:
         pass
+    libs = []
+    for name in ("scipy", "numba", "soundfile", "av"):  # the decoders and the compiled loop set the pace too
+        try:
+            libs.append(f"{name} {__import__(name).__version__}")
+        except Exception:
+            libs.append(f"{name} absent")
     return (
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {head}"
         f"{' with uncommitted changes in kernels/pipeline' if dirty else ''}; "
-        f"CPU {cpu}, {os.cpu_count()} logical CPU(s); numpy {np.__version__}; Python {sys.version.split()[0]}"
+        f"CPU {cpu}, {os.cpu_count()} logical CPU(s); numpy {np.__version__}; {'; '.join(libs)}; Python {sys.version.split()[0]}"
     )
 
 

@@ -1,4 +1,4 @@
-"""Decode and encode audio files at the edges of the pipeline (soundfile / libsndfile).
+"""Decode and encode audio files at the edges of the pipeline (soundfile / libsndfile; PyAV for Ogg).
 
 Audio inside Acetate is a float32 array shaped ``(channels, samples)`` at full
 scale 1.0. Decoding validates what a catalogue throws at it -- unreadable,
@@ -93,9 +93,19 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
 #: Frames moved per read/write call: bounds the interleaved staging buffer.
 _IO_BLOCK = 1 << 18
 
+#: Containers (libsndfile's name) decoded with libavcodec through PyAV where it is installed:
+#: Ogg (Vorbis, Opus), which it decodes about twice as fast as libsndfile's libvorbis (a
+#: 322 s Vorbis track: 0.18 s against 0.35 s on one core), straight into planar float32.
+#: libsndfile reads everything else, and any Ogg that PyAV cannot (some chained streams).
+_AV_FORMATS = frozenset({"OGG"})
+
 
 def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
     """Decode into a (channels, frames) float32 array block by block: no full interleaved copy."""
+    if meta.format in _AV_FORMATS:
+        x = _read_planar_av(path, meta)
+        if x is not None:
+            return x
     with sf.SoundFile(path) as f:
         frames = f.frames if f.frames > 0 else meta.frames
         x = np.empty((f.channels, frames), dtype=np.float32)
@@ -105,6 +115,38 @@ def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
             x[:, pos : pos + m] = block[:m].T
             pos += m
     return x[:, :pos]
+
+
+def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
+    """Decode with PyAV (libavcodec) into a (channels, frames) float32 array, frame by frame;
+    None where PyAV is missing, fails, or disagrees with the header (channels, rate, length):
+    the caller then decodes with libsndfile."""
+    try:
+        import av
+    except ImportError:
+        return None
+    x = np.empty((meta.channels, meta.frames), dtype=np.float32)
+    pos = 0
+    try:
+        with av.open(path) as container:
+            stream = container.streams.audio[0]
+            cc = stream.codec_context
+            cc.thread_count = 1  # one track per core: a batch runs tracks side by side
+            if cc.sample_rate != meta.sample_rate or cc.layout.nb_channels != meta.channels:
+                return None
+            for frame in container.decode(stream):
+                m = frame.samples
+                if pos + m > meta.frames or frame.format.name not in ("fltp", "flt"):
+                    return None
+                if frame.format.is_planar:  # one plane per channel: copied as is
+                    for ch, plane in enumerate(frame.planes):
+                        x[ch, pos : pos + m] = np.frombuffer(plane, dtype=np.float32, count=m)
+                else:  # one interleaved plane
+                    x[:, pos : pos + m] = np.frombuffer(frame.planes[0], dtype=np.float32, count=m * meta.channels).reshape(m, -1).T
+                pos += m
+    except Exception:  # PyAV's errors (FFmpegError and others): libsndfile decides
+        return None
+    return x if pos == meta.frames else None
 
 
 def decode_blocks(path: str | os.PathLike, block: int = _IO_BLOCK) -> Iterator[np.ndarray]:

@@ -2,6 +2,7 @@
 never a crash or a wrong number; deliverables are written atomically."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -39,6 +40,36 @@ def test_decode_blocks_reads_the_file_in_order(tmp_path):
     (tmp_path / "junk.wav").write_bytes(b"RIFF0000WAVEjunk" * 4)
     with pytest.raises(audio.AudioError, match="cannot decode"):
         list(audio.decode_blocks(tmp_path / "junk.wav"))
+
+
+@pytest.mark.parametrize("subtype,fs", [("VORBIS", 44100), ("OPUS", 48000)])
+def test_ogg_is_decoded_with_pyav_and_falls_back_to_libsndfile(tmp_path, monkeypatch, subtype, fs):
+    """Ogg goes through libavcodec (PyAV): the same length and, to the decoders' float
+    rounding, the same samples as libsndfile's. Where PyAV fails, or disagrees with the
+    header, libsndfile decodes the file: the same result, not an error."""
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, (2, 3 * fs)).astype(np.float32)
+    path = tmp_path / f"v.{subtype.lower()}.ogg"
+    sf.write(path, x.T, fs, format="OGG", subtype=subtype)
+    meta = audio.info(path)
+    via_av = audio._read_planar_av(str(path), meta)
+    assert via_av is not None and via_av.shape == (2, meta.frames)
+    monkeypatch.setattr(audio, "_AV_FORMATS", frozenset())
+    via_sndfile, _ = audio.decode(path)
+    monkeypatch.undo()
+    np.testing.assert_allclose(via_av, via_sndfile, rtol=0, atol=1e-5)
+    decoded, rate = audio.decode(path)
+    assert rate == fs
+    np.testing.assert_array_equal(decoded, via_av)
+    # a header PyAV disagrees with (one frame fewer) or a PyAV error: libsndfile's samples
+    assert audio._read_planar_av(str(path), dataclasses.replace(meta, frames=meta.frames - 1)) is None
+    import av
+
+    def broken(*a, **k):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(av, "open", broken)
+    fallback, _ = audio.decode(path)
+    np.testing.assert_array_equal(fallback, via_sndfile)
 
 
 @pytest.mark.parametrize(
