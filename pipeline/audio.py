@@ -94,15 +94,18 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
 _IO_BLOCK = 1 << 18
 
 #: Containers (libsndfile's name) decoded with libavcodec through PyAV where it is installed:
-#: Ogg (Vorbis, Opus), which it decodes about twice as fast as libsndfile's libvorbis (a
-#: 322 s Vorbis track: 0.18 s against 0.35 s on one core), straight into planar float32.
-#: libsndfile reads everything else, and any Ogg that PyAV cannot (some chained streams).
+#: mono and stereo Ogg (Vorbis, Opus), which it decodes about twice as fast as libsndfile's
+#: libvorbis (a 322 s Vorbis track: 0.18 s against 0.35 s on one core), straight into planar
+#: float32. libsndfile reads everything else: any Ogg that PyAV cannot read or reads
+#: differently from the header (chained streams), and Ogg of more than two channels, whose
+#: channels libavcodec would put in its own order (L R C LFE ...) and libsndfile in Vorbis's
+#: (L C R ...): one file, one channel order, whichever decoder runs.
 _AV_FORMATS = frozenset({"OGG"})
 
 
 def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
     """Decode into a (channels, frames) float32 array block by block: no full interleaved copy."""
-    if meta.format in _AV_FORMATS:
+    if meta.format in _AV_FORMATS and meta.channels <= 2:  # beyond stereo the two order channels differently
         x = _read_planar_av(path, meta)
         if x is not None:
             return x
@@ -136,7 +139,12 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
                 return None
             for frame in container.decode(stream):
                 m = frame.samples
-                if pos + m > meta.frames or frame.format.name not in ("fltp", "flt"):
+                if (
+                    pos + m > meta.frames
+                    or frame.format.name not in ("fltp", "flt")
+                    or frame.sample_rate != meta.sample_rate
+                    or len(frame.layout.channels) != meta.channels
+                ):  # longer than the header, another sample format, or a chained stream's change
                     return None
                 if frame.format.is_planar:  # one plane per channel: copied as is
                     for ch, plane in enumerate(frame.planes):

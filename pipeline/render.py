@@ -522,7 +522,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
 
 def _solve_loudness(
     y: Any, fs: int, target: float, ceiling: float, preset: Preset, limit: bool, params: dict, notes: list[str]
-) -> tuple[Any, tuple[float, Any] | None, loudness.LoudnessStats | None]:
+) -> tuple[Any, _Peaks | None, loudness.LoudnessStats | None]:
     """Gain before the limiter such that I(limit(g * y)) = target; the ceiling always holds.
 
     Returns the master, its true peaks (:func:`_verified_peak_db`) and its

@@ -72,6 +72,39 @@ def test_ogg_is_decoded_with_pyav_and_falls_back_to_libsndfile(tmp_path, monkeyp
     np.testing.assert_array_equal(fallback, via_sndfile)
 
 
+def test_chained_ogg_is_read_as_libsndfile_reads_it(tmp_path, monkeypatch):
+    """Two Ogg streams back to back (a chained file; here the second at another rate):
+    PyAV is not trusted with it, and the samples are libsndfile's."""
+    parts = []
+    for k, fs in enumerate((44100, 48000)):
+        x = np.random.default_rng(k).uniform(-0.3, 0.3, (fs, 2)).astype(np.float32)
+        p = tmp_path / f"link{k}.ogg"
+        sf.write(p, x, fs, format="OGG", subtype="VORBIS")
+        parts.append(p.read_bytes())
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(b"".join(parts))
+    meta = audio.info(chained)
+    assert audio._read_planar_av(str(chained), meta) is None
+    got, _ = audio.decode(chained)
+    monkeypatch.setattr(audio, "_AV_FORMATS", frozenset())
+    want, _ = audio.decode(chained)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_multichannel_ogg_keeps_its_channel_order(tmp_path):
+    """Beyond stereo, Ogg is read by libsndfile alone (libavcodec would reorder the
+    channels): each decoded channel is the one written at its index."""
+    fs = 48000
+    t = np.arange(2 * fs) / fs
+    x = np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (220.0, 660.0, 1980.0)]).astype(np.float32)
+    path = tmp_path / "three.ogg"
+    sf.write(path, x.T, fs, format="OGG", subtype="VORBIS")
+    y, _ = audio.decode(path)
+    assert y.shape == x.shape
+    corr = np.corrcoef(np.concatenate([x, y]))[:3, 3:]  # written x decoded
+    assert np.all(np.diag(corr) > 0.99) and np.all(np.abs(corr - np.diag(np.diag(corr))) < 0.1)
+
+
 @pytest.mark.parametrize(
     "make,match",
     [
