@@ -82,7 +82,7 @@ def tpdf_dither_quantize(x: Any, bits: int = 16, seed: int = 0) -> Any:
     noise -= rng.random(shape, dtype=np.float32)
     d = backend.to_device(noise, xp)
     k = xp.round(x.astype(xp.float64) * scale + d.astype(xp.float64))
-    k = xp.clip(k, -scale, scale - 1.0)
+    k = backend.clip(k, -scale, scale - 1.0, out=k)
     out_dtype = xp.float32 if bits <= 24 else xp.float64
     return (k / scale).astype(out_dtype)
 
@@ -117,9 +117,12 @@ def quantize(x: Any, bits: int = 24) -> Any:
     return quantize_steps(x, bits) / float(2 ** (int(bits) - 1))
 
 
-def quantize_steps(x: Any, bits: int = 24) -> Any:
+def quantize_steps(x: Any, bits: int = 24, *, out: Any = None) -> Any:
     """The grid steps :func:`quantize` rounds to: ``k = quantize(x, bits) * 2**(bits-1)``,
     whole numbers in float32 (exact), for a writer that hands integers to the codec.
+
+    ``out``: a float32 array of ``x``'s shape to make the steps in (a reused buffer: no
+    temporaries), returned.
 
     Examples
     --------
@@ -133,8 +136,14 @@ def quantize_steps(x: Any, bits: int = 24) -> Any:
     scale = float(2 ** (int(bits) - 1))
     # x * 2**(bits-1) is exact in float32 (a power of two): rounding and the
     # clip happen on exact values.
-    k = xp.round(xp.astype(x, xp.float32, copy=False) * scale)
-    return xp.clip(k, -scale, scale - 1.0)
+    if out is None:
+        k = xp.round(xp.astype(x, xp.float32, copy=False) * scale)
+        return backend.clip(k, -scale, scale - 1.0, out=k)
+    if out.dtype != xp.float32 or tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"out must be float32 of shape {tuple(x.shape)}, got {out.dtype} {tuple(out.shape)}")
+    xp.multiply(x, xp.float32(scale), out=out)
+    xp.rint(out, out=out)  # ties to even, as round
+    return backend.clip(out, -scale, scale - 1.0, out=out)
 
 
 def content_seed(x_host_bytes: bytes | bytearray | memoryview | np.ndarray, settings: str) -> int:

@@ -383,7 +383,7 @@ def compressor_gain_db(level_db: Any, threshold_db: float, ratio: float, knee_db
     if not (math.isfinite(knee_db) and knee_db >= 0):
         raise ValueError(f"knee_db must be a finite width >= 0 dB, got {knee_db!r}")
     slope = -1.0 if math.isinf(ratio) else 1.0 / ratio - 1.0  # <= 0
-    x = xp.clip(level_db.astype(xp.float64), -300.0, 300.0)
+    x = backend.clip(level_db.astype(xp.float64), -300.0, 300.0)
     over = x - threshold_db
     gain_above = slope * over
     if knee_db > 0:
@@ -1021,11 +1021,11 @@ class _Meter:
         xp = self.xp
         if main is not None and jmin >= 1 and jmax <= self.nmain:
             return xp.take(main, j - 1, axis=1)
-        ej = xp.clip(xp.where(j == 0, 0, j - self.nmain), 0, edge.shape[1] - 1)
+        ej = backend.clip(xp.where(j == 0, 0, j - self.nmain), 0, edge.shape[1] - 1)
         ev = xp.take(edge, ej, axis=1)
         if main is None:
             return ev
-        mv = xp.take(main, xp.clip(j - 1, 0, self.nmain - 1), axis=1)
+        mv = xp.take(main, backend.clip(j - 1, 0, self.nmain - 1), axis=1)
         is_edge = (j == 0) | (j > self.nmain)
         return xp.where(is_edge[None, :, None], ev, mv)
 
@@ -1265,8 +1265,8 @@ def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_re
     reach = w + 2 * int(lookahead) + 2  # a gained value's dependencies, and a pad's length
     if k * (2 * reach + 1) > n // 8:  # dense: not worth the gathering
         return _gain_from_need_dense(xp, need, lookahead, release_samples, release_ref_db)
-    lo = xp.clip(low - reach, 0, n)
-    hi = xp.clip(low + reach + 1, 0, n)
+    lo = backend.clip(low - reach, 0, n)
+    hi = backend.clip(low + reach + 1, 0, n)
     starts = xp.concat([xp.ones(1, dtype=xp.bool), lo[1:] > hi[:-1]])  # a stretch begins (sorted: no overlap)
     ends = xp.concat([starts[1:], xp.ones(1, dtype=xp.bool)])
     s_lo, s_hi = backend.to_host(lo[starts]).astype(np.int64), backend.to_host(hi[ends]).astype(np.int64)
@@ -1286,7 +1286,7 @@ def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_re
     kept = np.repeat(run_at + pads - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(int(lengths.sum()))
     pos_d = backend.to_device(pos, xp)
     inside = (pos_d >= 0) & (pos_d < n)  # pads before the track's start or after its end hold 1 too
-    compact = xp.where(inside, xp.take(need, xp.clip(pos_d, 0, n - 1)), 1.0)
+    compact = xp.where(inside, xp.take(need, backend.clip(pos_d, 0, n - 1)), 1.0)
     g = _gain_from_need_dense(xp, compact, lookahead, release_samples, release_ref_db, xp.astype(pos_d, xp.float64))
     out = xp.ones(n, dtype=g.dtype)
     kept_d = backend.to_device(kept, xp)

@@ -148,7 +148,7 @@ def band_correlation(p_ll: Any, p_rr: Any, p_lr: Any, weights: Any) -> Any:
     xp = backend.namespace(p_ll)
     ll, rr, lr = weights @ p_ll, weights @ p_rr, weights @ p_lr
     den = xp.sqrt(xp.maximum(ll * rr, 0.0))
-    return xp.clip(_ratio(lr, den, xp), -1.0, 1.0)
+    return backend.clip(_ratio(lr, den, xp), -1.0, 1.0)
 
 
 def band_width(p_ll: Any, p_rr: Any, p_lr: Any, weights: Any) -> Any:
@@ -174,7 +174,7 @@ def width_db(ratio: Any, limit_db: float = 120.0) -> Any:
     xp = backend.namespace(ratio)
     r = xp.asarray(ratio, dtype=xp.float64)
     lo, hi = 10.0 ** (-limit_db / 10.0), 10.0 ** (limit_db / 10.0)
-    db = 10.0 * xp.log10(xp.clip(xp.where(xp.isnan(r), 1.0, r), lo, hi))
+    db = 10.0 * xp.log10(backend.clip(xp.where(xp.isnan(r), 1.0, r), lo, hi))
     return xp.where(xp.isnan(r), xp.nan, db)
 
 
@@ -263,4 +263,4 @@ def correlation(x: Any) -> Any:
     right = xp.astype(x[1], xp.float64)
     num = xp.sum(left * right)
     den = xp.sqrt(xp.sum(left * left) * xp.sum(right * right))
-    return xp.clip(_ratio(num, den, xp), -1.0, 1.0)
+    return backend.clip(_ratio(num, den, xp), -1.0, 1.0)

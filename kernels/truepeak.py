@@ -136,7 +136,7 @@ def _phase_outputs(x: Any, h: Any, centres: Any, xp: Any) -> Any:
     t = h.shape[1]
     left = t // 2 - 1
     idx = centres[:, None] + (xp.arange(t)[None, :] - left)  # (m, t)
-    idx = xp.clip(idx, 0, x.shape[1] - 1)
+    idx = backend.clip(idx, 0, x.shape[1] - 1)
     valid = (centres[:, None] + (xp.arange(t)[None, :] - left) >= 0) & (
         centres[:, None] + (xp.arange(t)[None, :] - left) < x.shape[1]
     )
@@ -484,7 +484,7 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any, sp: Any) -> tuple[Any,
                 for a in range(0, k, rows_cap):
                     pos = survivors[a : a + rows_cap, None] * bsz + taps[None, :]  # (k', nq * bsz)
                     inside = (pos >= 0) & (pos < n)
-                    win = xp.where(inside, xp.astype(x[ch][xp.clip(pos, 0, n - 1)], work), 0.0)
+                    win = xp.where(inside, xp.astype(x[ch][backend.clip(pos, 0, n - 1)], work), 0.0)
                     vals = win @ tmf
                     f = xp.maximum(f, xp.maximum(xp.max(vals), -xp.min(vals)))
             fine.append(f)

@@ -690,7 +690,7 @@ def master(
         lim = _limit(y, out_fs, 0.0, ceiling, preset)
         y, peaks = lim.z, lim.peaks
     if peaks is None or peaks.db16 > 0.0:  # formats are fixed point; a true peak <= 0 dBTP makes the clip a no-op
-        y = xp.clip(y, -1.0, 1.0)
+        y = backend.clip(y, -1.0, 1.0)
         stats = None
         peaks = _verified_peak_db(y, out_fs)
     out_tp = peaks.db16
@@ -734,8 +734,8 @@ def _max_abs_differences(
     ``bits`` (:func:`acetate.kernels.dither.quantize`; identity for None), a cache-sized
     slice at a time, in two reused buffers (whole-track temporaries, or a slice's
     temporaries made afresh, would cost more than the arithmetic). The comparison is
-    made in steps (``x * 2**(bits-1)``: exact), where ``q`` is a rounding and a clip.
-    When ``c`` is ``b`` (the master written as is) one difference gives the second figure.
+    made in steps (``x * 2**(bits-1)``: exact; :func:`~acetate.kernels.dither.quantize_steps`
+    into a buffer). When ``c`` is ``b`` (the master written as is) one difference gives the second figure.
     """
     n = a.shape[-1]
     d1 = d2 = 0.0
@@ -750,9 +750,8 @@ def _max_abs_differences(
         d2 = float(np.maximum(d2, m)) if c is b else d2  # np.maximum: a NaN is kept, not dropped
         if scale is None:
             d1 = float(np.maximum(d1, m))
-        else:  # q(b) in steps, as dither.quantize_steps rounds (ties to even) and saturates
-            np.multiply(b[:, s:e], scale, out=k)
-            np.clip(np.rint(k, out=k), -scale, scale - 1, out=k)
+        else:  # in steps: a on the grid, q(b) as the encoder rounded it
+            dither.quantize_steps(b[:, s:e], bits, out=k)
             np.subtract(np.multiply(a[:, s:e], scale, out=t), k, out=t)
             d1 = float(np.maximum(d1, np.max(np.abs(t, out=t)) / scale))
         if c is not b:

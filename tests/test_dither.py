@@ -93,3 +93,12 @@ def test_quantize_rounds_to_nearest_and_saturates(xp):
     np.testing.assert_array_equal(edge * 32768, [32767, 32767, -32768, -32768])
     with pytest.raises(ValueError, match="bits"):
         dither.quantize(x, 32)
+    # the steps made in a caller's buffer (the read-back check's): the same steps, NaN kept
+    edge = xp.asarray(np.array([[0.5 / 2**23, 1.5 / 2**23, -2.5 / 2**23, 1.5], [np.inf, -np.inf, np.nan, -1.0]], np.float32))
+    for v in (x, edge):
+        for bits in (16, 24):
+            out = xp.empty(v.shape, dtype=xp.float32)
+            assert dither.quantize_steps(v, bits, out=out) is out
+            np.testing.assert_array_equal(backend.to_host(out), backend.to_host(dither.quantize_steps(v, bits)))
+    with pytest.raises(ValueError, match="out must be float32"):
+        dither.quantize_steps(x, 24, out=xp.empty(x.shape, dtype=xp.float64))
