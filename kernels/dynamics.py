@@ -1004,7 +1004,7 @@ class _Meter:
         self.channels, self.n = channels, n
         self.nmain = n // blk  # rows 1 .. nmain are whole rows of the track
         self.mat = backend.to_device(plan["mat"], xp, dtype="float32")
-        self.mat2 = backend.to_device(plan["mat2"], xp, dtype="float32")
+        self.mat2t = backend.to_device(np.ascontiguousarray(plan["mat2"].T), xp, dtype="float32")  # used transposed
         self.fmat = backend.to_device(plan["fmat"], xp, dtype="float64")
 
     def _sources(self, src):
@@ -1071,8 +1071,11 @@ class _Meter:
             # whose bound reaches thr.
             # |x| over every support in the block (widened by one sample each side): block-wide,
             # barely looser than per interval, far cheaper.
-            a = xp.max(aw, axis=1, keepdims=True)  # (m, 1)
-            e2 = xp.maximum(xp.max(_max_channels(xp, w32 @ self.mat2, True), axis=1), xp.max(aw[:, off : off + blk + 1], axis=1))
+            a = _halve_max(xp, aw)[:, None]  # (m, 1)
+            # The midpoints transposed, (c, points, m): the largest |value| per block is then
+            # elementwise maxima and minima of long rows, not a reduction over a short last axis.
+            mid = self.mat2t @ xp.permute_dims(w32, (0, 2, 1))
+            e2 = xp.maximum(_max_channels(xp, xp.maximum(xp.max(mid, axis=1), -xp.min(mid, axis=1))), xp.max(aw[:, off : off + blk + 1], axis=1))
             keep = xp.nonzero(p["f2"] * xp.astype(e2, xp.float64) + p["rho2"] * xp.astype(a[:, 0], xp.float64) >= thr)[0]
             if int(keep.shape[0]) == 0:
                 continue
