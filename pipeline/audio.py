@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -101,6 +101,8 @@ _IO_BLOCK = 1 << 18
 #: channels libavcodec would put in its own order (L R C LFE ...) and libsndfile in Vorbis's
 #: (L C R ...): one file, one channel order, whichever decoder runs.
 _AV_FORMATS = frozenset({"OGG"})
+#: Samples copied out of PyAV's frame fifo at a time.
+_AV_CHUNK = 1 << 16
 
 
 def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
@@ -121,38 +123,55 @@ def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
 
 
 def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
-    """Decode with PyAV (libavcodec) into a (channels, frames) float32 array, frame by frame;
-    None where PyAV is missing, fails, or disagrees with the header (channels, rate, length):
-    the caller then decodes with libsndfile."""
+    """Decode with PyAV (libavcodec) into a (channels, frames) float32 array; None where PyAV
+    is missing, fails, or disagrees with the header (channels, rate, length): the caller
+    then decodes with libsndfile.
+
+    The codec's frames (about a thousand samples each) are gathered in an ``AudioFifo``
+    and copied out :data:`_AV_CHUNK` samples at a time; the fifo refuses a frame whose
+    format, layout or rate differs from the first (a chained stream's next link).
+    """
     try:
         import av
     except ImportError:
         return None
     x = np.empty((meta.channels, meta.frames), dtype=np.float32)
     pos = 0
+
+    def drain(fifo: Any, least: int) -> bool:  # copy out while ``least`` samples wait; False: longer than the header
+        nonlocal pos
+        while fifo.samples >= least and fifo.samples:
+            frame = fifo.read(min(_AV_CHUNK, fifo.samples))
+            m = frame.samples
+            if pos + m > meta.frames:
+                return False
+            for ch, plane in enumerate(frame.planes):  # planar float: one plane per channel, copied as is
+                x[ch, pos : pos + m] = np.frombuffer(plane, dtype=np.float32, count=m)
+            pos += m
+        return True
+
     try:
         with av.open(path) as container:
             stream = container.streams.audio[0]
             cc = stream.codec_context
             cc.thread_count = 1  # one track per core: a batch runs tracks side by side
-            if cc.sample_rate != meta.sample_rate or cc.layout.nb_channels != meta.channels:
-                return None
+            fifo = av.AudioFifo()
+            first = True
             for frame in container.decode(stream):
-                m = frame.samples
-                if (
-                    pos + m > meta.frames
-                    or frame.format.name not in ("fltp", "flt")
+                if first and (  # planar float samples (Vorbis's and Opus's) at the header's rate and channels
+                    frame.format.name != "fltp"
                     or frame.sample_rate != meta.sample_rate
                     or len(frame.layout.channels) != meta.channels
-                ):  # longer than the header, another sample format, or a chained stream's change
+                ):
                     return None
-                if frame.format.is_planar:  # one plane per channel: copied as is
-                    for ch, plane in enumerate(frame.planes):
-                        x[ch, pos : pos + m] = np.frombuffer(plane, dtype=np.float32, count=m)
-                else:  # one interleaved plane
-                    x[:, pos : pos + m] = np.frombuffer(frame.planes[0], dtype=np.float32, count=m * meta.channels).reshape(m, -1).T
-                pos += m
-    except Exception:  # PyAV's errors (FFmpegError and others): libsndfile decides
+                first = False
+                frame.pts = None  # timestamps: the decoder's first frames jump (pre-skip), the fifo would object
+                fifo.write(frame)
+                if not drain(fifo, _AV_CHUNK):
+                    return None
+            if not drain(fifo, 1):
+                return None
+    except Exception:  # PyAV's errors (FFmpegError, a frame the fifo refuses, ...): libsndfile decides
         return None
     return x if pos == meta.frames else None
 
