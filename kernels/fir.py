@@ -11,6 +11,8 @@ and convolutions accumulate in float64.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -432,17 +434,26 @@ def lowpass_fir(fs: float, cutoff_hz: float, n_taps: int, *, window: str | tuple
     >>> round(float(h.sum()), 12)
     1.0
     """
-    import scipy.signal
-
     fs = _check_fs(fs)
     if not (0 < cutoff_hz < fs / 2):
         raise ValueError(f"cutoff_hz must be in (0, fs/2 = {fs / 2}), got {cutoff_hz!r}")
     if not isinstance(n_taps, (int, np.integer)) or n_taps < 3 or n_taps % 2 == 0:
         raise ValueError(f"n_taps must be an odd integer >= 3, got {n_taps!r}")
-    # Designed on the host (a few thousand taps, identical on every backend).
-    h = scipy.signal.firwin(int(n_taps), cutoff_hz, window=window, fs=fs)
-    h = h / h.sum()
+    h = _lowpass_design(float(fs), float(cutoff_hz), int(n_taps), window)
     return backend.to_device(h, xp or backend.array_module("cpu"), dtype="float64")
+
+
+@functools.lru_cache(maxsize=64)
+def _lowpass_design(fs: float, cutoff_hz: float, n_taps: int, window: str | tuple) -> np.ndarray:
+    """:func:`lowpass_fir`'s taps, designed on the host (a few thousand taps, identical on
+    every backend) once per set of parameters: every track at a rate uses the same
+    high-pass and crossovers. Read-only: callers share it."""
+    import scipy.signal
+
+    h = scipy.signal.firwin(n_taps, cutoff_hz, window=window, fs=fs)
+    h = h / h.sum()
+    h.setflags(write=False)
+    return h
 
 
 def highpass_taps(fs: float, cutoff_hz: float = 20.0, n_taps: int | None = None, *, xp: ModuleType | None = None) -> Any:

@@ -145,6 +145,20 @@ def _phase_outputs(x: Any, h: Any, centres: Any, xp: Any) -> Any:
 
 
 def _block_filter(h_host: np.ndarray, block: int) -> tuple[np.ndarray, int, float]:
+    """Block-Toeplitz form of the interpolator for blocks of ``block`` centres (built once per
+    interpolator and block size, read-only: see :func:`_build_block_filter`)."""
+    key = (h_host.shape, h_host.tobytes(), int(block))
+    hit = _BLOCK_FILTERS.get(key)
+    if hit is None:
+        hit = _BLOCK_FILTERS[key] = _build_block_filter(np.asarray(h_host, dtype=np.float64), int(block))
+    return hit
+
+
+#: :func:`_block_filter`'s designs, by interpolator and block size (a handful per process).
+_BLOCK_FILTERS: dict = {}
+
+
+def _build_block_filter(h_host: np.ndarray, block: int) -> tuple[np.ndarray, int, float]:
     """Block-Toeplitz form of the interpolator for blocks of ``block`` centres.
 
     Phases that are a unit impulse (phase 0 of the sinc interpolator) are left
@@ -163,7 +177,7 @@ def _block_filter(h_host: np.ndarray, block: int) -> tuple[np.ndarray, int, floa
     tm = np.zeros((nq * block, len(keep) * block))
     for i in range(block):  # tiny host-side setup, not a per-sample loop
         tm[i : i + t, i * len(keep) : (i + 1) * len(keep)] = hk.T
-    return tm, nq, float(np.abs(hk).sum(axis=1).max())
+    return _frozen(tm), nq, float(np.abs(hk).sum(axis=1).max())
 
 
 #: Centres per block of the block-Toeplitz interpolation (a small matrix

@@ -24,6 +24,7 @@ host copy: no round trips inside the chain.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -216,6 +217,7 @@ def eq_curve(preset: Preset, fingerprint: Mapping[str, float], fs: float, amount
     return np.clip(diff, -preset.eq_max_db, preset.eq_max_db) * amount
 
 
+@functools.cache
 def _label(fc: float) -> str:
     from acetate.kernels.spectrum import band_labels
 
