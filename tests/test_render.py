@@ -516,3 +516,25 @@ def test_encode_refuses_non_finite_pcm(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         audio.encode(x, FS, tmp_path / "bad.flac", "flac24")
     assert not list(tmp_path.iterdir())  # nothing left behind under any name
+
+
+def test_dc_removal_reads_the_fingerprints_mean_only_when_it_describes_the_samples(mixes):
+    """The renderer takes the programme's DC from its fingerprint (no second pass): the
+    master is bit-identical to one whose DC is measured afresh; a fingerprint of other
+    samples (another length or rate, a resampled render) or without the means is not used."""
+    from acetate.pipeline import analyse
+
+    x = mixes["rock"] + np.float32(0.01)  # a DC offset to remove
+    fp = analyse.fingerprint(x, FS)
+    s = render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0)
+    with_fp = render.master(x, FS, s, fingerprint=fp)
+    fresh = render.master(x, FS, s, fingerprint={**fp, "dc_offset_left": math.nan})  # refused: measured again
+    np.testing.assert_array_equal(with_fp.audio, fresh.audio)
+    shape = tuple(x.shape)
+    assert render._fingerprint_dc(fp, shape, FS, resampled=False) == [fp["dc_offset_left"], fp["dc_offset_right"]]
+    assert fp["dc_offset_left"] > 0.005  # the offset is there to be removed
+    assert render._fingerprint_dc(fp, shape, FS, resampled=True) is None
+    assert render._fingerprint_dc(fp, (2, shape[1] + 1), FS, resampled=False) is None
+    assert render._fingerprint_dc(fp, shape, 48000 if FS != 48000 else 44100, resampled=False) is None
+    assert render._fingerprint_dc({**fp, "dc_offset_right": None}, shape, FS, resampled=False) is None
+    assert render._fingerprint_dc(None, shape, FS, resampled=False) is None
