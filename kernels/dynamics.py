@@ -593,7 +593,9 @@ def _linear(g_db: Any, dtype: Any) -> Any:
     holds them to 1e-7). Interpolated like the dB curve, the two agree within ~1e-4 dB
     between hops, and no per-sample power is taken."""
     xp = backend.namespace(g_db)
-    return xp.astype(xp.exp(g_db * (math.log(10.0) / 20.0)), dtype)  # 10 ** (g / 20), by exp: 1.5x faster than pow
+    if dtype == xp.float32:  # 10 ** (g / 20) by exp, 1.5x faster than pow; the two differ by an ulp
+        return xp.astype(xp.exp(g_db * (math.log(10.0) / 20.0)), dtype)  # of float64, not at float32
+    return xp.astype(10.0 ** (g_db / 20.0), dtype)
 
 
 def compressor_gain(

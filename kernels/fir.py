@@ -439,8 +439,8 @@ def lowpass_fir(fs: float, cutoff_hz: float, n_taps: int, *, window: str | tuple
         raise ValueError(f"cutoff_hz must be in (0, fs/2 = {fs / 2}), got {cutoff_hz!r}")
     if not isinstance(n_taps, (int, np.integer)) or n_taps < 3 or n_taps % 2 == 0:
         raise ValueError(f"n_taps must be an odd integer >= 3, got {n_taps!r}")
-    h = _lowpass_design(float(fs), float(cutoff_hz), int(n_taps), window)
-    return backend.to_device(h, xp or backend.array_module("cpu"), dtype="float64")
+    h = _lowpass_design(float(fs), float(cutoff_hz), int(n_taps), window if not isinstance(window, list) else tuple(window))
+    return backend.to_device(h.copy(), xp or backend.array_module("cpu"), dtype="float64")  # the caller's own
 
 
 @functools.lru_cache(maxsize=64)

@@ -128,8 +128,8 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
     then decodes with libsndfile.
 
     The codec's frames (about a thousand samples each) are gathered in an ``AudioFifo``
-    and copied out :data:`_AV_CHUNK` samples at a time; the fifo refuses a frame whose
-    format, layout or rate differs from the first (a chained stream's next link).
+    and copied out :data:`_AV_CHUNK` samples at a time. Every frame must be planar float at
+    the header's rate and channels (a chained stream's next link may change them).
     """
     try:
         import av
@@ -156,15 +156,13 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
             cc = stream.codec_context
             cc.thread_count = 1  # one track per core: a batch runs tracks side by side
             fifo = av.AudioFifo()
-            first = True
             for frame in container.decode(stream):
-                if first and (  # planar float samples (Vorbis's and Opus's) at the header's rate and channels
+                if (  # every frame: planar float (Vorbis's and Opus's) at the header's rate and channels
                     frame.format.name != "fltp"
                     or frame.sample_rate != meta.sample_rate
-                    or len(frame.layout.channels) != meta.channels
-                ):
+                    or frame.layout.nb_channels != meta.channels
+                ):  # (the fifo checks format and rate, not the channels: a frame of fewer would crash it)
                     return None
-                first = False
                 frame.pts = None  # timestamps: the decoder's first frames jump (pre-skip), the fifo would object
                 fifo.write(frame)
                 if not drain(fifo, _AV_CHUNK):

@@ -466,7 +466,8 @@ def _fingerprint_dc(fingerprint: Mapping[str, float] | None, shape: tuple, fs: i
     other samples (resampled here, another rate or length) or lacks it."""
     if fingerprint is None or resampled or shape[0] not in (1, 2):
         return None
-    if fingerprint.get("sample_rate") != fs or round(float(fingerprint.get("duration_s", -1.0)) * fs) != shape[-1]:
+    duration = fingerprint.get("duration_s")
+    if fingerprint.get("sample_rate") != fs or not isinstance(duration, float) or not math.isfinite(duration) or round(duration * fs) != shape[-1]:
         return None
     means = [fingerprint.get("dc_offset_left"), fingerprint.get("dc_offset_right")][: shape[0]]
     if not all(isinstance(v, float) and math.isfinite(v) for v in means):

@@ -91,6 +91,43 @@ def test_chained_ogg_is_read_as_libsndfile_reads_it(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("second", [("fltp", "mono", 48000), ("fltp", "5.1", 48000), ("fltp", "stereo", 44100), ("s16p", "stereo", 48000)])
+def test_pyav_frames_that_change_format_rate_or_channels_fall_back(monkeypatch, second):
+    """A stream whose frames change channels, rate or sample format midway (a chained
+    link) is not gathered (a frame of fewer channels would crash PyAV's fifo): libsndfile decides."""
+    import types
+
+    import av
+
+    def frame(fmt, layout, rate):
+        f = av.AudioFrame(format=fmt, layout=layout, samples=1024)
+        f.sample_rate = rate
+        for plane in f.planes:
+            plane.update(bytes(plane.buffer_size))
+        return f
+
+    frames = [frame("fltp", "stereo", 48000), frame(*second)]
+
+    class Container:
+        streams = types.SimpleNamespace(audio=[types.SimpleNamespace(codec_context=types.SimpleNamespace(thread_count=0))])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def decode(self, stream):
+            yield from frames
+
+    monkeypatch.setattr(av, "open", lambda path: Container())
+    meta = audio.AudioInfo("x.ogg", 48000, 2, 2048, "OGG", "VORBIS")
+    assert audio._read_planar_av("x.ogg", meta) is None
+    frames[1] = frame("fltp", "stereo", 48000)  # the same stream, unchanged: read
+    x = audio._read_planar_av("x.ogg", meta)
+    assert x is not None and x.shape == (2, 2048) and not x.any()
+
+
 def test_multichannel_ogg_keeps_its_channel_order(tmp_path):
     """Beyond stereo, Ogg is read by libsndfile alone (libavcodec would reorder the
     channels): each decoded channel is the one written at its index."""
