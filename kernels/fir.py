@@ -12,7 +12,6 @@ and convolutions accumulate in float64.
 from __future__ import annotations
 
 import functools
-
 import math
 from types import ModuleType
 from typing import Any, Callable, Sequence

@@ -115,11 +115,22 @@ def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
         frames = f.frames if f.frames > 0 else meta.frames
         x = np.empty((f.channels, frames), dtype=np.float32)
         pos = 0
-        for block in f.blocks(blocksize=_IO_BLOCK, dtype="float32", always_2d=True):
+        for block in _interleaved_blocks(f):
             m = min(block.shape[0], frames - pos)
             x[:, pos : pos + m] = block[:m].T
             pos += m
     return x[:, :pos]
+
+
+def _interleaved_blocks(f: sf.SoundFile, block: int = _IO_BLOCK) -> Iterator[np.ndarray]:
+    """An open file's samples in order, as interleaved float32 blocks ``(<= block, channels)``
+    read into one reused buffer (a block is valid until the next is read)."""
+    buf = np.empty((block, f.channels), dtype=np.float32)
+    while True:
+        m = f.read(block, dtype="float32", always_2d=True, out=buf).shape[0]
+        if m == 0:
+            return
+        yield buf[:m]
 
 
 def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
@@ -138,9 +149,9 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
     x = np.empty((meta.channels, meta.frames), dtype=np.float32)
     pos = 0
 
-    def drain(fifo: Any, least: int) -> bool:  # copy out while ``least`` samples wait; False: longer than the header
+    def drain(fifo: Any, least: int) -> bool:  # copy out while ``least`` (>= 1) samples wait; False: longer than the header
         nonlocal pos
-        while fifo.samples >= least and fifo.samples:
+        while fifo.samples >= least:
             frame = fifo.read(min(_AV_CHUNK, fifo.samples))
             m = frame.samples
             if pos + m > meta.frames:
@@ -190,13 +201,10 @@ def decode_blocks(path: str | os.PathLike, block: int = _IO_BLOCK) -> Iterator[n
     p = os.fspath(path)
     try:
         with sf.SoundFile(p) as f:
-            inter = np.empty((block, f.channels), dtype=np.float32)
             planar = np.empty((f.channels, block), dtype=np.float32)
-            while True:
-                m = f.read(block, dtype="float32", always_2d=True, out=inter).shape[0]
-                if m == 0:
-                    return
-                planar[:, :m] = inter[:m].T
+            for inter in _interleaved_blocks(f, block):
+                m = inter.shape[0]
+                planar[:, :m] = inter.T
                 yield planar[:, :m]
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
