@@ -30,6 +30,7 @@ __all__ = [
     "signal",
     "ndimage",
     "clip",
+    "read_only",
     "gpu_available",
     "array_module",
     "to_device",
@@ -112,6 +113,13 @@ def clip(x: Any, lo: float | None, hi: float | None, *, out: Any = None) -> Any:
 
         return cupy.clip(x, lo, hi, out=out)
     return np.clip(x, lo, hi, out=out)
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` (a host array) made read-only, and returned: for designs cached and shared by
+    every caller (interpolators, filter taps), which none may change in place."""
+    a.setflags(write=False)
+    return a
 
 
 @functools.cache

@@ -450,9 +450,7 @@ def _lowpass_design(fs: float, cutoff_hz: float, n_taps: int, window: str | tupl
     import scipy.signal
 
     h = scipy.signal.firwin(n_taps, cutoff_hz, window=window, fs=fs)
-    h = h / h.sum()
-    h.setflags(write=False)
-    return h
+    return backend.read_only(h / h.sum())
 
 
 def highpass_taps(fs: float, cutoff_hz: float = 20.0, n_taps: int | None = None, *, xp: ModuleType | None = None) -> Any:

@@ -79,13 +79,13 @@ def interpolation_filter(oversample: int, kind: Literal["kaiser", "annex"] = "ka
         if oversample != 4:
             raise ValueError(f"the BS.1770 Annex 2 filter is 4x only; got oversample={oversample}")
         p0, p1 = np.array(_ANNEX_PHASE0), np.array(_ANNEX_PHASE1)
-        return _frozen(np.stack([p0, p1, p1[::-1], p0[::-1]]))
+        return backend.read_only(np.stack([p0, p1, p1[::-1], p0[::-1]]))
     if kind != "kaiser":
         raise ValueError(f"filter must be 'kaiser' or 'annex', got {kind!r}")
     if oversample < 1:
         raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
     if oversample == 1:
-        return _frozen(np.ones((1, 1)))
+        return backend.read_only(np.ones((1, 1)))
     t = TAPS_PER_PHASE
     # Continuous-time sinc interpolator sampled at the fractional offsets,
     # tapered by a Kaiser window over the t-sample support.
@@ -93,13 +93,7 @@ def interpolation_filter(oversample: int, kind: Literal["kaiser", "annex"] = "ka
     window = np.kaiser(t * oversample + 1, _KAISER_BETA)
     h = np.sinc(pos) * window[np.round((pos + t / 2) * oversample).astype(int).clip(0, t * oversample)]
     # Unity DC gain per phase.
-    return _frozen(h / h.sum(axis=1, keepdims=True))
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    """``a`` made read-only: a cached design is shared by every caller, none may change it."""
-    a.setflags(write=False)
-    return a
+    return backend.read_only(h / h.sum(axis=1, keepdims=True))
 
 
 def interpolation_gain(oversample: int, kind: Literal["kaiser", "annex"] = "kaiser") -> float:
@@ -177,7 +171,7 @@ def _build_block_filter(h_host: np.ndarray, block: int) -> tuple[np.ndarray, int
     tm = np.zeros((nq * block, len(keep) * block))
     for i in range(block):  # tiny host-side setup, not a per-sample loop
         tm[i : i + t, i * len(keep) : (i + 1) * len(keep)] = hk.T
-    return _frozen(tm), nq, float(np.abs(hk).sum(axis=1).max())
+    return backend.read_only(tm), nq, float(np.abs(hk).sum(axis=1).max())
 
 
 #: Centres per block of the block-Toeplitz interpolation (a small matrix
