@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ __all__ = [
     "lowpass_fir",
     "crossover_filters",
     "crossover_bands",
+    "crossover_plan",
+    "CrossoverPlan",
+    "MAX_CROSSOVER_FRACTION",
 ]
 
 
@@ -518,18 +521,138 @@ def highpass_dc(x: Any, fs: float, cutoff_hz: float = 20.0, n_taps: int | None =
     return y.astype(x.dtype)
 
 
+def _crossover_taps(fs: float, edges_hz: Sequence[float]) -> int:
+    """Default crossover length: ``6 * fs / edges[0]`` rounded to odd (2401 taps at 48 kHz,
+    120 Hz; the same 50 ms at every rate); one tap (the identity) without edges."""
+    return int(round(6 * fs / float(edges_hz[0]))) | 1 if len(edges_hz) else 1
+
+
 def _crossover_lowpasses(fs: float, edges_hz: Sequence[float], n_taps: int | None, xp: ModuleType) -> Any:
     """The linear-phase low-passes at each crossover edge, shape (K-1, n_taps), validated.
 
-    Default length ``6 * fs / edges[0]`` rounded to odd (2401 taps at 48 kHz, 120 Hz).
+    Default length :func:`_crossover_taps` (2401 taps at 48 kHz, 120 Hz).
     """
     fs = _check_fs(fs)
     edges = [float(e) for e in edges_hz]
     if len(edges) == 0 or any(not (0 < e < fs / 2) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"edges_hz must be strictly increasing and within (0, fs/2 = {fs / 2}), got {edges}")
     if n_taps is None:
-        n_taps = int(round(6 * fs / edges[0])) | 1
+        n_taps = _crossover_taps(fs, edges)
     return xp.stack([lowpass_fir(fs, e, n_taps, xp=xp) for e in edges])
+
+
+#: Highest crossover edge a plan keeps, as a fraction of the sample rate (0.8 of Nyquist):
+#: above it the top band would be a sliver between the edge's transition and Nyquist, where
+#: resamplers and anti-alias filters roll off (and :func:`acetate.pipeline.render.eq_curve`
+#: stops at 0.45 fs): nothing a band compressor or a width stage could use.
+MAX_CROSSOVER_FRACTION = 0.4
+
+#: Transition width of :func:`lowpass_fir`'s Hamming design, in units of ``fs / n_taps``
+#: (about 3.3: pass band to 53 dB stop band).
+_HAMMING_TRANSITION = 3.3
+
+
+class CrossoverPlan(NamedTuple):
+    """The crossover a sample rate allows for a requested set of edges (:func:`crossover_plan`).
+
+    Attributes
+    ----------
+    edges_hz : tuple of float
+        The edges kept, increasing (possibly none: one full-band band).
+    sources : tuple of int
+        Per band of the plan (``len(edges_hz) + 1``), the requested band it stands for:
+        where an edge is dropped, the band above it merges into the band below, and the
+        merged band takes the lower band's index (its parameters).
+    dropped : tuple of (float, str)
+        Each dropped edge (hertz) with the reason, in increasing order.
+    n_taps : int
+        The band filters' length (:func:`crossover_filters`' default for the kept edges,
+        or the length asked for).
+    """
+
+    edges_hz: tuple[float, ...]
+    sources: tuple[int, ...]
+    dropped: tuple[tuple[float, str], ...]
+    n_taps: int
+
+
+def crossover_plan(
+    fs: float, edges_hz: Sequence[float], n_taps: int | None = None, *, max_fraction: float = MAX_CROSSOVER_FRACTION
+) -> CrossoverPlan:
+    """Which of the requested crossover edges the band filters can realise at ``fs``.
+
+    A preset's edges are fixed in hertz (120 Hz, 1 kHz, 6 kHz), but the rates a
+    master may run at go down to 8 kHz, where 6 kHz lies above Nyquist. Going up
+    from the lowest edge, an edge is kept when
+
+    * it lies below ``max_fraction * fs`` (0.4 fs: 3.2 kHz at 8 kHz, 4.41 kHz at
+      11.025 kHz, 6.4 kHz at 16 kHz), and its low-pass's transition band
+      (``3.3 * fs / n_taps`` wide, centred on the edge) lies inside ``(0, fs/2)``;
+    * it lies at least one transition width above the last edge kept, so the band
+      between the two reaches unity gain (closer edges give a band whose filter
+      never passes anything at full level).
+
+    A dropped edge merges the band above it into the band below, which keeps the
+    lower band's parameters (:attr:`CrossoverPlan.sources`). The filters' default
+    length follows the lowest edge kept (as :func:`crossover_filters`), so where no
+    edge is dropped the plan is the request and the filters are unchanged.
+
+    Parameters
+    ----------
+    fs : float
+        Sample rate, hertz.
+    edges_hz : sequence of float
+        Requested edges, hertz: positive, finite, strictly increasing.
+    n_taps : int, optional
+        Odd band-filter length; default :func:`crossover_filters`' (``6 * fs / edges[0]``).
+    max_fraction : float
+        Highest edge kept, as a fraction of ``fs`` (in (0, 0.5]).
+
+    Returns
+    -------
+    CrossoverPlan
+
+    Raises
+    ------
+    ValueError
+        Edges not positive, finite and strictly increasing (a broken preset, whatever the rate).
+
+    Examples
+    --------
+    >>> p = crossover_plan(8000, (120.0, 1000.0, 6000.0))
+    >>> p.edges_hz, p.sources, p.dropped[0][0]
+    ((120.0, 1000.0), (0, 1, 2), 6000.0)
+    >>> crossover_plan(48000, (120.0, 1000.0, 6000.0)).dropped
+    ()
+    """
+    fs = _check_fs(fs)
+    edges = [float(e) for e in edges_hz]
+    if any(not (math.isfinite(e) and e > 0) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"edges_hz must be positive, finite and strictly increasing, got {edges}")
+    if not (0.0 < max_fraction <= 0.5):
+        raise ValueError(f"max_fraction must be in (0, 0.5], got {max_fraction!r}")
+    if n_taps is not None and not (isinstance(n_taps, (int, np.integer)) and n_taps >= 3 and n_taps % 2 == 1):
+        raise ValueError(f"n_taps must be an odd integer >= 3, got {n_taps!r}")
+    kept: list[float] = []
+    sources = [0]
+    dropped: list[tuple[float, str]] = []
+    taps = n_taps
+    for j, e in enumerate(edges):  # a handful of edges: parameters, not samples
+        m = int(taps) if taps is not None else _crossover_taps(fs, [e])  # the length if e is the lowest kept
+        half = 0.5 * _HAMMING_TRANSITION * fs / m
+        if e >= max_fraction * fs:
+            why = f"at or above {max_fraction:g} fs = {max_fraction * fs:g} Hz"
+        elif e + half >= fs / 2 or e - half <= 0:
+            why = f"its {2 * half:.0f} Hz transition band does not fit between 0 and Nyquist ({fs / 2:g} Hz)"
+        elif kept and e - kept[-1] < 2 * half:
+            why = f"within the band filters' {2 * half:.0f} Hz transition of the {kept[-1]:g} Hz edge"
+        else:
+            kept.append(e)
+            sources.append(j + 1)
+            taps = m
+            continue
+        dropped.append((e, why))
+    return CrossoverPlan(tuple(kept), tuple(sources), tuple(dropped), int(taps) if taps is not None else 1)
 
 
 def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 6000.0), n_taps: int | None = None, *, xp: ModuleType | None = None) -> Any:
@@ -545,7 +668,8 @@ def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 600
     fs : float
         Sample rate, hertz.
     edges_hz : sequence of float
-        Strictly increasing crossover frequencies (-6 dB points), hertz.
+        Strictly increasing crossover frequencies (-6 dB points), hertz, below
+        Nyquist (:func:`crossover_plan` says which a rate can use).
     n_taps : int, optional
         Odd length shared by all bands; default about ``6 * fs / edges_hz[0]``
         (2401 taps at 48 kHz with a 120 Hz lowest edge: transition ~80 Hz).
@@ -555,14 +679,27 @@ def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 600
     Returns
     -------
     h : array, shape (len(edges_hz) + 1, n_taps), float64
+        No edges give one band, the identity: a unit impulse (one tap by
+        default), so a plan whose edges all lie too near Nyquist
+        (:func:`crossover_plan`) still runs its one band.
 
     Examples
     --------
     >>> h = crossover_filters(48000, (200.0, 2000.0), 1201)
     >>> h.shape, round(float(h.sum(axis=0)[600]), 12)
     ((3, 1201), 1.0)
+    >>> crossover_filters(8000, ()).tolist()
+    [[1.0]]
     """
     xp = xp or backend.array_module("cpu")
+    if len(edges_hz) == 0:
+        _check_fs(fs)
+        m = 1 if n_taps is None else int(n_taps)
+        if m < 1 or m % 2 == 0:
+            raise ValueError(f"n_taps must be odd, got {n_taps!r}")
+        delta = xp.zeros((1, m), dtype=xp.float64)
+        delta[0, (m - 1) // 2] = 1.0
+        return delta
     lps = _crossover_lowpasses(fs, edges_hz, n_taps, xp)
     n_taps = lps.shape[1]
     delta = xp.zeros(n_taps, dtype=xp.float64)

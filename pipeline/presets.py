@@ -11,12 +11,14 @@ Presets serialise to plain JSON-able dicts (:meth:`Preset.to_dict`,
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from acetate.kernels import fir
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 
 __all__ = [
@@ -153,6 +155,35 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: ceiling_dbtp must be <= 0 dBTP, got {self.ceiling_dbtp}")
         object.__setattr__(self, "crossovers_hz", tuple(float(a) for a in self.crossovers_hz))
 
+    #: The per-band fields (one value per crossover band).
+    BAND_FIELDS = ("threshold_rel_db", "ratio", "knee_db", "attack_s", "release_s", "width")
+
+    def at_rate(self, fs: float) -> tuple["Preset", fir.CrossoverPlan]:
+        """This preset as its bands can run at ``fs`` hertz, and the crossover plan behind it.
+
+        Crossover edges the band filters cannot realise at ``fs``
+        (:func:`acetate.kernels.fir.crossover_plan`: at or above 0.4 fs, or
+        within a transition width of the edge below) are dropped; the band
+        above a dropped edge merges into the band below, which keeps its own
+        dynamics and width (the lower band is the one the merged band's
+        energy mostly comes from in music's falling spectra, and the more
+        conservative width). The preset itself is returned unchanged where
+        every edge is kept.
+
+        Examples
+        --------
+        >>> p, plan = BALANCED.at_rate(8000)
+        >>> p.crossovers_hz, p.width, [e for e, _ in plan.dropped]
+        ((120.0, 1000.0), (1.0, 1.0, 1.05), [6000.0])
+        >>> BALANCED.at_rate(44100)[0] is BALANCED
+        True
+        """
+        plan = fir.crossover_plan(fs, self.crossovers_hz)
+        if not plan.dropped:
+            return self, plan
+        merged = {name: tuple(getattr(self, name)[b] for b in plan.sources) for name in self.BAND_FIELDS}
+        return replace(self, crossovers_hz=plan.edges_hz, **merged), plan
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples become lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -217,9 +248,39 @@ SELECTION_CLIP: dict[str, tuple[float, float]] = {
 
 SELECTION_METHODS = ("nearest_prototype", "knn")
 
+#: A 1/3-octave band whose upper edge lies above this fraction of the track's sample rate
+#: is a missing selection feature, like a band above Nyquist (NaN in the fingerprint): its
+#: top is the anti-alias roll-off of whatever made the file (a resampler's pass band ends
+#: near 0.45 fs; the EQ stops there too), so it would read a low-rate track as dark. At
+#: 44.1 kHz and above every selection band (31.5 Hz .. 16 kHz) is whole and kept; at
+#: 11.025 and 12 kHz the 5 kHz band, at 22.05 kHz the 10 kHz band, is left out.
+SELECTION_MAX_FRACTION = 0.45
+
+
+@functools.cache
+def _band_upper_hz() -> dict[str, float]:
+    """Exact upper edge (hertz) of each 1/3-octave band, by its feature label."""
+    from acetate.kernels.spectrum import band_edges
+
+    return dict(zip(_LABELS3, (float(u) for u in band_edges(48000, 3).upper)))
+
+
+def _band_missing(name: str, fs: float | None) -> bool:
+    """Whether LTAS feature ``name`` is missing at rate ``fs`` (:data:`SELECTION_MAX_FRACTION`)."""
+    if fs is None or not name.startswith("ltas_") or not name.endswith("hz_db"):
+        return False
+    upper = _band_upper_hz().get(name[:-5].rsplit("_", 1)[-1])
+    return upper is not None and upper > SELECTION_MAX_FRACTION * fs
+
 
 def selection_vector(fp: Mapping[str, float], features: Sequence[str] = SELECTION_FEATURES, clip: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
     """The selection features of a fingerprint as a float64 vector (clipped; NaN kept = missing).
+
+    Missing (NaN) are the features the fingerprint has as NaN (bands above Nyquist,
+    loudness of silence) and, where it gives its ``sample_rate``, the LTAS bands
+    reaching above :data:`SELECTION_MAX_FRACTION` of it. :class:`Bank` skips missing
+    features in its distances (NaN-aware Euclidean, rescaled to the full count),
+    the same way for every preset, so a low-rate track is compared on what it has.
 
     Parameters
     ----------
@@ -246,10 +307,12 @@ def selection_vector(fp: Mapping[str, float], features: Sequence[str] = SELECTIO
     missing = [k for k in features if k not in fp]
     if missing:
         raise KeyError(f"fingerprint lacks selection feature {missing[0]!r}")
+    fs = fp.get("sample_rate")
+    fs = float(fs) if isinstance(fs, (int, float, np.integer, np.floating)) and math.isfinite(fs) and fs > 0 else None
     out = np.empty(len(features), dtype=np.float64)
     for i, k in enumerate(features):
         v = fp[k]
-        v = math.nan if v is None else float(v)
+        v = math.nan if v is None or _band_missing(k, fs) else float(v)
         lo_hi = clip.get("ltas") if k.startswith("ltas_") else clip.get(k)
         if lo_hi is not None and math.isfinite(v):
             v = min(max(v, float(lo_hi[0])), float(lo_hi[1]))
