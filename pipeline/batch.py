@@ -279,8 +279,38 @@ def run_job(
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    out_root = os.path.abspath(job.output)
-    os.makedirs(out_root, exist_ok=True)
+    try:
+        out_root = str(store.check_output_root(job.output, "output"))
+    except ValueError as exc:
+        raise jobs.JobError(str(exc)) from None
+    lock = store.output_lock(out_root, run_id=run_id)
+    try:
+        held = lock.__enter__()  # one run per output root; refused before any work
+    except store.OutputBusy as exc:
+        raise jobs.JobError(str(exc)) from None
+    try:
+        if held.get("stale"):
+            st = held["stale"]
+            say(f"note: took over the lock of an earlier run that is no longer running (run {st.get('run_id')}, pid {st.get('pid')} on {st.get('host')})")
+        return _run_locked(job, client, run_id, started, t0, out_root, stream, say, progress, cluster_desc)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _state_folders(out_root: str) -> list[str]:
+    """The folders of an output root that runs write temporaries into."""
+    from acetate.schemas import registry
+
+    return [os.path.join(out_root, d) for d in ("masters", "training", store.STATE_DIR, *registry.DATASETS)]
+
+
+def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: float, out_root: str, stream: TextIO, say: Callable[[str], None], progress: bool | None, cluster_desc: str) -> RunResult:
+    """:func:`run_job` with the output root locked for this run."""
+    from acetate.pipeline import files
+
+    gone = files.remove_stale_temporaries(_state_folders(out_root))
+    if gone:
+        say(f"removed {len(gone)} temporary file(s) an interrupted run left behind")
     specs, album_on = jobs.resolve_tracks(job)
     album_on = album_on and job.mode == "master"
     settings = job.settings()
@@ -364,6 +394,7 @@ def run_job(
             on_result=on_result, on_error=on_error,
         )
         bar.draw(final=True)
+        files.remove_stale_temporaries(_state_folders(out_root))  # those of workers that died during this run
         # Album rows: input (phase 1) and output (pooled master blocks).
         if album_on:
             for album, ids in albums.items():

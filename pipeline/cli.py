@@ -64,6 +64,16 @@ def _cmd_analyze(args) -> int:
     from acetate.pipeline import analyse, audio, files
     from acetate.schemas.features import features_table
 
+    from acetate.pipeline import store
+
+    out = os.path.abspath(args.out)
+    try:  # before any work: the Parquet file must be writable where it is asked for
+        if os.path.isdir(out):
+            raise ValueError(f"--out {args.out} is a folder; give the Parquet file's path (for example {os.path.join(args.out, 'features.parquet')})")
+        store.check_output_root(os.path.dirname(out), "--out's folder")
+    except ValueError as exc:
+        print(f"acetate analyze: {exc}", file=sys.stderr)
+        return 2
     rows = []
     for path in audio.list_audio(args.paths):
         try:
@@ -73,64 +83,106 @@ def _cmd_analyze(args) -> int:
             rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
             print(f"FAILED  {path}: {exc}")
     table = features_table(rows)
-    out = os.path.abspath(args.out)
     files.atomic_write(out, lambda tmp: pq.write_table(table, tmp))  # a crash never leaves half a file
     print(f"wrote {table.num_rows} rows to {out}")
     return 1 if any("error" in r for r in rows) else 0
 
 
+def _lower(v: str) -> str:
+    return v.strip().lower()
+
+
 def _add_master(sub) -> None:
+    from acetate.pipeline.audio import FORMATS
     from acetate.pipeline.render import TARGETS
 
-    p = sub.add_parser("master", help="master tracks or folders to delivery formats")
+    targets = ", ".join(f"{n} ({l:g} LUFS, {c:g} dBTP)" for n, (l, c) in TARGETS.items())
+    formats = ", ".join(FORMATS)
+    p = sub.add_parser(
+        "master",
+        help="master tracks or folders to delivery formats",
+        description="Names of targets, presets and formats are matched without regard to case.",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (every audio file inside)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<input stem>.<ext> per format")
-    p.add_argument("--target", default="streaming", metavar="NAME|LUFS", help=f"loudness target: {', '.join(TARGETS)} or a number (default streaming)")
-    p.add_argument("--ceiling", type=float, default=None, metavar="DBTP", help="true-peak ceiling (default: the target's)")
-    p.add_argument("--preset", default="auto", metavar="auto|NAME", help="preset name, or auto to pick the nearest from the bank")
-    p.add_argument("--bank", default=None, metavar="PATH", help="preset bank (default: the built-in bank)")
-    p.add_argument("--intensity", choices=("low", "medium", "high"), default="medium")
-    p.add_argument("--format", default="wav24", metavar="FMT[,FMT...]", help="wav24, wav16, flac24, flac16, mp3 (comma-separated)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<input stem>.<ext> per format (inputs whose stems meet get their extension, then a hash, added)")
+    p.add_argument("--target", default="streaming", metavar="NAME|LUFS", help=f"loudness target: {targets}, or a number in LUFS (default streaming)")
+    p.add_argument("--ceiling", type=float, default=None, metavar="DBTP", help="true-peak ceiling in dBTP (default: the named target's, or the preset's for a number)")
+    p.add_argument("--preset", default="auto", metavar="auto|NAME", help="preset name (see `acetate presets`), or auto to pick the nearest from the bank (default auto)")
+    p.add_argument("--bank", default=None, metavar="PATH", help="preset bank file (default: the built-in bank)")
+    p.add_argument("--intensity", type=_lower, choices=("low", "medium", "high"), default="medium", help="how far the chain moves a track (default medium)")
+    p.add_argument("--format", default="wav24", metavar="FMT[,FMT...]", help=f"delivery formats, comma-separated: {formats} (default wav24)")
     p.add_argument("--rate", type=int, default=None, metavar="HZ", help="delivery sample rate (default: the source's)")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels")
+    p.add_argument("--device", type=_lower, choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels (default cpu)")
+    p.add_argument("--allow-unsafe-levels", action="store_true", help="accept a target louder than -5 LUFS or a ceiling above 0 dBTP")
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
     p.set_defaults(func=_cmd_master)
+
+
+def _master_plan(args):
+    """Everything `acetate master` checks before decoding anything: levels, formats, preset, --out."""
+    from acetate.pipeline import audio, levels, mastering, presets, render, store
+
+    target = args.target.strip().lower() if isinstance(args.target, str) else args.target
+    target, ceiling = render.resolve_target(target, args.ceiling)
+    levels.check_levels(target, ceiling, allow_unsafe=args.allow_unsafe_levels)
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in audio.FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown format(s) {unknown or [args.format]}; choose from {', '.join(audio.FORMATS)}")
+    exts = [audio.FORMATS[f][0] for f in formats]
+    if len(set(exts)) != len(exts):
+        raise ValueError(f"formats {formats} share a file extension; one master would overwrite the other")
+    try:
+        bank = presets.load_bank(args.bank)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the preset bank {args.bank}: {exc}") from None
+    preset = mastering.resolve_preset(bank, args.preset)
+    out = store.check_output_root(args.out)
+    settings = render.MasterSettings(
+        target_lufs=target, ceiling_dbtp=ceiling, intensity=args.intensity, output_rate=args.rate, device=args.device
+    )
+    return settings, formats, bank, preset, out
 
 
 def _cmd_master(args) -> int:
     import json
 
-    from acetate.pipeline import audio, mastering, render
+    from acetate.pipeline import audio, mastering
 
     try:
-        target, ceiling = render.resolve_target(args.target, args.ceiling)
-        formats = [f.strip() for f in args.format.split(",") if f.strip()]
-        unknown = [f for f in formats if f not in audio.FORMATS]
-        if unknown:
-            raise ValueError(f"unknown format(s) {unknown}; choose from {sorted(audio.FORMATS)}")
-        settings = render.MasterSettings(
-            target_lufs=target, ceiling_dbtp=ceiling, intensity=args.intensity, output_rate=args.rate, device=args.device
-        )
+        settings, formats, bank, preset, out = _master_plan(args)
     except ValueError as exc:
         print(f"acetate master: {exc}", file=sys.stderr)
         return 2
+    from acetate.pipeline.jobs import _inside
+
+    paths = audio.list_audio(args.inputs)
+    ours = [p for p in paths if _inside(p, out)]
+    if ours:  # an output folder inside an input folder: its masters are not inputs
+        print(f"acetate master: left out {len(ours)} file(s) under the output folder {out}", file=sys.stderr)
+        paths = [p for p in paths if p not in ours]
+    stems = mastering.output_stems(paths)
     rows = []
-    for path in audio.list_audio(args.inputs):
-        row = mastering.master_file(path, args.out, settings, formats=formats, preset=args.preset, bank=args.bank)
+    for path in stems:
+        row = mastering.master_file(path, out, settings, formats=formats, preset=preset, bank=bank, stem=stems[path])
         row.pop("trace", None)
         rows.append(row)
         if not args.json:
             if "error" in row:
                 print(f"FAILED  {path}  [{row['stage']}] {row['error']}")
             else:
-                i, o = row["input"], row["output"]
-                flags = "" if row["target_met"] is not False else "  (target missed: see notes)"
-                print(
-                    f"ok      {path}  preset={row['preset']}  {_fmt(i['integrated_lufs'], '.1f')} -> {_fmt(o['integrated_lufs'], '.2f')} LUFS, "
-                    f"TP {_fmt(o['true_peak_dbtp_16x'], '.2f')} dBTP{flags}"
-                )
-                for out in row["outputs"]:
-                    print(f"          {out['path']}")
+                i = row["input"]
+                print(f"ok      {path}  preset={row['preset']}  input {_fmt(i['integrated_lufs'], '.1f')} LUFS")
+                for o in row["outputs"]:  # each delivered file as decoded
+                    flags = []
+                    if o.get("target_met") is False:
+                        flags.append("target missed")
+                    if o.get("ceiling_met") is False:
+                        flags.append("ceiling missed")
+                    flag = f"  ({', '.join(flags)}: see notes)" if flags else ""
+                    print(f"          {o['path']}  {_fmt(o['integrated_lufs'], '.2f')} LUFS, TP {_fmt(o['true_peak_dbtp'], '.2f')} dBTP{flag}")
+                for note in row.get("notes") or []:
+                    print(f"          note: {note}")
     if args.json:
         print(json.dumps(rows, indent=2, allow_nan=False, default=float))
     return 1 if any("error" in r for r in rows) else 0
@@ -151,23 +203,23 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     import os
 
-    from acetate.pipeline import batch, cluster, jobs
+    import contextlib
 
-    try:
-        job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
-        cfg = cluster.load_cluster_config(args.cluster or ("cluster.yaml" if os.path.isfile("cluster.yaml") else None))
-        handle = cluster.connect(cfg, workers=args.workers)
-    except (jobs.JobError, cluster.ClusterError) as exc:
-        print(f"acetate run: {exc}", file=sys.stderr)
-        return 2
-    with handle:
+    from acetate.pipeline import batch, cluster, jobs, store
+
+    with contextlib.ExitStack() as stack:
+        try:
+            job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
+            # Refused before a cluster starts: an output that cannot be written, or one another run holds.
+            stack.enter_context(store.output_lock(store.check_output_root(job.output, "--out" if args.out else "output")))
+            jobs.check_job(job)
+            cfg = cluster.load_cluster_config(args.cluster or ("cluster.yaml" if os.path.isfile("cluster.yaml") else None))
+            handle = stack.enter_context(cluster.connect(cfg, workers=args.workers))
+        except (jobs.JobError, cluster.ClusterError, store.OutputBusy, ValueError) as exc:
+            print(f"acetate run: {exc}", file=sys.stderr)
+            return 2
         print(f"acetate run: job {job.name!r} ({job.mode}) on {handle.description}", flush=True)
-        import importlib.util
-
-        link = handle.dashboard_link
-        if link and handle.kind == "local" and importlib.util.find_spec("bokeh") is None:
-            link += "  (needs bokeh: pip install bokeh)"
-        print(f"dashboard: {link or 'not available'}", flush=True)
+        print(f"dashboard: {_dashboard_line(handle)}", flush=True)
         try:
             result = batch.run_job(job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}")
         except KeyboardInterrupt:
@@ -189,6 +241,18 @@ def _cmd_run(args) -> int:
         print(f"masters: {os.path.join(out, 'masters')}")
     print(f"Parquet: {out}/{{features,presets,loudness,failures,runs}}  (run {result.run_id})")
     return result.exit_code(job.options["strict"])
+
+
+def _dashboard_line(handle) -> str:
+    """The dashboard's address, only where it can serve: a local cluster's needs bokeh in this environment."""
+    import importlib.util
+
+    link = handle.dashboard_link
+    if not link:
+        return "not available"
+    if handle.kind == "local" and importlib.util.find_spec("bokeh") is None:
+        return "not available (the dashboard needs bokeh: pip install 'bokeh>=3.1')"
+    return link
 
 
 def _add_presets(sub) -> None:
@@ -279,9 +343,10 @@ def _add_training_data(sub) -> None:
 
 
 def _cmd_training_data(args) -> int:
-    from acetate.pipeline import training
+    from acetate.pipeline import store, training
 
     try:
+        store.check_output_root(args.out)
         path = training.generate(
             args.inputs,
             args.out,

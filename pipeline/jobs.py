@@ -26,6 +26,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       max_in_flight: null         # tasks queued at once (default 2 x worker threads)
       progress: true              # progress bar on stderr
       verify: true                # fingerprint the masters too (features stage "output")
+      allow_unsafe_levels: false  # accept targets louder than -5 LUFS, ceilings above 0 dBTP
     training:                     # mode training-data only: variants per track (acetate.pipeline.training)
       presets: null               # preset names (default: the whole bank)
       intensities: [low, medium, high]
@@ -55,7 +56,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from acetate.pipeline import audio
+from acetate.pipeline import audio, levels, store
 
 __all__ = [
     "JobError",
@@ -69,6 +70,8 @@ __all__ = [
     "resolve_tracks",
     "read_manifest",
     "builtin_job_path",
+    "builtin_job_names",
+    "check_job",
     "config_hash",
 ]
 
@@ -96,7 +99,7 @@ _INPUTS = {"demo", "paths", "manifest"}
 _DEMO = {"per_style": 1, "seconds": 20.0, "include_bad": True, "seed": 0}
 _TARGET = {"integrated_lufs", "true_peak_dbtp", "tolerance_lu"}
 _PRESETS = {"bank": None, "preset": None, "intensity": "medium"}
-_OPTIONS = {"device": "auto", "strict": False, "retries": 2, "max_in_flight": None, "progress": True, "verify": True}
+_OPTIONS = {"device": "auto", "strict": False, "retries": 2, "max_in_flight": None, "progress": True, "verify": True, "allow_unsafe_levels": False}
 
 
 class JobError(ValueError):
@@ -160,12 +163,17 @@ class Job:
         }
 
 
+def builtin_job_names() -> list[str]:
+    """Names of the jobs shipped with Acetate (``demo``, ``nightly``, ...)."""
+    return sorted(p.name[:-5] for p in resources.files("acetate.jobs").iterdir() if p.name.endswith(".yaml"))
+
+
 def builtin_job_path(name: str) -> str:
     """Path of a job shipped with Acetate (``demo``, ``nightly``, ...)."""
     stem = name[:-5] if name.endswith(".yaml") else name
     p = resources.files("acetate.jobs") / f"{stem}.yaml"
     if not p.is_file():
-        raise JobError(f"no built-in job named {name!r}")
+        raise JobError(f"no built-in job named {name!r}; built-in jobs: {', '.join(builtin_job_names())}")
     return str(p)
 
 
@@ -186,13 +194,23 @@ def _number(v: Any, where: str) -> float:
 def load_job(path: str | os.PathLike) -> Job:
     """Read and validate a job file; a bare name like ``demo`` finds a built-in job."""
     p = os.fspath(path)
-    if not os.path.exists(p) and os.sep not in p and not p.endswith((".yml",)):
-        p = builtin_job_path(p)
+    if not os.path.exists(p):
+        # A bare name (no folder, no YAML suffix) is a built-in job; anything that looks
+        # like a path is a file that is not there.
+        if os.sep not in p and "/" not in p and not p.lower().endswith((".yaml", ".yml")):
+            p = builtin_job_path(p)
+        else:
+            raise JobError(f"file not found: {p} (built-in jobs: {', '.join(builtin_job_names())})")
+    from acetate.pipeline.files import input_problem
+
+    problem = input_problem(p)
+    if problem is not None:
+        raise JobError(f"job file {problem}")
     try:
         with open(p, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
-        raise JobError(f"no such job file: {p}") from None
+        raise JobError(f"file not found: {p}") from None
     except yaml.YAMLError as exc:
         raise JobError(f"{p}: not valid YAML: {exc}") from None
     job = parse_job(data if data is not None else {}, default_name=Path(p).stem)
@@ -202,45 +220,97 @@ def load_job(path: str | os.PathLike) -> Job:
 
 def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
     """Validate a job given as a mapping (see the module docstring); fills defaults."""
+    import math
+
     _unknown(data, _TOP, "the job")
+    # A job is a small tree of plain data. Refuse what YAML (or a caller) can build beyond
+    # that before anything below copies, compares or prints it: a structure containing
+    # itself (a recursive alias), nesting deeper than any job's, or an alias bomb (a few
+    # lines whose anchors expand to billions of nodes). Iterative, memoised by identity.
+    sizes: dict[int, int] = {}
+    path: set[int] = set()
+    todo: list[tuple[Any, int, bool]] = [(data, 0, False)]
+    while todo:
+        node, depth, finished = todo.pop()
+        if not isinstance(node, (Mapping, list, tuple, set, frozenset)):
+            continue
+        kids = [*node.keys(), *node.values()] if isinstance(node, Mapping) else list(node)
+        if finished:
+            path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(k), 1) for k in kids)
+            if sizes[id(node)] > 1_000_000:
+                raise JobError("the job is too large (over a million values once its YAML aliases are expanded)")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in path:
+            raise JobError("the job contains itself (a recursive YAML alias)")
+        if depth > 32:
+            raise JobError("the job is nested too deeply (more than 32 levels)")
+        path.add(id(node))
+        todo.append((node, depth, True))
+        todo.extend((k, depth + 1, False) for k in kids)
+
+    def path_value(v: Any, where: str) -> str:  # a path: non-empty, no NUL (which no file system takes)
+        if not isinstance(v, str) or not v or "\0" in v:
+            raise JobError(f"{where} must be a path, got {v!r}")
+        return v
+
+    def whole(v: Any, where: str, lo: int, hi: int, *, none: bool = False) -> int | None:
+        if v is None and none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise JobError(f"{where} must be a whole number in {lo}..{hi}{' or null' if none else ''}, got {v!r}")
+        return v
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or "\0" in name:
         raise JobError(f"name must be a non-empty string, got {name!r}")
     mode = data.get("mode", "master")
     if mode not in MODES:
         raise JobError(f"mode must be one of {MODES}, got {mode!r}")
 
-    inputs = dict(data.get("inputs") or {})
+    inputs = data.get("inputs") or {}
     _unknown(inputs, _INPUTS, "inputs")
+    inputs = dict(inputs)
     given = [k for k in ("demo", "paths", "manifest") if inputs.get(k) not in (None, False)]
     if len(given) > 1:
         raise JobError(f"inputs: give one of demo / paths / manifest, not {given}")
     if "demo" in given:
         demo = inputs["demo"]
-        demo = {} if demo is True else dict(demo)
+        demo = {} if demo is True else demo
         _unknown(demo, _DEMO, "inputs.demo")
-        inputs["demo"] = {**_DEMO, **demo}
+        demo = {**_DEMO, **demo}
+        whole(demo["per_style"], "inputs.demo.per_style", 1, 1000)
+        whole(demo["seed"], "inputs.demo.seed", 0, 2**63 - 1)
+        secs = demo["seconds"]
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not 1.0 <= secs <= 3600.0:
+            raise JobError(f"inputs.demo.seconds must be a number of seconds in 1..3600, got {secs!r}")
+        if not isinstance(demo["include_bad"], bool):
+            raise JobError(f"inputs.demo.include_bad must be true or false, got {demo['include_bad']!r}")
+        inputs["demo"] = demo
     if "paths" in given:
         paths = inputs["paths"]
         paths = [paths] if isinstance(paths, str) else paths
-        if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+        if not isinstance(paths, list) or not all(isinstance(x, str) and x and "\0" not in x for x in paths):
             raise JobError(f"inputs.paths must be a list of folders, globs or files, got {inputs['paths']!r}")
         inputs["paths"] = paths
-    if "manifest" in given and not isinstance(inputs["manifest"], str):
-        raise JobError(f"inputs.manifest must be a path, got {inputs['manifest']!r}")
+    if "manifest" in given:
+        path_value(inputs["manifest"], "inputs.manifest")
 
-    output = data.get("output", f"acetate-out/{name}")
-    if not isinstance(output, str) or not output:
-        raise JobError(f"output must be a path, got {output!r}")
+    output = path_value(data.get("output", f"acetate-out/{name}"), "output")
 
     targets: dict[str, dict[str, float]] = {}
     raw_targets = data.get("targets") or {}
     if isinstance(raw_targets, list):  # a list of built-in names
+        if not all(isinstance(t, str) for t in raw_targets):
+            raise JobError(f"targets must be a mapping of name -> target or a list of built-in names, got {raw_targets!r}")
         raw_targets = {t: None for t in raw_targets}
     if not isinstance(raw_targets, Mapping):
         raise JobError(f"targets must be a mapping of name -> target, got {raw_targets!r}")
     for tname, spec in raw_targets.items():
-        base = dict(BUILTIN_TARGETS.get(tname, {}))
+        if not isinstance(tname, str) or not tname.strip():
+            raise JobError(f"targets: a target name must be a non-empty string, got {tname!r}")
+        base = dict(BUILTIN_TARGETS.get(str(tname).lower(), {}))
         if spec is None:
             if not base:
                 raise JobError(f"target {tname!r} is not built in ({sorted(BUILTIN_TARGETS)}); give its integrated_lufs")
@@ -250,8 +320,9 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         if "integrated_lufs" not in merged:
             raise JobError(f"targets.{tname}: integrated_lufs is required")
         t = {k: _number(merged[k], f"targets.{tname}.{k}") for k in sorted(_TARGET)}
-        if t["true_peak_dbtp"] > 0:
-            raise JobError(f"targets.{tname}.true_peak_dbtp must be <= 0, got {t['true_peak_dbtp']}")
+        for k, v in t.items():
+            if not math.isfinite(v):
+                raise JobError(f"targets.{tname}.{k} must be a finite number, got {v!r}")
         if t["tolerance_lu"] <= 0:
             raise JobError(f"targets.{tname}.tolerance_lu must be > 0, got {t['tolerance_lu']}")
         targets[str(tname)] = t
@@ -262,61 +333,79 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         default_target = [default_target]
     if not isinstance(default_target, list) or not default_target:
         raise JobError(f"target must be a target name or a list of names, got {data.get('target')!r}")
-    for t in default_target:
-        if t not in targets:
-            if t in BUILTIN_TARGETS:
-                targets[t] = dict(BUILTIN_TARGETS[t])
-            else:
-                raise JobError(f"target {t!r} is neither in targets nor built in ({sorted(BUILTIN_TARGETS)})")
+    if not all(isinstance(t, str) for t in default_target):
+        raise JobError(f"target must be a target name or a list of names, got {data.get('target')!r}")
+    default_target = [_target_name(t, targets) for t in default_target]
 
     formats = data.get("formats", ["wav24"])
     formats = [formats] if isinstance(formats, str) else formats
     if not isinstance(formats, list) or not formats:
         raise JobError(f"formats must be a non-empty list, got {data.get('formats')!r}")
+    formats = [f.strip().lower() if isinstance(f, str) else f for f in formats]
     for f in formats:
-        if f not in audio.FORMATS:
+        if not isinstance(f, str) or f not in audio.FORMATS:
             raise JobError(f"unknown format {f!r}; choose from {sorted(audio.FORMATS)}")
     exts = [audio.FORMATS[f][0] for f in formats]
     if len(set(exts)) != len(exts):
         raise JobError(f"formats {formats} share a file extension; masters would overwrite each other")
 
-    presets = dict(data.get("presets") or {})
+    presets = data.get("presets") or {}
     _unknown(presets, _PRESETS, "presets")
+    presets = dict(presets)
     presets = {**_PRESETS, **presets}
     for k in ("bank", "preset"):
         if presets[k] is not None and not isinstance(presets[k], str):
             raise JobError(f"presets.{k} must be a string or null, got {presets[k]!r}")
+    if isinstance(presets["intensity"], str):
+        presets["intensity"] = presets["intensity"].strip().lower()
     if presets["intensity"] not in ("low", "medium", "high"):
         raise JobError(f"presets.intensity must be low, medium or high, got {presets['intensity']!r}")
 
     album_mode = data.get("album_mode", "auto")
-    if album_mode not in ("auto", True, False):
+    if not (isinstance(album_mode, bool) or (isinstance(album_mode, str) and album_mode == "auto")):
         raise JobError(f"album_mode must be auto, true or false, got {album_mode!r}")
 
-    options = dict(data.get("options") or {})
+    options = data.get("options") or {}
     _unknown(options, _OPTIONS, "options")
+    options = dict(options)
     options = {**_OPTIONS, **options}
     if options["device"] not in ("auto", "cpu", "gpu"):
         raise JobError(f"options.device must be auto, cpu or gpu, got {options['device']!r}")
-    for k in ("strict", "progress", "verify"):
+    for k in ("strict", "progress", "verify", "allow_unsafe_levels"):
         if not isinstance(options[k], bool):
             raise JobError(f"options.{k} must be true or false, got {options[k]!r}")
-    if isinstance(options["retries"], bool) or not isinstance(options["retries"], int) or options["retries"] < 0:
-        raise JobError(f"options.retries must be a whole number >= 0, got {options['retries']!r}")
+    if isinstance(options["retries"], bool) or not isinstance(options["retries"], int) or not 0 <= options["retries"] <= 1000:
+        raise JobError(f"options.retries must be a whole number >= 0 (at most 1000), got {options['retries']!r}")
     mif = options["max_in_flight"]
-    if mif is not None and (isinstance(mif, bool) or not isinstance(mif, int) or mif < 1):
-        raise JobError(f"options.max_in_flight must be a whole number >= 1 or null, got {mif!r}")
+    if mif is not None and (isinstance(mif, bool) or not isinstance(mif, int) or not 1 <= mif <= 1_000_000):
+        raise JobError(f"options.max_in_flight must be a whole number >= 1 (at most 1000000) or null, got {mif!r}")
 
-    training = dict(data.get("training") or {})
+    for tname, t in targets.items():
+        try:
+            levels.check_levels(t["integrated_lufs"], t["true_peak_dbtp"], allow_unsafe=options["allow_unsafe_levels"], where=f"targets.{tname}: ")
+        except ValueError as exc:
+            raise JobError(str(exc).replace("pass --allow-unsafe-levels", "set options.allow_unsafe_levels: true")) from None
+
+    training = data.get("training") or {}
     _unknown(training, _TRAINING, "training")
     training = {**_TRAINING, **training}
     if training["format"] not in ("flac24", "wav24", "wav32f"):
         raise JobError(f"training.format must be flac24, wav24 or wav32f, got {training['format']!r}")
-    bad = [i for i in training["intensities"] or [] if i not in ("low", "medium", "high")]
+    intens = training["intensities"]
+    if intens is not None and not isinstance(intens, list):
+        raise JobError(f"training.intensities must be a list of low / medium / high, got {intens!r}")
+    bad = [i for i in intens or [] if i not in ("low", "medium", "high")]
     if bad:
         raise JobError(f"training.intensities: unknown intensity {bad[0]!r}")
+    tp = training["presets"]
+    if tp is not None and (not isinstance(tp, list) or not all(isinstance(n, str) and n for n in tp)):
+        raise JobError(f"training.presets must be a list of preset names or null, got {tp!r}")
+    whole(training["n_random"], "training.n_random", 1, 100_000, none=True)
+    whole(training["seed"], "training.seed", 0, 2**63 - 1)
 
     description = data.get("description", "")
+    if description is not None and not isinstance(description, str):
+        raise JobError(f"description must be text, got {description!r}")
     return Job(
         name=name,
         mode=mode,
@@ -332,6 +421,41 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         description=str(description or ""),
         raw=copy.deepcopy(dict(data)),
     )
+
+
+def _target_name(name: str, targets: dict[str, dict[str, float]]) -> str:
+    """The job's spelling of target ``name`` (case aside), adding a built-in one on first use."""
+    if name in targets:
+        return name
+    folded = [t for t in targets if t.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    if name.lower() in BUILTIN_TARGETS:
+        targets[name.lower()] = dict(BUILTIN_TARGETS[name.lower()])
+        return name.lower()
+    raise JobError(f"target {name!r} is neither in targets nor built in ({', '.join(sorted(BUILTIN_TARGETS))})")
+
+
+def check_job(job: Job) -> Any:
+    """Checks of a job that need more than its file, made before any work: the preset bank
+    loads and the job's forced preset is in it (case aside; rewritten to the bank's spelling).
+
+    Returns the loaded bank. Raises :class:`JobError` naming the problem and, for a
+    preset, the bank's names.
+    """
+    from acetate.pipeline import presets
+    from acetate.pipeline.mastering import resolve_preset
+
+    try:
+        bank = presets.load_bank(job.presets.get("bank"))
+    except (OSError, ValueError) as exc:
+        raise JobError(f"presets.bank: cannot load {job.presets.get('bank')}: {exc}") from None
+    if job.presets.get("preset"):
+        try:
+            job.presets["preset"] = resolve_preset(bank, job.presets["preset"])
+        except ValueError as exc:
+            raise JobError(f"presets.preset: {exc}") from None
+    return bank
 
 
 def apply_overrides(job: Job, *, input: str | None = None, out: str | None = None, strict: bool | None = None) -> Job:
@@ -353,10 +477,17 @@ def apply_overrides(job: Job, *, input: str | None = None, out: str | None = Non
 
 
 def _opt(v: Any) -> str | None:
+    """A manifest cell as text (numbers as written); None for empty, null or NaN.
+
+    Raises TypeError (named by :func:`read_manifest` with its row and column) for a
+    value that is no text: bytes, lists, structs or booleans of a Parquet file.
+    """
     if v is None:
         return None
     if isinstance(v, float) and v != v:  # NaN from Parquet/pandas-written files
         return None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise TypeError(f"a {type(v).__name__}, not text")
     s = str(v).strip()
     return s or None
 
@@ -364,36 +495,78 @@ def _opt(v: Any) -> str | None:
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
     """Rows of a CSV or Parquet manifest (known columns only; others are ignored).
 
-    Paths are made absolute against the manifest's folder.  Raises
-    :class:`JobError` naming a missing required column, an empty ``track_id``
-    / ``path`` (by row) or a duplicate ``track_id``.
+    Paths are made absolute against the manifest's folder.  A CSV manifest is
+    UTF-8 text (a byte-order mark allowed; UTF-16 with its byte-order mark is
+    read too).  Raises :class:`JobError` naming an unreadable file (not a regular
+    file, not UTF-8, a NUL byte, broken CSV quoting, not Parquet) with its line,
+    a missing required column, a column given twice, a cell that is not text, an
+    empty ``track_id`` / ``path`` (by row), a NUL in an id or path, or a
+    duplicate ``track_id``.
     """
+    import codecs
+    import io
+
+    from acetate.pipeline.files import input_problem
+
     p = os.fspath(path)
     if not os.path.exists(p):
         raise JobError(f"no such manifest: {p}")
+    problem = input_problem(p)
+    if problem is not None:
+        raise JobError(f"manifest {problem}")
+    numbered: list[tuple[int, Mapping[str, Any]]] = []
     if p.lower().endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
-        table = pq.read_table(p)
-        cols = table.column_names
-        raw = table.to_pylist()
+        try:  # the known columns only: others (of any type, named twice) are none of the manifest's business
+            pf = pq.ParquetFile(p)
+            cols = list(pf.schema_arrow.names)
+            table = pf.read(columns=[c for c in MANIFEST_COLUMNS if cols.count(c) == 1])
+            numbered = [(i + 1, r) for i, r in enumerate(table.to_pylist())]
+        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ArrowNotImplementedError, values Python cannot hold
+            msg = str(exc).replace("\n", " ").strip()[:300] or type(exc).__name__
+            raise JobError(f"manifest {p} is not a readable Parquet file: {msg}") from None
     else:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+        with open(p, "rb") as fh:
+            data = fh.read()
+        codec = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise JobError(f"manifest {p} line {line}: not {codec.upper().replace('-SIG', '')} text (byte 0x{data[exc.start]:02x}); save the manifest as UTF-8 CSV") from None
+        if "\0" in text:
+            line = text.count("\n", 0, text.index("\0")) + 1
+            raise JobError(f"manifest {p} line {line}: a NUL byte (a binary file, or UTF-16 without its byte-order mark?); save the manifest as UTF-8 CSV")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
             cols = list(reader.fieldnames or [])
-            raw = list(reader)
+            for r in reader:
+                numbered.append((reader.line_num, r))
+        except csv.Error as exc:
+            raise JobError(f"manifest {p} line {reader.line_num}: not valid CSV: {exc}") from None
+    dup = next((c for i, c in enumerate(cols) if c in cols[:i]), None)
+    if dup is not None and dup in MANIFEST_COLUMNS:
+        raise JobError(f"manifest {p} has the column {dup!r} twice")
     for req in ("track_id", "path"):
         if req not in cols:
             raise JobError(f"manifest {p} lacks the required column {req!r} (has {cols})")
     base = Path(p).resolve().parent
     rows, seen = [], set()
-    for i, r in enumerate(raw):
-        row = {c: _opt(r.get(c)) for c in MANIFEST_COLUMNS}
-        line = i + 2
+    for line, r in numbered:
+        row = {}
+        for c in MANIFEST_COLUMNS:
+            try:
+                row[c] = _opt(r.get(c))
+            except TypeError as exc:
+                raise JobError(f"manifest {p} row {line}: {c} must be text, got {exc}") from None
         if not row["track_id"]:
             raise JobError(f"manifest {p} row {line}: empty track_id")
         if not row["path"]:
             raise JobError(f"manifest {p} row {line}: empty path for track {row['track_id']!r}")
+        for c in ("track_id", "path"):
+            if "\0" in row[c]:
+                raise JobError(f"manifest {p} row {line}: a NUL character in {c} {row[c]!r}")
         if row["track_id"] in seen:
             raise JobError(f"manifest {p} row {line}: duplicate track_id {row['track_id']!r}")
         seen.add(row["track_id"])
@@ -403,28 +576,77 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
     return rows
 
 
-def _rows_from_paths(paths: list[str]) -> list[dict[str, str | None]]:
-    rows, seen = [], {}
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder`` (or is it), links resolved."""
+    p, f = os.path.realpath(os.path.abspath(path)), os.path.realpath(os.path.abspath(folder))
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def _rows_from_paths(paths: list[str], *, exclude: str | None = None) -> list[dict[str, str | None]]:
+    """Tracks of folders, globs and files: ids from the path without its extension.
+
+    A folder's files are named by their path inside it (``a/b.wav`` -> ``a__b``), a
+    glob's or a lone file's by its stem. Where two files would get one id (``song.wav``
+    beside ``song.flac``, or ``d1/song.wav`` and ``d2/song.flac`` given as files), each
+    keeps its extension and, if that is not enough, the folders that tell them apart
+    (``song.wav``, ``song.flac``; ``d1__song.wav``, ``d2__song.wav``), so the ids depend
+    on the files alone, and no input is refused or shadowed; ids that still meet
+    (``x/y.wav`` beside ``x__y.wav``) get 8 hex digits of their path's hash. A file
+    listed twice (by the same resolved path) is one track. Files under ``exclude`` (the
+    job's own output folder, when it lies inside an input folder) are never inputs: a
+    rerun does not master its own masters.
+    """
+    items: list[tuple[str, str, str]] = []  # (file, id, id with the extension)
+    seen_paths: set[str] = set()
     for entry in paths:
         if any(ch in entry for ch in "*?["):
-            files = sorted(f for f in globmod.glob(entry, recursive=True) if os.path.isfile(f))
-            items = [(f, Path(f).stem) for f in files]
+            found = sorted(f for f in globmod.glob(entry, recursive=True) if not os.path.isdir(f))
+            got = [(f, Path(f).stem, Path(f).name) for f in found]
         elif os.path.isdir(entry):
             root = Path(entry)
-            items = []
+            got = []
             for f in audio.list_audio([entry]):
-                rel = Path(f).relative_to(root).with_suffix("")
-                items.append((f, "__".join(rel.parts)))
-        elif os.path.exists(entry):
-            items = [(entry, Path(entry).stem)]
+                rel = Path(f).relative_to(root)
+                got.append((f, "__".join(rel.with_suffix("").parts), "__".join(rel.parts)))
+        elif os.path.exists(entry) or os.path.islink(entry):
+            got = [(entry, Path(entry).stem, Path(entry).name)]
         else:
             raise JobError(f"input {entry!r} is not a file, folder or glob that matches anything")
-        for f, tid in items:
-            if tid in seen:
-                raise JobError(f"two input files map to track_id {tid!r}: {seen[tid]} and {f}; use a manifest")
-            seen[tid] = f
-            rows.append({c: None for c in MANIFEST_COLUMNS} | {"track_id": tid, "path": str(Path(f).resolve())})
-    return rows
+        for f, tid, full in got:
+            if exclude is not None and _inside(f, exclude):
+                continue
+            key = os.path.realpath(f) if os.path.exists(f) else os.path.abspath(f)
+            if key in seen_paths:
+                continue
+            seen_paths.add(key)
+            items.append((f, tid, full))
+    by_id: dict[str, list[int]] = {}
+    for i, (_, tid, _) in enumerate(items):
+        by_id.setdefault(tid, []).append(i)
+    ids = [tid for _, tid, _ in items]
+    for members in by_id.values():
+        if len(members) < 2:
+            continue
+        fulls = [items[i][2] for i in members]
+        if len(set(fulls)) < len(fulls):  # the same name in different folders: the folders too
+            absp = [os.path.abspath(items[i][0]) for i in members]
+            common = os.path.commonpath([os.path.dirname(a) for a in absp])
+            fulls = ["__".join(Path(os.path.relpath(a, common)).parts) for a in absp]
+        for i, full in zip(members, fulls):
+            ids[i] = full
+    counts: dict[str, int] = {}
+    for tid in ids:
+        counts[tid] = counts.get(tid, 0) + 1
+    for i, tid in enumerate(ids):  # still the same ('x/y.wav' beside 'x__y.wav'): the path's hash decides
+        if counts[tid] > 1:
+            h = hashlib.blake2b(os.path.abspath(items[i][0]).encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+            ids[i] = f"{tid}-{h}"
+    dup: dict[str, int] = {}
+    for i, tid in enumerate(ids):
+        if tid in dup:  # pragma: no cover - distinct paths, equal 32-bit hashes
+            raise JobError(f"two input files map to track_id {tid!r}: {items[dup[tid]][0]} and {items[i][0]}; use a manifest")
+        dup[tid] = i
+    return [{c: None for c in MANIFEST_COLUMNS} | {"track_id": tid, "path": os.path.abspath(f)} for (f, _, _), tid in zip(items, ids)]
 
 
 def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
@@ -450,19 +672,25 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
     elif inputs.get("manifest"):
         rows = read_manifest(inputs["manifest"])
     elif inputs.get("paths"):
-        rows = _rows_from_paths(inputs["paths"])
+        rows = _rows_from_paths(inputs["paths"], exclude=job.output)
     else:
         raise JobError("the job has no inputs: give inputs.manifest, inputs.paths or inputs.demo (or --input)")
+
+    bank = check_job(job)
+    from acetate.pipeline.mastering import resolve_preset
 
     specs = []
     for r in rows:
         names = [t.strip() for t in r["target"].split(";")] if r.get("target") else list(job.target)
-        for t in names:
-            if t not in job.targets:
-                if t in BUILTIN_TARGETS:
-                    job.targets[t] = dict(BUILTIN_TARGETS[t])
-                else:
-                    raise JobError(f"track {r['track_id']!r} names target {t!r}, which the job does not define")
+        try:
+            names = list(dict.fromkeys(_target_name(t, job.targets) for t in names))
+        except JobError as exc:
+            raise JobError(f"track {r['track_id']!r}: {exc}") from None
+        if r.get("preset"):
+            try:
+                r["preset"] = resolve_preset(bank, r["preset"])
+            except ValueError as exc:
+                raise JobError(f"track {r['track_id']!r}: {exc}") from None
         specs.append(
             TrackSpec(
                 track_id=r["track_id"],
@@ -474,6 +702,11 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
                 preset=r.get("preset"),
             )
         )
+    try:  # no two tracks may meet in one output file, ledger entry or task key
+        store.check_distinct({s.track_id: store.safe_name(s.track_id) for s in specs}, "track")
+        store.check_distinct({t: store.safe_name(t) for t in job.targets}, "target")
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
     has_albums = any(s.album for s in specs)
     album = has_albums if job.album_mode == "auto" else bool(job.album_mode) and has_albums
     return specs, album

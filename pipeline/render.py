@@ -37,7 +37,7 @@ import numpy as np
 
 from acetate.kernels import backend, blocks, dither, dynamics, fir, image, loudness, truepeak
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
-from acetate.pipeline import audio, meter
+from acetate.pipeline import audio, levels, meter
 from acetate.pipeline.presets import BALANCED, Preset
 
 __all__ = [
@@ -133,10 +133,14 @@ class MasterSettings:
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITY:
             raise ValueError(f"intensity must be one of {sorted(INTENSITY)}, got {self.intensity!r}")
-        if self.ceiling_dbtp is not None and not (-30.0 <= self.ceiling_dbtp <= 0.0):
-            raise ValueError(f"ceiling_dbtp must be within -30..0 dBTP, got {self.ceiling_dbtp!r}")
-        if self.target_lufs is not None and not math.isnan(self.target_lufs) and not (-60.0 <= self.target_lufs <= 0.0):
-            raise ValueError(f"target_lufs must be within -60..0 LUFS, got {self.target_lufs!r}")
+        # The hard limits (what can be rendered at all); what is *safe* is the callers' policy
+        # (acetate.pipeline.levels.check_levels: the CLI and job files refuse louder without a flag).
+        lo_c, hi_c = levels.HARD_CEILING_DBTP
+        lo_t, hi_t = levels.HARD_TARGET_LUFS
+        if self.ceiling_dbtp is not None and not (lo_c <= self.ceiling_dbtp <= hi_c):
+            raise ValueError(f"ceiling_dbtp must be within {lo_c:g}..{hi_c:g} dBTP, got {self.ceiling_dbtp!r}")
+        if self.target_lufs is not None and not math.isnan(self.target_lufs) and not (lo_t <= self.target_lufs <= hi_t):
+            raise ValueError(f"target_lufs must be within {lo_t:g}..{hi_t:g} LUFS, got {self.target_lufs!r}")
         if self.output_rate is not None and not (audio.MIN_RATE <= self.output_rate <= audio.MAX_RATE):
             raise ValueError(f"output_rate must be within {audio.MIN_RATE}..{audio.MAX_RATE} Hz, got {self.output_rate!r}")
         if self.device not in ("cpu", "gpu", "auto"):
@@ -313,16 +317,26 @@ def resample(x: Any, fs: int, rate: int) -> Any:
     return xp.astype(backend.signal(xp).resample_poly(x, int(rate) // g, int(fs) // g, axis=-1), xp.float32)
 
 
-def _chain_plan(fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: Preset, amount: float, settings: MasterSettings, channels: int) -> dict[str, Any]:
+def _chain_plan(
+    fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: Preset, amount: float, settings: MasterSettings, channels: int, fs: int
+) -> dict[str, Any]:
     """Global parameters of the local stages, from the fingerprint (no pass over the audio).
 
-    Compressor thresholds follow each band's own long-term level (after EQ) plus
-    the preset's offset; widths are fixed for the whole track.
+    The bands are the preset's as the rate ``fs`` allows (:meth:`Preset.at_rate`:
+    an edge at or above 0.4 fs -- 6 kHz at 8, 11.025 and 12 kHz -- is dropped and
+    the band above it merged into the one below, which keeps its parameters);
+    ``crossovers_hz`` holds the edges used and ``crossovers_dropped`` (only where
+    one was dropped) says which and why. Compressor thresholds follow each band's
+    own long-term level (after EQ) plus the preset's offset; widths are fixed for
+    the whole track.
     """
+    preset, xo = preset.at_rate(fs)
     edges = preset.crossovers_hz
     mid_e, side_e = _crossover_energies(fingerprint, eq_gains, edges)
     level = _overall_level_db(fingerprint)
     plan: dict[str, Any] = {"crossovers_hz": list(edges)}
+    if xo.dropped:
+        plan["crossovers_dropped"] = [{"hz": e, "reason": why} for e, why in xo.dropped]
     if settings.dynamics:
         bands = []
         for b in range(len(edges) + 1):  # 4 bands: parameters, not samples
@@ -669,8 +683,10 @@ def master(
             n_taps = int(round(settings.eq_taps_s * out_fs)) | 1
             h_eq = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
         params["eq"] = {"bands_hz": list(BAND_CENTRES_HZ), "gain_db": [round(float(g), 3) for g in gains], "phase": preset.eq_phase}
-    plan = _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0]) if (settings.dynamics or settings.width) else {"crossovers_hz": []}
+    plan = _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs) if (settings.dynamics or settings.width) else {"crossovers_hz": []}
     params.update({k: v for k, v in plan.items() if k != "crossovers_hz"})
+    for d in plan.get("crossovers_dropped", ()):  # a low rate: the preset's bands merged where the rate has no room
+        notes.append(f"{d['hz']:g} Hz crossover dropped at {out_fs} Hz ({d['reason']}): the band above it merged into the band below, which keeps its dynamics and width")
     if settings.dynamics:
         params["crossovers_hz"] = plan["crossovers_hz"]
     y = xd
@@ -829,6 +845,36 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, path: str 
     return float(lufs), 20.0 * math.log10(bound)
 
 
+#: Encodes of one delivery at most (the first, then gain corrections).
+_MAX_ENCODES = 5
+#: Formats that cannot hold every rate: the highest they can (MPEG-1 Layer III: 48 kHz).
+_FORMAT_MAX_RATE = {"mp3": 48000}
+#: A lossy file is re-encoded toward the target when it lands further than this from it.
+_LOSSY_AIM_LU = 0.05
+
+
+def _next_gain_step(fmt: str, lossy: bool, integrated: float, tp: float, target: float | None, ceiling: float | None) -> float:
+    """The gain change (dB) for the next encode of a delivered file, 0.0 when it is as good as it gets.
+
+    Over the ceiling: down by the excess (plus 0.1 dB for a lossy codec, whose peaks move
+    with the gain, or 0.001 dB). A lossy file that keeps the ceiling but lands more than
+    0.05 LU from the target: toward the target, as far as the ceiling allows (a codec's
+    low-pass and its rounding move loudness by a tenth of an LU or two; the gain moves
+    loudness and true peak together, dB for dB).
+    """
+    if ceiling is not None and math.isfinite(tp) and tp > ceiling:
+        return -((tp - ceiling) + (0.1 if lossy else 0.001))
+    if not lossy or target is None or not math.isfinite(integrated):
+        return 0.0
+    miss = target - integrated
+    if abs(miss) <= _LOSSY_AIM_LU:
+        return 0.0
+    # Up only as far as leaves the codec 0.1 dB for its peaks to move (as on the way down).
+    room = math.inf if ceiling is None or not math.isfinite(tp) else ceiling - CEILING_MARGIN_DB - 0.1 - tp
+    step = min(miss, room)
+    return step if abs(step) >= 0.01 and (step < 0) == (miss < 0) else 0.0
+
+
 def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Sequence[str] = ("wav24",)) -> list[dict[str, Any]]:
     """Write ``result`` in each delivery format as ``<out_stem>.<ext>``, verified.
 
@@ -844,11 +890,18 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
       ceiling is re-encoded with the gain lowered by the overshoot plus 0.1 dB
       (at most 4 tries), and the report says so.
 
+    A lossy file that keeps the ceiling but lands more than 0.05 LU from the target is
+    re-encoded with its gain moved toward the target as far as the ceiling allows; one that
+    still misses the 0.1 LU tolerance says so (``target_met`` false, and a note).
+
     Returns
     -------
     list of dict
         Per format: ``format``, ``path``, ``integrated_lufs``, ``true_peak_dbtp``
-        (16x, decoded file; an upper bound for ``exact``), ``gain_adjust_db``, ``verified``.
+        (16x, decoded file; an upper bound for ``exact``), ``report`` (the file's loudness
+        figures as decoded: the master's for an ``exact`` file), ``target_met`` and
+        ``ceiling_met`` (of this file; None where there is no target or ceiling),
+        ``tolerance_lu``, ``gain_adjust_db``, ``verified``.
 
     Raises
     ------
@@ -868,40 +921,72 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
         path = stem.with_name(f"{stem.name}.{ext}")
         adjust = 0.0
         dithered = audio.pcm_bits(fmt) == _DITHER_BITS
-        for attempt in range(4):
-            y = base if adjust == 0.0 else (base * 10.0 ** (adjust / 20.0)).astype(np.float32)
+        lossy = not audio.is_lossless(fmt)
+        report: dict[str, Any] = {}
+        src, fs_out = base, result.fs
+        top = _FORMAT_MAX_RATE.get(fmt)
+        if top is not None and result.fs > top:  # the format cannot hold the rate: the highest it can, said
+            fs_out = 44100 if result.fs % 11025 == 0 else top  # 88.2/176.4 kHz -> 44.1, the rest -> 48
+            src = np.ascontiguousarray(backend.to_host(resample(base, result.fs, fs_out)), dtype=np.float32)
+            result.notes.append(f"{fmt}: delivered at {fs_out} Hz (the format holds at most {top} Hz; the master is {result.fs} Hz)")
+        was_over = False
+        for attempt in range(_MAX_ENCODES):
+            y = src if adjust == 0.0 else (src * 10.0 ** (adjust / 20.0)).astype(np.float32)
             if dithered:
                 if seed is None:  # hashed once, and only when some format dithers
                     seed = dither.content_seed(base, result.settings.digest() + result.preset)
                 y = np.asarray(dither.tpdf_dither_quantize(y, _DITHER_BITS, seed), dtype=np.float32)
-            audio.encode(y, result.fs, path, fmt)
-            exact = _exact_check(result, fmt, y, path) if adjust == 0.0 else None
+            audio.encode(y, fs_out, path, fmt)
+            exact = _exact_check(result, fmt, y, path) if adjust == 0.0 and fs_out == result.fs else None
             if exact is not None and result.ceiling_dbtp is not None and exact[1] > result.ceiling_dbtp:
                 exact = None  # the bound is over (a master at the ceiling, then dithered): measure the file itself
             if exact is not None:
                 integrated, tp = exact
+                report = {k: result.output_report.get(k) for k in meter.LOUDNESS_FIGURES}
+                report.update(integrated_lufs=integrated, true_peak_dbtp=tp)
             else:  # the whole file, decoded and measured
                 decoded, dfs = audio.decode(path)
                 tp = float(truepeak.to_db(np.max(truepeak.true_peak(decoded, dfs, oversample=VERIFY_OVERSAMPLE))))
-            if result.ceiling_dbtp is None or tp <= result.ceiling_dbtp or not math.isfinite(tp):
+                report = {k: v for k, v in meter.loudness_report(decoded, dfs).items() if k in meter.LOUDNESS_FIGURES}
+                report["true_peak_dbtp"] = tp if math.isfinite(tp) else None
+                integrated = report["integrated_lufs"] if report["integrated_lufs"] is not None else math.nan
+                del decoded
+            step = _next_gain_step(fmt, lossy, integrated, tp, result.target_lufs, result.ceiling_dbtp)
+            if step > 0.0 and attempt >= _MAX_ENCODES - 2:  # up only with an encode left to come down again
+                step = 0.0
+            elif step > 0.0 and was_over:  # back up after an over: half the way, the codec's peaks move
+                step *= 0.5
+            was_over = was_over or step < 0.0
+            if step == 0.0:
                 break
-            if attempt == 3:  # the file on disk is over: say so, never report it as met
-                result.ceiling_met = False
-                result.notes.append(f"{fmt}: decoded true peak {tp:.2f} dBTP stays over the {result.ceiling_dbtp:.1f} dBTP ceiling")
+            if attempt == _MAX_ENCODES - 1:  # the file on disk is what it is: say so, never report it as met
+                if result.ceiling_dbtp is not None and math.isfinite(tp) and tp > result.ceiling_dbtp:
+                    result.ceiling_met = False
+                    result.notes.append(f"{fmt}: decoded true peak {tp:.2f} dBTP stays over the {result.ceiling_dbtp:.1f} dBTP ceiling")
                 break
-            adjust -= (tp - result.ceiling_dbtp) + (0.1 if fmt == "mp3" else 0.001)
-        if exact is None:
-            integrated = loudness.integrated_loudness(decoded, dfs)
+            adjust += step
+        ok_lufs = None if result.target_lufs is None or not math.isfinite(integrated) else abs(integrated - result.target_lufs) <= TARGET_TOLERANCE_LU
+        ok_tp = None if result.ceiling_dbtp is None else (not math.isfinite(tp) or tp <= result.ceiling_dbtp + 1e-9)
+        if lossy and ok_lufs is False:
+            result.notes.append(
+                f"{fmt}: the decoded file measures {integrated:.2f} LUFS, {integrated - result.target_lufs:+.2f} LU from the target: "
+                f"the codec moved it and the true-peak ceiling leaves no room to correct it (the ceiling wins)"
+            )
         outputs.append(
             {
                 "format": fmt,
                 "path": str(path),
                 "integrated_lufs": integrated if math.isfinite(integrated) else None,
                 "true_peak_dbtp": tp if math.isfinite(tp) else None,
+                "report": report,
+                "target_met": ok_lufs,
+                "ceiling_met": ok_tp,
+                "tolerance_lu": TARGET_TOLERANCE_LU,
                 "gain_adjust_db": round(adjust, 4),
                 "verified": "exact" if exact is not None else "measured",
             }
         )
         if adjust:
-            result.notes.append(f"{fmt}: gain lowered {-adjust:.2f} dB so the decoded file keeps the ceiling")
+            why = "keeps the ceiling" if adjust < 0 else "comes to the target"
+            result.notes.append(f"{fmt}: gain {'lowered' if adjust < 0 else 'raised'} {abs(adjust):.2f} dB so the decoded file {why}")
     return outputs

@@ -16,12 +16,18 @@ of adding to them.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import socket
+import tempfile
+import unicodedata
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -33,6 +39,8 @@ from acetate.schemas import registry
 __all__ = [
     "STATE_DIR",
     "safe_name",
+    "name_key",
+    "check_distinct",
     "dataset_dir",
     "write_json",
     "read_json",
@@ -40,28 +48,87 @@ __all__ = [
     "remove_part",
     "read_dataset",
     "list_parts",
+    "OutputBusy",
+    "output_lock",
+    "check_output_root",
 ]
 
 #: Hidden folder of the ledger and caches inside an output root.
 STATE_DIR = ".acetate"
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: Names kept as they are: lower-case ASCII letters, digits, ``.``, ``_`` and ``-``, starting
+#: with a letter or digit. Lower case only, so that two names kept as they are never differ by
+#: case alone (macOS and Windows file systems fold case).
+_PLAIN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+#: What a hashed name ends with: ``-`` and 16 hex digits. A plain id that ends like this is
+#: hashed too, so it can never meet the hashed name of another id.
+_HASHED_TAIL = re.compile(r"-[0-9a-f]{16}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: Device names Windows reserves whatever the extension (``aux.wav`` is the device AUX).
+_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
+#: Longest name kept as it is; a hashed name is at most ``100 + 17`` characters, so a part
+#: file's name with its run id and a temporary file's decorations stay well under 255 bytes.
+_MAX_PLAIN = 120
 
 
 def safe_name(track_id: str) -> str:
-    """A file-name-safe form of ``track_id``, unique per id.
+    """The file name (without extension) of ``track_id``: file-system safe, and one per id.
 
-    Ids made of ``[A-Za-z0-9._-]`` (not starting with ``.``) are kept as they
-    are; others have the offending characters replaced with ``_`` and a short
-    hash of the original appended, so two ids never share a file.
+    An id is kept as it is when it is *plain*: lower-case ASCII letters, digits, ``.``,
+    ``_`` and ``-``, starting with a letter or digit, not ending with ``.``, at most 120
+    characters, not a device name Windows reserves (``con``, ``aux.wav``, ``lpt1`` ...), and
+    not ending like a hashed name. Any other id becomes its characters with every unsafe one
+    replaced by ``_`` (at most 100 of them), then ``-`` and 16 hex digits of the blake2b hash
+    of the id's UTF-8 bytes. So two distinct ids never share a name, on a file system that
+    folds case (plain names have no upper case; hashed names differ in their hash) or one that
+    normalises Unicode (the hash is of the raw bytes, the name itself is ASCII); the batch
+    still checks every plan for collisions (:func:`check_distinct`).
+
+    Examples
+    --------
+    >>> safe_name("pop-01")
+    'pop-01'
+    >>> safe_name("Track")
+    'Track-2402e228f58d0e96'
+    >>> safe_name("x/y")
+    'x_y-8158958a3ec8aebb'
+    >>> safe_name(safe_name("x/y")) != safe_name("x/y")
+    True
     """
     if not isinstance(track_id, str) or not track_id:
         raise ValueError(f"track_id must be a non-empty string, got {track_id!r}")
-    clean = _SAFE.sub("_", track_id)
-    if clean == track_id and not track_id.startswith((".", "_")) and len(track_id) <= 180:
+    if (
+        _PLAIN.fullmatch(track_id)
+        and len(track_id) <= _MAX_PLAIN
+        and not track_id.endswith(".")
+        and track_id.split(".", 1)[0] not in _RESERVED
+        and not _HASHED_TAIL.search(track_id)
+    ):
         return track_id
-    digest = hashlib.blake2b(track_id.encode("utf-8"), digest_size=4).hexdigest()
-    return f"{clean.lstrip('._')[:160] or 'track'}-{digest}"
+    digest = hashlib.blake2b(track_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    clean = _UNSAFE.sub("_", track_id).lstrip("._")[:100].rstrip(".") or "track"
+    head, dot, rest = clean.partition(".")
+    if head.lower() in _RESERVED:  # 'aux.wav-<hash>' would still be the device AUX on Windows
+        clean = f"{head}_{dot}{rest}"
+    return f"{clean}-{digest}"
+
+
+def name_key(name: str) -> str:
+    """How a file system that folds case and normalises Unicode may see ``name`` (for collision checks)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def check_distinct(names: dict[str, str], what: str = "track") -> None:
+    """Raise ``ValueError`` naming both ids when two ids of ``names`` (id -> file name) share one file.
+
+    Names are compared as a case-folding, Unicode-normalising file system would.
+    """
+    seen: dict[str, str] = {}
+    for tid, name in names.items():
+        k = name_key(name)
+        if k in seen and seen[k] != tid:
+            raise ValueError(f"{what}s {seen[k]!r} and {tid!r} would share the output name {name!r}; rename one of them")
+        seen[k] = tid
 
 
 def dataset_dir(out_root: str | os.PathLike, dataset: str) -> Path:
@@ -154,3 +221,109 @@ def read_dataset(out_root: str | os.PathLike, dataset: str) -> pa.Table:
             raise ValueError(f"{p}: {exc}") from None
     table = pads.dataset(parts, schema=schema, format="parquet").to_table()
     return table.replace_schema_metadata(schema.metadata)
+
+
+# --- the output root: one run at a time, writable -------------------------------------
+
+#: The advisory lock file of a run: ``OUT/.acetate/lock`` (JSON: pid, host, run, since).
+LOCK_NAME = "lock"
+
+
+class OutputBusy(RuntimeError):
+    """Another run holds the output root (the message names it)."""
+
+
+_HELD: dict[str, list] = {}  # realpath -> [open lock file, depth]: re-entrant within a process
+
+
+@contextlib.contextmanager
+def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Hold ``OUT/.acetate/lock`` for the duration of a run; raise :class:`OutputBusy` if another holds it.
+
+    The lock is an advisory ``flock`` on the file, so it dies with its process: a run
+    killed outright leaves the file but no lock, and the next run takes it over (the
+    file's old holder is then *stale*, and the returned record says so). The file
+    says who holds it -- pid, host, run id and since when -- for the message another
+    run gets. Re-entrant within one process. Yields the lock record, with ``stale``
+    (the previous holder's record, or None).
+    """
+    import fcntl
+
+    root = Path(out_root)
+    key = os.path.realpath(root)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield _HELD[key][2]
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = root / STATE_DIR / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = _parse_lock(fh.read())
+        fh.close()
+        who = "another acetate run"
+        if holder:
+            who = f"run {holder.get('run_id') or '?'} (pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')})"
+        raise OutputBusy(f"the output folder {root} is in use by {who}; wait for it to finish or use another --out") from None
+    fh.seek(0)
+    stale = _parse_lock(fh.read()) or None
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps(record))
+    fh.flush()
+    record = {**record, "stale": stale}
+    _HELD[key] = [fh, 1, record]
+    try:
+        yield record
+    finally:
+        _HELD.pop(key, None)
+        try:
+            fh.seek(0)
+            fh.truncate()  # an empty lock file: nobody holds it, nothing stale
+        finally:
+            fh.close()  # releases the flock
+
+
+def _parse_lock(text: str) -> dict[str, Any]:
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def check_output_root(out_root: str | os.PathLike, option: str = "--out") -> Path:
+    """Make sure ``out_root`` is (or can become) a writable folder; return it as an absolute path.
+
+    Raises ``ValueError`` with one sentence: a path that is an existing file, a folder
+    that cannot be created or written (permissions, a read-only file system), or a
+    full disk. Checked before any work starts, so nothing is rendered to be thrown away.
+    """
+    root = Path(os.path.abspath(os.fspath(out_root)))
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{option} {out_root} is an existing file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"{option} {out_root}: a part of the path is an existing file, not a folder") from None
+    except OSError as exc:
+        raise ValueError(f"{option} {out_root}: cannot create the folder: {exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".acetate-probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ValueError(files.no_space_message(root)) from None
+        raise ValueError(f"{option} {out_root}: cannot write there: {exc.strerror or exc}") from None
+    st = os.statvfs(root)
+    if st.f_bavail * st.f_frsize < (1 << 20):
+        raise ValueError(f"{option} {out_root}: no space left on device (under 1 MiB free)")
+    return root

@@ -58,6 +58,8 @@ __all__ = [
     "content_hash",
     "settings_hash",
     "master_paths",
+    "planned_outputs",
+    "check_input",
     "ledger_path",
     "read_ledger",
     "measure_track",
@@ -108,8 +110,7 @@ def _stage(stage: str, fn: Callable[[], Any]) -> Any:
 def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """blake2b (128-bit) of the bytes of ``path``, hex."""
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise audio.AudioError(f"no such file: {p}")
+    check_input(p)
     h = hashlib.blake2b(digest_size=16)
     with open(p, "rb") as fh:
         while True:
@@ -118,6 +119,35 @@ def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
+
+
+def check_input(path: str | os.PathLike) -> None:
+    """Raise :class:`~acetate.pipeline.audio.AudioError` unless ``path`` is a regular file
+    (a FIFO, device, socket, directory, dangling link or link loop is named), before anything opens it."""
+    from acetate.pipeline.files import input_problem
+
+    problem = input_problem(path)
+    if problem is not None:
+        raise audio.AudioError(problem)
+
+
+def planned_outputs(out_root: str | os.PathLike, track_id: str, targets: list[str] | tuple[str, ...], formats: list[str] | tuple[str, ...]) -> list[str]:
+    """Every master file a ``master`` attempt of ``track_id`` may write (recorded before it writes any)."""
+    stems = master_paths(out_root, track_id, list(targets))
+    return [f"{stems[t]}.{audio.FORMATS[f][0]}" for t in targets for f in formats]
+
+
+def _check_room(out_root: str, path: str) -> None:
+    """Raise :class:`~acetate.pipeline.files.DiskFull` when the output file system has less room
+    than the input file takes (a master is at least about that size, or the disk is simply full)."""
+    from acetate.pipeline import files
+
+    where = Path(out_root)
+    while not where.exists() and where.parent != where:  # not made yet: its file system
+        where = where.parent
+    st = os.statvfs(where)
+    if st.f_bavail * st.f_frsize < max(os.path.getsize(path), 1 << 20):
+        raise files.DiskFull(Path(out_root) / "masters")
 
 
 def _remove_files(paths: Any) -> None:
@@ -396,6 +426,9 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     key = None
     attempt = 1
     try:
+        _stage("input", lambda: check_input(path))
+        if mode == "master":  # a full disk fails the track now, not after its decode and render
+            _stage("write", lambda: _check_room(out_root, path))
         chash = _stage("hash", lambda: content_hash(path))
         key = f"{chash}:{settings_hash(settings, spec)}"
         summary["key"] = key
@@ -408,11 +441,16 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             return summary
         attempt = int(ledger.get("attempts", 0)) + 1 if ledger.get("key") == key and ledger.get("status") != "done" else 1
         summary["attempt"] = attempt
-        # Masters of an earlier key (the file or the settings changed) are not this
-        # track's any more: remove them, so a failure now never leaves old audio that
+        # Not done with this key: the ledger's masters are not this track's delivery. Those
+        # of an earlier key (the file or the settings changed) and those an attempt left
+        # while its ledger still said ``running`` (a worker or client killed between the
+        # masters and the ledger) are removed and the track is redone: only a ``done``
+        # ledger vouches for its masters and rows. A failure now never leaves audio that
         # looks delivered.
         _remove_files(ledger.get("outputs", []))
-        store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat()})
+        _remove_files(ledger.get("planned", []))
+        planned = planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else []
+        store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat(), "planned": planned})
 
         device = _device(settings)
         x_cache: dict[str, Any] = {}
@@ -469,9 +507,10 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 if spec.get("album"):
                     output_blocks[t] = result.output_blocks
                 written = _stage("write", lambda: _write(result, stems[t], settings["formats"]))
-                summary["outputs"].extend(written)
-                first = written[0] if written else stems[t]
-                rows["loudness"].append(_loudness_row(run_id, spec, "output", t, tspec, {k: v for k, v in out_report.items() if k != "path"}, first, tl))
+                summary["outputs"].extend(o["path"] for o in written)
+                for o in written:  # one row per delivered file, with its figures as decoded
+                    file_report = {**{k: v for k, v in out_report.items() if k != "path"}, **o["report"]}
+                    rows["loudness"].append(_loudness_row(run_id, spec, "output", t, tspec, file_report, o["path"], tl))
                 params = dict(result.params)
                 if album_lufs is not None:
                     params.update(album_gain_db=album_gain(t), album_loudness_lufs=float(album_lufs), track_target_lufs=tl)
@@ -521,6 +560,9 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             _remove_files(summary["outputs"])  # a half-delivered track (one target of two) is not delivered
             for name in ("features", "presets", "loudness"):
                 store.remove_part(out_root, name, part)
+            # a failed ledger vouches for no master: none of an earlier attempt's stays beside it
+            _remove_files(ledger.get("outputs", []))
+            _remove_files(planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else [])
             store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "failed", "key": key, "attempts": attempt, "run_id": run_id, "stage": f.stage, "error_type": f.error_type, "message": f.message, "finished": _now().isoformat()})
         except Exception as exc:  # noqa: BLE001 - the output root itself is broken; report that too
             summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {_msg(exc)})"
@@ -573,11 +615,11 @@ def _verify(result: Any, device: str) -> dict[str, float]:
         return analyse.fingerprint(backend.to_device(y, xp), result.fs, loudness=given)  # no copy when already there
 
 
-def _write(result: Any, stem: str, formats: list[str]) -> list[str]:
+def _write(result: Any, stem: str, formats: list[str]) -> list[dict[str, Any]]:
+    """The delivered files, verified (:func:`acetate.pipeline.render.write_outputs`: path, figures as decoded)."""
     from acetate.pipeline import render
 
-    out = render.write_outputs(result, stem, formats)
-    return [o["path"] if isinstance(o, Mapping) else str(o) for o in out]
+    return render.write_outputs(result, stem, formats)
 
 
 def _training(path: str, out_dir: str, settings: Mapping[str, Any], device: str) -> str:

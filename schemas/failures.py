@@ -2,8 +2,9 @@
 
 Columns
 -------
-``run_id``, ``track_id``, ``path``, ``stage`` (where it failed: ``hash``,
-``decode``, ``analyse``, ``select``, ``render``, ``verify``, ``write``,
+``run_id``, ``track_id``, ``path``, ``stage`` (where it failed: ``input`` --
+not a regular file (a FIFO, device, socket, folder, dangling link or link
+loop), refused before it is opened -- ``hash``, ``decode``, ``analyse``, ``select``, ``render``, ``verify``, ``write``,
 ``worker`` -- the worker process died or the task was lost -- or ``job``),
 ``error_type`` (exception class name), ``message`` (one line a label's
 engineer can act on), ``attempt`` (1 for the first try of this track's
@@ -29,7 +30,7 @@ __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "FAILURES_SCHEMA", "STAGES", "failur
 SCHEMA_NAME = "failures"
 SCHEMA_VERSION = "1.0"
 
-STAGES = ("hash", "decode", "analyse", "select", "render", "verify", "write", "worker", "job")
+STAGES = ("input", "hash", "decode", "analyse", "select", "render", "verify", "write", "worker", "job")
 
 FAILURES_SCHEMA = pa.schema(
     [

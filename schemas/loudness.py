@@ -1,7 +1,10 @@
 """The loudness table: input and output loudness reports per track and per target.
 
-One row per (track, stage, target): ``stage`` is ``input`` (the source file)
-or ``output`` (the master rendered for that target); album rows
+One row per (track, stage, target) on input rows and per (track, target,
+delivered file) on output rows: ``stage`` is ``input`` (the source file) or
+``output`` (a delivered file of the master for that target, ``path`` naming it,
+its figures as that file decodes: a WAV or FLAC holds the master's samples
+exactly, an MP3 is decoded and measured); album rows
 (``scope = "album"``, ``track_id`` null) carry the album's loudness computed
 by gating the pooled blocks of all its tracks (BS.1770 album loudness).
 

@@ -50,7 +50,10 @@ def test_defaults_fill_in():
         ({"formats": ["wav24", "wav16"]}, "share a file extension"),
         ({"target": "nowhere"}, "'nowhere'"),
         ({"targets": {"x": {"integrated_lufs": "loud"}}}, "targets.x.integrated_lufs"),
-        ({"targets": {"x": {"integrated_lufs": -14, "true_peak_dbtp": 1}}}, "true_peak_dbtp"),
+        ({"targets": {"x": {"integrated_lufs": -14, "true_peak_dbtp": 1}}}, "targets.x: ceiling +1.00 dBTP is above 0 dBTP"),
+        ({"targets": {"x": {"integrated_lufs": 5}}}, "targets.x: target +5.0 LUFS is outside -60..0 LUFS"),
+        ({"targets": {"x": {"integrated_lufs": -3}}}, "set options.allow_unsafe_levels: true"),
+        ({"targets": {"x": {"integrated_lufs": -3}}, "options": {"allow_unsafe_levels": "yes"}}, "allow_unsafe_levels must be true or false"),
         ({"options": {"device": "tpu"}}, "'tpu'"),
         ({"options": {"retries": -1}}, "retries"),
         ({"album_mode": "sometimes"}, "'sometimes'"),
@@ -69,10 +72,14 @@ def test_load_job_errors(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(jobs.JobError, match="not valid YAML"):
         jobs.load_job(bad)
-    with pytest.raises(jobs.JobError, match="no such job file"):
+    with pytest.raises(jobs.JobError, match="file not found: .*missing.yaml .*built-in jobs: demo, nightly"):
         jobs.load_job(tmp_path / "missing.yaml")
-    with pytest.raises(jobs.JobError, match="no built-in job"):
-        jobs.builtin_job_path("nope")
+    with pytest.raises(jobs.JobError, match=r"^file not found: nosuch.yaml \(built-in jobs: .*remaster-catalogue"):
+        jobs.load_job("nosuch.yaml")  # looks like a file name: never "no built-in job named"
+    with pytest.raises(jobs.JobError, match="no built-in job named 'nope'; built-in jobs: demo"):
+        jobs.load_job("nope")
+    with pytest.raises(jobs.JobError, match="not a regular file: a directory"):
+        jobs.load_job(tmp_path)
 
 
 def test_overrides_replace_inputs_output_strict(tmp_path):
