@@ -33,7 +33,7 @@ def main() -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from conftest import pink_noise
 
-    from acetate.kernels import backend, dynamics, loudness, truepeak
+    from acetate.kernels import backend, limiter, loudness, truepeak
 
     xp = backend.array_module("gpu" if args.gpu else "cpu")
     fs, ceil_db = args.fs, -1.0
@@ -59,11 +59,11 @@ def main() -> None:
             best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
         return (best, best_cpu), out
 
-    dynamics.true_peak_limit(xp.asarray(base[:, :fs]), fs, ceil_db)  # warm-up (filter design, caches)
+    limiter.true_peak_limit(xp.asarray(base[:, :fs]), fs, ceil_db)  # warm-up (filter design, caches)
     print(f"{args.seconds:.0f} s stereo at {fs} Hz, ceiling {ceil_db} dBTP, {'GPU' if args.gpu else f'CPU, {args.threads} BLAS thread(s)'}")
     for over_db in (6.0, 2.0, -0.5):
         x = xp.asarray((base * (10 ** ((ceil_db + over_db) / 20) / tp0)).astype(np.float32))
-        (t_lim, c_lim), (y, g) = timed(lambda: dynamics.true_peak_limit(x, fs, ceil_db))
+        (t_lim, c_lim), (y, g) = timed(lambda: limiter.true_peak_limit(x, fs, ceil_db))
         (t_tp, c_tp), peak = timed(lambda: truepeak.true_peak(y, fs, oversample=16))
         tp_db = 20 * np.log10(float(backend.to_host(peak).max()))
         yh, xh = backend.to_host(y), backend.to_host(x)

@@ -35,7 +35,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from acetate.kernels import backend, blocks, dither, dynamics, fir, image, loudness, truepeak
+from acetate.kernels import backend, blocks, compressor, dither, fir, image, limiter, loudness, truepeak
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 from acetate.pipeline import audio, levels, meter
 from acetate.pipeline.presets import BALANCED, Preset
@@ -386,7 +386,7 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         p = plan["dynamics"][b] if "dynamics" in plan else None
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
             # the detector sees the band as split (before its width is set)
-            g_hops[b] = dynamics.compressor_gain(
+            g_hops[b] = compressor.compressor_gain(
                 bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"],
                 window_s=DETECTOR_WINDOW_S, release_ref_db=RELEASE_REF_DB, control_hop=hop, at_hops=True,
             )
@@ -398,7 +398,7 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
     step = n if backend.is_gpu(xp) else _SUM_STRETCH_HOPS * hop
     for s0 in range(0, n, step):  # a loop over stretches (a second of audio or more), not samples
         s1 = min(n, s0 + step)
-        g = dynamics.interpolate_hops(g_hops, hop, n, s0, s1)  # (K, s1 - s0)
+        g = compressor.interpolate_hops(g_hops, hop, n, s0, s1)  # (K, s1 - s0)
         seg = bands[:, :, s0:s1]
         out[:, s0:s1] = xp.einsum("kcn,kn->cn", seg, g)
     return out
@@ -429,7 +429,7 @@ def CONTROL_HOP(fs: float) -> int:
 #: whole-track result while memory stays bounded for hour-long programmes.
 BLOCK_S = 60.0
 
-#: The band compressors' detector window and release reference (dynamics' defaults, named
+#: The band compressors' detector window and release reference (kernels.compressor's defaults, named
 #: here because the halo of a block depends on them).
 DETECTOR_WINDOW_S = 0.01
 RELEASE_REF_DB = 10.0
@@ -468,7 +468,7 @@ def _chain_halo(filters: Any, plan: Mapping[str, Any], fs: int, peak: float) -> 
             if p is None or p["threshold_db"] is None or not p["ratio"] > 1.0:
                 continue
             level = 20.0 * math.log10(max(float(l1[b]) * peak, 1e-15))
-            deepest = -float(dynamics.compressor_gain_db(np.array([level]), p["threshold_db"], p["ratio"], p["knee_db"])[0])
+            deepest = -float(compressor.compressor_gain_db(np.array([level]), p["threshold_db"], p["ratio"], p["knee_db"])[0])
             extra = max(extra, p["attack_s"] + deepest * p["release_s"] / RELEASE_REF_DB)
         support += int(math.ceil(extra * fs)) + hop * (int(round(DETECTOR_WINDOW_S * fs / hop)) // 2 + 3)
     return -(-support // hop) * hop
@@ -515,7 +515,7 @@ class _Limited(NamedTuple):
     """One pass of gain + limiter: the signal, its verified true peaks (None unless
     asked), the deepest gain reduction (dB) and sample ranges covering every sample
     the limiter changed (host (k, 2) ``[start, end)``, whole knot intervals:
-    :meth:`~acetate.kernels.dynamics.KnotGain.runs`; None when the whole signal was trimmed)."""
+    :meth:`~acetate.kernels.limiter.KnotGain.runs`; None when the whole signal was trimmed)."""
 
     z: Any
     peaks: _Peaks | None
@@ -534,7 +534,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     ceiling = ceiling - CEILING_MARGIN_DB
     aim = ceiling
     for _ in range(_MAX_CEILING_PASSES):
-        z, gain = dynamics.true_peak_limit(  # the gain folded in: no gained copy of the track
+        z, gain = limiter.true_peak_limit(  # the gain folded in: no gained copy of the track
             y, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE,
             input_gain_db=gain_db, knots=True,  # its knots (n / 8), not a per-sample copy
         )

@@ -312,7 +312,7 @@ def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
     over to the last one, which frees it before its limiter (the memory peak)."""
     import weakref
 
-    from acetate.kernels import dynamics
+    from acetate.kernels import limiter as tp_limiter
     from acetate.pipeline import render
 
     path = tmp_path / "mix.wav"
@@ -320,7 +320,7 @@ def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
     job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(path)]}, "output": str(tmp_path / "out"), "target": ["streaming", "ebu-r128"]})
     settings = dict(job.settings(), preset_bank_hash="test")
     refs, alive = [], []
-    decode, limit = audio.decode_programme, dynamics.true_peak_limit
+    decode, limit = audio.decode_programme, tp_limiter.true_peak_limit
 
     def decoded(p):
         x, fs = decode(p)
@@ -332,7 +332,7 @@ def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
         return limit(*a, **k)
 
     monkeypatch.setattr(audio, "decode_programme", decoded)
-    monkeypatch.setattr(render.dynamics, "true_peak_limit", limiter)
+    monkeypatch.setattr(render.limiter, "true_peak_limit", limiter)
     spec = jobs.TrackSpec(track_id="mix", path=str(path), targets=["streaming", "ebu-r128"]).to_dict()
     summary = track.run_track(spec, settings, str(tmp_path / "out"), "run-1")
     assert summary["status"] == "done", summary

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import pytest
 
-from acetate.kernels import dynamics, fir, loudness
+from acetate.kernels import compressor, fir, loudness
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 from acetate.pipeline import analyse, audio, demo, learn, presets
 from acetate.schemas.features import THIRD_OCTAVE_LABELS
@@ -66,7 +66,7 @@ def make_master(x: np.ndarray, style: str, seed: int) -> np.ndarray:
     if h["comp"] is not None:
         thr, ratio, att, rel, win = h["comp"]
         lv = 10 * math.log10(np.mean(y.astype(np.float64) ** 2))
-        y, _ = dynamics.compress(y, FS, lv + thr, ratio, 6.0, att, rel, window_s=win)
+        y, _ = compressor.compress(y, FS, lv + thr, ratio, 6.0, att, rel, window_s=win)
     y = y * 10 ** ((h["lufs"] - loudness.integrated_loudness(y, FS)) / 20)
     y = y[:, int(rng.uniform(0.1, 0.6) * FS) :].copy()  # mastering trims the head...
     fade = int(0.5 * FS)

@@ -174,7 +174,7 @@ def test_master_file_releases_the_input_before_the_limiter(tmp_path, mixes, monk
     the input too (a whole copy of the track less)."""
     import weakref
 
-    from acetate.kernels import dynamics
+    from acetate.kernels import limiter as tp_limiter
 
     refs, alive = [], []
     decode = audio.decode_programme
@@ -184,14 +184,14 @@ def test_master_file_releases_the_input_before_the_limiter(tmp_path, mixes, monk
         refs.append(weakref.ref(x))
         return x, fs
 
-    limit = dynamics.true_peak_limit
+    limit = tp_limiter.true_peak_limit
 
     def limiter(*a, **k):
         alive.append(refs[0]() is not None)
         return limit(*a, **k)
 
     monkeypatch.setattr(audio, "decode_programme", decoded)
-    monkeypatch.setattr(render.dynamics, "true_peak_limit", limiter)
+    monkeypatch.setattr(render.limiter, "true_peak_limit", limiter)
     path = tmp_path / "mix.wav"
     sf.write(path, mixes["rock"].T, FS, subtype="PCM_24")
     row = mastering.master_file(str(path), tmp_path / "out", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
