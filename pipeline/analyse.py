@@ -322,26 +322,13 @@ def feature_vector(fp: Mapping[str, float]) -> np.ndarray:
     return np.array([float(fp[k]) if fp[k] is not None else math.nan for k in FEATURE_NAMES], dtype=np.float64)
 
 
-def _read(path: str) -> tuple[np.ndarray, int]:
-    try:
-        from acetate.pipeline import audio
-    except ImportError:  # pragma: no cover - audio.py is part of the package
-        audio = None
-    if audio is not None and hasattr(audio, "decode"):
-        return audio.decode(path)
-    import soundfile as sf
-
-    data, fs = sf.read(path, dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), int(fs)
-
-
 def analyze_file(path: str | os.PathLike, *, device: str = "cpu", loudness: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Decode ``path`` and fingerprint it.
+    """Check, decode (mono as dual mono, as every entry point does) and fingerprint ``path``.
 
     Parameters
     ----------
     path : str or path-like
-        Audio file (decoded with :func:`acetate.pipeline.audio.decode`).
+        Audio file (decoded with :func:`acetate.pipeline.stages.decode`).
     device : {"cpu", "gpu", "auto"}
         Where to compute (see :func:`acetate.kernels.backend.array_module`).
     loudness : mapping, optional
@@ -353,7 +340,9 @@ def analyze_file(path: str | os.PathLike, *, device: str = "cpu", loudness: Mapp
         ``{"path": str(path), **fingerprint}`` -- a row for
         :func:`acetate.schemas.features.features_table`.
     """
+    from acetate.pipeline import stages
+
     path = os.fspath(path)
-    x, fs = _read(path)
-    xp = backend.array_module(device)
-    return {"path": str(path), **fingerprint(backend.to_device(x, xp), fs, loudness=loudness)}
+    stages.check_input(path)
+    prog = stages.decode(path, device=device)  # as every entry point decodes it: mono as dual mono
+    return {"path": str(path), **fingerprint(prog.audio, prog.fs, loudness=loudness)}

@@ -74,14 +74,16 @@ def _cmd_analyze(args) -> int:
     except ValueError as exc:
         print(f"acetate analyze: {exc}", file=sys.stderr)
         return 2
+    from acetate.pipeline import stages
+
     rows = []
     for path in audio.list_audio(args.paths):
         try:
-            rows.append(analyse.analyze_file(path, device=args.device))
+            rows.append(stages.stage("analyse", lambda: analyse.analyze_file(path, device=args.device)))
             print(f"ok      {path}")
-        except (audio.AudioError, ValueError, MemoryError) as exc:
-            rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
-            print(f"FAILED  {path}: {exc}")
+        except stages.StageFailure as f:
+            rows.append({"path": path, "error": f"{f.error_type}: {f.message}"})
+            print(f"FAILED  {path}: {f.message}")
     table = features_table(rows)
     files.atomic_write(out, lambda tmp: pq.write_table(table, tmp))  # a crash never leaves half a file
     print(f"wrote {table.num_rows} rows to {out}")

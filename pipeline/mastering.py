@@ -1,40 +1,21 @@
-"""One file's mastering journey: decode -> analyse -> select -> render -> verify -> write.
+"""``acetate master`` for one file: the stages of :mod:`acetate.pipeline.stages`, then a report row.
 
-:func:`master_file` is what ``acetate master`` runs per input and what a batch
-worker runs per track; it returns a small JSON-able row and never raises for a
-bad input (the row carries ``error`` and the ``stage`` that failed).
+:func:`master_file` is what ``acetate master`` runs per input (batch workers run
+the same stages through :func:`acetate.pipeline.track.run_track`); it returns a
+small JSON-able row and never raises for a bad input (the row carries ``error``
+and the ``stage`` that failed). Also here: how a preset name is resolved in a
+bank, and how inputs are named as outputs.
 """
 from __future__ import annotations
 
-import math
-import traceback
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from acetate.kernels import backend
-from acetate.pipeline import audio, render
+from acetate.pipeline import render, stages
+from acetate.pipeline.presets import load_bank
 from acetate.pipeline.runtime import track_scope
-from acetate.pipeline.presets import Preset, load_bank
 
-__all__ = ["analyse_programme", "choose_preset", "resolve_preset", "output_stems", "delivered_met", "master_file", "summary_row"]
-
-
-def choose_preset(fingerprint: Mapping[str, float], preset: str | None = "auto", bank: Any = None) -> tuple[Preset, dict[str, Any]]:
-    """The preset to use and the selection record (``preset, forced, distance, runners_up``).
-
-    ``preset="auto"`` (or None) asks the bank for the nearest style; a name forces
-    that preset from the bank. ``bank`` is a loaded :class:`~acetate.pipeline.presets.Bank`,
-    a path, or None for the shipped default bank.
-    """
-    b = load_bank(bank) if bank is None or isinstance(bank, (str, Path)) else bank
-    if preset and preset.lower() != "auto":
-        name = resolve_preset(b, preset)
-        return b[name], {"preset": name, "forced": True, "distance": None, "runners_up": []}
-    sel = b.select(fingerprint)
-    runners = [(str(n), float(d)) for n, d in sel.runners_up]
-    return sel.preset, {"preset": sel.preset.name, "forced": False, "distance": float(sel.distance), "runners_up": runners}
+__all__ = ["resolve_preset", "output_stems", "delivered_met", "master_file", "summary_row"]
 
 
 def resolve_preset(bank: Any, name: str) -> str:
@@ -96,35 +77,6 @@ def output_stems(paths: Sequence[str]) -> dict[str, str]:
     return stems
 
 
-def analyse_programme(x: np.ndarray, fs: int, device: str = "cpu") -> tuple[dict[str, Any], dict[str, float], np.ndarray]:
-    """The input's loudness report, fingerprint and BS.1770 gating blocks, in one meter pass.
-
-    ``x`` is the decoded programme as it will be delivered (mono already dual,
-    :func:`acetate.pipeline.audio.dual_mono`). The CLI and the batch worker both
-    analyse through here, so a track measures the same wherever it is mastered.
-
-    Raises
-    ------
-    RenderError
-        More channels than a master supports, shorter than one 400 ms block, or a
-        silent programme (no 400 ms block above the -70 LUFS gate) -- nothing to master.
-    """
-    from acetate.pipeline import analyse, meter
-
-    if x.shape[0] > 2:
-        raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
-    if x.shape[1] < round(0.4 * fs):
-        raise render.RenderError(f"{x.shape[1] / fs:.3f} s of audio: shorter than one 400 ms loudness block")
-    xp = backend.array_module(device)
-    xd = backend.to_device(x, xp)
-    report, stats = meter.measure_report(xd, fs)
-    if report["integrated_lufs"] is None:
-        raise render.SilentProgramme("silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, integrated loudness undefined")
-    given = {k: (math.nan if report[k] is None else report[k]) for k in analyse.LOUDNESS_KEYS if k in report}
-    fp = analyse.fingerprint(xd, fs, loudness=given)
-    return report, fp, meter.gating_blocks(stats)
-
-
 def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:
     from acetate.pipeline.meter import LOUDNESS_FIGURES
 
@@ -184,36 +136,17 @@ def master_file(
 ) -> dict[str, Any]:
     """Master ``path`` into ``out_dir/<stem>.<ext>`` per format; return the summary row.
 
-    Failures become ``{"path", "error", "stage"}`` rows.
+    The stages of :mod:`acetate.pipeline.stages`, in order; a failure becomes a
+    ``{"path", "error", "stage"}`` row (never an exception).
     """
-    stage = "input"
     try:
-        from acetate.pipeline.track import check_input
-
-        check_input(path)  # before anything opens it: a FIFO would block, a device never end
-        stage = "decode"
-        x, fs = audio.decode_programme(path)
-        x = backend.to_device(x, backend.array_module(settings.device))  # once: analysis and render share it
-        stage = "analyse"
-        notes = []
-        if settings.output_rate and settings.output_rate != fs:  # once, before analysis and render
-            notes.append(f"resampled {fs} Hz -> {settings.output_rate} Hz before mastering")
-            x, fs = render.resample(x, fs, settings.output_rate), settings.output_rate
-        _, fp, _ = analyse_programme(x, fs, settings.device)
-        stage = "select"
-        chosen, selection = choose_preset(fp, preset, bank)
-        stage = "render"
-        # Hand the decoded track over (no reference kept in this frame): render.master
-        # releases it once its chain has run, so the limiter phase, the memory peak,
-        # holds the chain output and the master but not the input too.
-        held = [x]
-        del x
-        result = render.master(held.pop(), fs, settings, preset=chosen, fingerprint=fp)
-        result.notes[:0] = notes
-        stage = "write"
-        outputs = render.write_outputs(result, Path(out_dir) / (stem or Path(path).stem), formats)
-        return summary_row(path, result, outputs, selection)
-    except (audio.AudioError, render.RenderError, ValueError, KeyError, MemoryError) as exc:
-        return {"path": path, "error": f"{type(exc).__name__}: {exc}", "stage": stage}
-    except Exception as exc:  # never let one track take a batch down; keep the trace for the log
-        return {"path": path, "error": f"{type(exc).__name__}: {exc}", "stage": stage, "trace": traceback.format_exc(limit=5)}
+        b = load_bank(bank) if bank is None or isinstance(bank, (str, Path)) else bank
+        stages.stage("input", lambda: stages.check_input(path))
+        prog = stages.stage("decode", lambda: stages.decode(path, device=settings.device, output_rate=settings.output_rate))
+        found = stages.stage("analyse", lambda: stages.analyse(prog.audio, prog.fs, settings.device))
+        choice = stages.stage("select", lambda: stages.select(found.fingerprint, preset, b))
+        result = stages.stage("render", lambda: stages.render(prog, found, choice, settings))
+        outputs = stages.stage("write", lambda: stages.write(result, str(Path(out_dir) / (stem or Path(path).stem)), formats))
+        return summary_row(path, result, outputs, choice.record())
+    except stages.StageFailure as f:
+        return {"path": path, "error": f"{f.error_type}: {f.message}", "stage": f.stage}

@@ -48,18 +48,18 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from acetate.pipeline import audio, store
+from acetate.pipeline import audio, stages, store
+from acetate.pipeline.stages import StageFailure, error_message
+from acetate.pipeline.stages import stage as _stage
 from acetate.pipeline.runtime import track_scope
 
 __all__ = [
     "SETTINGS_VERSION",
     "ANALYSIS_VERSION",
-    "TrackFailure",
     "content_hash",
     "settings_hash",
     "master_paths",
     "planned_outputs",
-    "check_input",
     "ledger_path",
     "read_ledger",
     "measure_track",
@@ -75,33 +75,8 @@ _GPU_LOCK = threading.Lock()  # one GPU section per worker process at a time
 _BANK_CACHE: dict[str, Any] = {}
 
 
-class TrackFailure(Exception):
-    """A failure at a named stage (wraps the original exception's type and message)."""
-
-    def __init__(self, stage: str, error_type: str, message: str) -> None:
-        super().__init__(f"{stage}: {error_type}: {message}")
-        self.stage, self.error_type, self.message = stage, error_type, message
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _msg(exc: BaseException) -> str:
-    text = str(exc).replace("\n", " ").strip()
-    return text or type(exc).__name__
-
-
-def _stage(stage: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; any exception becomes a :class:`TrackFailure` at ``stage``."""
-    try:
-        return fn()
-    except TrackFailure:
-        raise
-    except MemoryError as exc:
-        raise TrackFailure(stage, "MemoryError", f"out of memory: {_msg(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
-        raise TrackFailure(stage, type(exc).__name__, _msg(exc)) from exc
 
 
 # --- keys -------------------------------------------------------------------------
@@ -110,7 +85,7 @@ def _stage(stage: str, fn: Callable[[], Any]) -> Any:
 def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """blake2b (128-bit) of the bytes of ``path``, hex."""
     p = os.fspath(path)
-    check_input(p)
+    stages.check_input(p)
     h = hashlib.blake2b(digest_size=16)
     with open(p, "rb") as fh:
         while True:
@@ -119,16 +94,6 @@ def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def check_input(path: str | os.PathLike) -> None:
-    """Raise :class:`~acetate.pipeline.audio.AudioError` unless ``path`` is a regular file
-    (a FIFO, device, socket, directory, dangling link or link loop is named), before anything opens it."""
-    from acetate.pipeline.files import input_problem
-
-    problem = input_problem(path)
-    if problem is not None:
-        raise audio.AudioError(problem)
 
 
 def planned_outputs(out_root: str | os.PathLike, track_id: str, targets: list[str] | tuple[str, ...], formats: list[str] | tuple[str, ...]) -> list[str]:
@@ -240,32 +205,34 @@ class _DeviceSection:
             _GPU_LOCK.release()
 
 
-def _analyse(x: np.ndarray, fs: int, device: str) -> dict[str, Any]:
-    """Input loudness report, fingerprint and gating blocks of host audio ``x`` (as the CLI measures it)."""
-    from acetate.pipeline.mastering import analyse_programme
-
+def _analyse(prog: stages.Programme, device: str) -> dict[str, Any]:
+    """Input loudness report, fingerprint and gating blocks (:func:`acetate.pipeline.stages.analyse`), as the cache keeps them."""
     with _DeviceSection(device):
-        report, fp, blocks = analyse_programme(x, fs, device)
-    return {"report": report, "fingerprint": fp, "blocks": [round(float(b), 4) for b in blocks]}
+        found = stages.analyse(prog.audio, prog.fs, device)
+    return {"report": found.report, "fingerprint": found.fingerprint, "blocks": [round(float(b), 4) for b in found.blocks]}
+
+
+def _as_analysis(cached: Mapping[str, Any]) -> stages.Analysis:
+    return stages.Analysis(dict(cached["report"]), dict(cached["fingerprint"]), np.asarray(cached["blocks"], np.float32))
 
 
 def _measure_cache_path(out_root: str, chash: str) -> Path:
     return Path(out_root) / store.STATE_DIR / "measure" / f"{chash}.json"
 
 
-def _analysis(x_loader: Callable[[], tuple[np.ndarray, int]], out_root: str, chash: str, device: str) -> tuple[dict[str, Any], np.ndarray | None, int | None]:
+def _analysis(load: Callable[[], stages.Programme], out_root: str, chash: str, device: str) -> tuple[dict[str, Any], stages.Programme | None]:
     """Cached analysis of the input (by content hash), decoding only when needed.
 
-    Returns (analysis, audio or None, fs or None).
+    Returns (analysis as cached, the decoded programme or None).
     """
     cache = store.read_json(_measure_cache_path(out_root, chash))
     if cache and cache.get("version") == ANALYSIS_VERSION:
-        return cache, None, None
-    x, fs = _stage("decode", x_loader)
-    result = _stage("analyse", lambda: _analyse(x, fs, device))
+        return cache, None
+    prog = _stage("decode", load)
+    result = _stage("analyse", lambda: _analyse(prog, device))
     result["version"] = ANALYSIS_VERSION
     store.write_json(_measure_cache_path(out_root, chash), result)
-    return result, x, fs
+    return result, prog
 
 
 def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: str) -> dict[str, Any]:
@@ -283,11 +250,11 @@ def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root
         path = spec["path"]
         chash = _stage("hash", lambda: content_hash(path))
         out["content_hash"] = chash
-        analysis, _, _ = _analysis(lambda: audio.decode_programme(path), out_root, chash, _device(settings))
+        analysis, _ = _analysis(lambda: stages.decode(path), out_root, chash, _device(settings))
         out["integrated_lufs"] = analysis["report"]["integrated_lufs"]
         out["duration_s"] = float(analysis["report"]["duration_s"])
         out["blocks"] = np.asarray(analysis["blocks"], dtype=np.float32)
-    except TrackFailure as f:
+    except StageFailure as f:
         out["error"] = {"stage": f.stage, "error_type": f.error_type, "message": f.message}
     return out
 
@@ -305,15 +272,9 @@ def _load_bank(settings: Mapping[str, Any]) -> Any:
     return _BANK_CACHE[key]
 
 
-def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Choose the preset: the manifest row's or the job's forced preset, else the bank's nearest.
-
-    Returns ``{"preset": Preset, "forced": bool, "distance": float|None, "runners_up": [(name, d)]}``.
-    """
-    from acetate.pipeline.mastering import choose_preset
-
-    chosen, record = choose_preset(fp, spec.get("preset") or settings.get("preset") or "auto", _load_bank(settings))
-    return {**record, "preset": chosen}
+def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[str, Any]) -> stages.Choice:
+    """The manifest row's or the job's forced preset, else the bank's nearest (:func:`acetate.pipeline.stages.select`)."""
+    return stages.select(fp, spec.get("preset") or settings.get("preset") or "auto", _load_bank(settings))
 
 
 def _float(v: Any) -> float | None:
@@ -372,7 +333,7 @@ def _write_parts(out_root: str, part: str, run_id: str, rows: Mapping[str, list[
             store.remove_part(out_root, name, part)
 
 
-def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: TrackFailure, attempt: int, key: str | None) -> None:
+def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailure, attempt: int, key: str | None) -> None:
     from acetate.schemas import failures
 
     row = {
@@ -426,7 +387,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     key = None
     attempt = 1
     try:
-        _stage("input", lambda: check_input(path))
+        _stage("input", lambda: stages.check_input(path))
         if mode == "master":  # a full disk fails the track now, not after its decode and render
             _stage("write", lambda: _check_room(out_root, path))
         chash = _stage("hash", lambda: content_hash(path))
@@ -453,14 +414,9 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat(), "planned": planned})
 
         device = _device(settings)
-        x_cache: dict[str, Any] = {}
-
-        def load() -> tuple[np.ndarray, int]:
-            if "x" not in x_cache:
-                x_cache["x"], x_cache["fs"] = audio.decode_programme(path)
-            return x_cache["x"], x_cache["fs"]
-
-        analysis, x, fs = _analysis(load, out_root, chash, device)
+        # The decoded programme stays on the host here; the device sections move it (one worker
+        # thread at a time on a GPU, while the others decode and encode).
+        analysis, prog = _analysis(lambda: stages.decode(path), out_root, chash, device)
         report, fp = analysis["report"], analysis["fingerprint"]
         summary["duration_s"] = float(report["duration_s"])
         targets = list(spec.get("targets") or [])
@@ -480,26 +436,23 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             rows["loudness"].append(_loudness_row(run_id, spec, "input", t, settings["targets"][t], report, path, track_target(t)))
 
         if mode == "training-data":
-            x = None
-            x_cache.clear()
+            prog = None
             tdir = Path(out_root) / "training" / part
             table = _stage("render", lambda: _training(path, str(tdir), settings, device))
             summary["outputs"].append(table)
 
         output_blocks: dict[str, np.ndarray] = {}
         if mode == "master":
-            if x is None:
-                x, fs = _stage("decode", load)
+            if prog is None:
+                prog = _stage("decode", lambda: stages.decode(path))
             sel = _stage("select", lambda: _select(fp, spec, settings))
+            found = _as_analysis(analysis)
             stems = master_paths(out_root, track_id, targets)
             for i, t in enumerate(targets):
                 tspec = settings["targets"][t]
                 tl = track_target(t)
-                held = [x]
-                if i == len(targets) - 1:  # the last render: hand the input over (freed after its chain)
-                    x = None
-                    x_cache.clear()
-                result = _stage("render", lambda: _render(held, fs, fp, sel["preset"], tl, tspec, settings, device))
+                last = i == len(targets) - 1  # the last render: the input is handed over (freed after its chain)
+                result = _stage("render", lambda: _render(prog, found, sel, tl, tspec, settings, device, last))
                 out_report = result.output_report
                 if settings.get("verify", True):
                     out_fp = _stage("verify", lambda: _verify(result, device))
@@ -523,16 +476,15 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                         "run_id": run_id,
                         "track_id": track_id,
                         "target": t,
-                        "preset": getattr(sel["preset"], "name", str(sel["preset"])),
-                        "forced": sel["forced"],
-                        "distance": sel["distance"],
-                        "runners_up": sel["runners_up"],
+                        "preset": sel.name,
+                        "forced": sel.forced,
+                        "distance": sel.distance,
+                        "runners_up": sel.runners_up,
                         "params": params,
                     }
                 )
                 del result
-        x = None
-        x_cache.clear()
+        prog = None
         _stage("write", lambda: _write_parts(out_root, part, run_id, rows))
         blocks_file = None
         if output_blocks:
@@ -553,7 +505,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             },
         )
         summary.update(status="done", output_blocks=output_blocks)
-    except TrackFailure as f:
+    except StageFailure as f:
         summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)
         try:
             _failure(out_root, run_id, spec, f, attempt, key)
@@ -565,11 +517,11 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             _remove_files(planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else [])
             store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "failed", "key": key, "attempts": attempt, "run_id": run_id, "stage": f.stage, "error_type": f.error_type, "message": f.message, "finished": _now().isoformat()})
         except Exception as exc:  # noqa: BLE001 - the output root itself is broken; report that too
-            summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {_msg(exc)})"
+            summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {error_message(exc)})"
     except Exception as exc:  # noqa: BLE001 - a bug outside the staged code; still a row, never a lost task
-        summary.update(status="failed", stage="job", error_type=type(exc).__name__, message=_msg(exc), attempt=attempt)
+        summary.update(status="failed", stage="job", error_type=type(exc).__name__, message=error_message(exc), attempt=attempt)
         try:
-            _failure(out_root, run_id, spec, TrackFailure("job", type(exc).__name__, _msg(exc)), attempt, key)
+            _failure(out_root, run_id, spec, StageFailure("job", type(exc).__name__, error_message(exc)), attempt, key)
         except Exception:
             pass
     summary["seconds"] = time.perf_counter() - t0
@@ -579,12 +531,11 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 # --- adapters to render ------------------------------------------------------------
 
 
-def _render(held: list, fs: int, fp: Mapping[str, float], preset: Any, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str) -> Any:
-    """``render.master`` with the job's target, ceiling, intensity and device.
+def _render(prog: stages.Programme, found: stages.Analysis, choice: stages.Choice, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str, last: bool) -> Any:
+    """:func:`acetate.pipeline.stages.render` with the job's target, ceiling, intensity and device.
 
-    ``held`` is ``[x]``, the decoded track: it is popped into the call, so where the
-    caller keeps no other reference (its last target) render frees the input once
-    its chain has run, before the limiter phase, the memory peak.
+    On the ``last`` target the programme hands its audio over, so render frees the
+    input once its chain has run, before the limiter phase, the memory peak.
 
     In album mode ``target_lufs`` is the track's own input loudness plus the
     album gain, so the album's relative loudness survives the chain; render's
@@ -599,27 +550,18 @@ def _render(held: list, fs: int, fp: Mapping[str, float], preset: Any, target_lu
         device=device,
     )
     with _DeviceSection(device):
-        return render.master(held.pop(), fs, ms, preset=preset, fingerprint=fp)
+        return stages.render(prog, found, choice, ms, hand_over=last)
 
 
 def _verify(result: Any, device: str) -> dict[str, float]:
-    """Fingerprint of the master (its loudness figures from render's output report)."""
-    from acetate.kernels import backend
-    from acetate.pipeline import analyse
-
-    rep = result.output_report
-    given = {k: (math.nan if rep.get(k) is None else rep[k]) for k in analyse.LOUDNESS_KEYS if k in rep}
-    xp = backend.array_module(device)
-    y = result.device_audio if result.device_audio is not None else result.audio
+    """:func:`acetate.pipeline.stages.verify` inside the worker's device section."""
     with _DeviceSection(device):
-        return analyse.fingerprint(backend.to_device(y, xp), result.fs, loudness=given)  # no copy when already there
+        return stages.verify(result, device)
 
 
 def _write(result: Any, stem: str, formats: list[str]) -> list[dict[str, Any]]:
-    """The delivered files, verified (:func:`acetate.pipeline.render.write_outputs`: path, figures as decoded)."""
-    from acetate.pipeline import render
-
-    return render.write_outputs(result, stem, formats)
+    """:func:`acetate.pipeline.stages.write`: the delivered files, verified (path, figures as decoded)."""
+    return stages.write(result, stem, formats)
 
 
 def _training(path: str, out_dir: str, settings: Mapping[str, Any], device: str) -> str:

@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from acetate.pipeline import analyse, audio
+from acetate.pipeline import analyse, audio, stages
+from acetate.pipeline.mastering import output_stems
 from acetate.pipeline.files import atomic_write
 from acetate.pipeline.presets import Bank, load_bank
 from acetate.schemas.training import training_table
@@ -130,16 +131,19 @@ def generate(
     (out / "audio").mkdir(parents=True, exist_ok=True)
     ext = audio.FORMATS[fmt][0]
     rows: list[dict[str, Any]] = []
+    ids = output_stems(files)  # inputs whose stems meet get distinct ids (no variant overwrites another)
     for path in files:
-        track_id = Path(path).stem
+        track_id = ids[path]
         plan = variants(Path(path).name, names, intensities, n_random=n_random, seed=seed)
-        try:
-            x, fs = audio.decode(path)
-            fp_in = analyse.fingerprint(x, fs)
-        except (audio.AudioError, ValueError) as exc:
-            rows.append({"track_path": path, "track_id": track_id, "variant": f"{track_id}__error", "seed": seed, "error": str(exc)})
+        try:  # the stages every entry point runs: mono as dual mono, as it is delivered
+            stages.stage("input", lambda: stages.check_input(path))
+            prog = stages.stage("decode", lambda: stages.decode(path, device=device))
+            found = stages.stage("analyse", lambda: stages.analyse(prog.audio, prog.fs, device))
+            fp_in = found.fingerprint
+        except stages.StageFailure as f:
+            rows.append({"track_path": path, "track_id": track_id, "variant": f"{track_id}__error", "seed": seed, "error": f"{f.stage}: {f.message}"})
             if progress:
-                progress(f"FAILED  {path}: {exc}")
+                progress(f"FAILED  {path}: {f.message}")
             continue
         for k, (pname, inten, lufs) in enumerate(plan):
             variant = f"{track_id}__{pname}__{inten}" + (f"__{k:03d}" if n_random else "")
@@ -155,7 +159,7 @@ def generate(
             }
             try:
                 settings = render.MasterSettings(intensity=inten, target_lufs=lufs, device=device)
-                res = render.master(x, fs, settings, preset=b[pname], fingerprint=fp_in)
+                res = stages.render(prog, found, stages.Choice(b[pname], True, None, []), settings, hand_over=False)
                 rel = f"audio/{variant}.{ext}"
                 audio.encode(res.audio, res.fs, out / rel, fmt)
                 fp_out = analyse.fingerprint(res.audio, res.fs)

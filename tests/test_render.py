@@ -440,7 +440,9 @@ def test_bass_heavy_track_keeps_its_low_end_with_the_bass_heavy_preset():
 
     x = demo.render_style("electronic", 10.0, FS, seed=2) + 0.5 * demo.render_style("pop", 10.0, FS, seed=2)
     fp = fingerprint(x, FS)
-    preset, _ = mastering.choose_preset(fp, "bass_heavy")
+    from acetate.pipeline import presets, stages
+
+    preset = stages.select(fp, "bass_heavy", presets.load_bank(None)).preset
     r = render.master(x, FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), preset=preset, fingerprint=fp)
     out = fingerprint(r.audio, FS)
     centres = np.asarray(BAND_CENTRES_HZ)

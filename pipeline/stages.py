@@ -1,0 +1,241 @@
+"""The stages of one track, shared by every entry point: check -> decode -> analyse -> select -> render -> verify -> write.
+
+``acetate master`` (:func:`acetate.pipeline.mastering.master_file`), the batch
+workers of ``acetate run`` (:func:`acetate.pipeline.track.run_track`),
+``acetate analyze`` and ``acetate training-data`` call these functions, in this
+order, through :func:`stage` (which turns any exception into a
+:class:`StageFailure` naming the stage). Each returns a small typed result; the
+decoded programme is handed from stage to stage once and never copied between
+host and device inside the path.
+
+========  ==============================  ====================================
+stage     function                        result
+========  ==============================  ====================================
+input     :func:`check_input`             (raises for a non-regular file)
+decode    :func:`decode`                  :class:`Programme` (dual mono applied)
+analyse   :func:`analyse`                 :class:`Analysis`
+select    :func:`select`                  :class:`Choice`
+render    :func:`render`                  :class:`~acetate.pipeline.render.MasterResult`
+verify    :func:`verify`                  the master's fingerprint
+write     :func:`write`                   the delivered files (:func:`~acetate.pipeline.render.write_outputs`)
+========  ==============================  ====================================
+
+Mono is measured and delivered as dual mono at every entry point
+(:func:`acetate.pipeline.audio.decode_programme`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from acetate.kernels import backend
+from acetate.pipeline import audio
+
+__all__ = [
+    "STAGES",
+    "StageFailure",
+    "error_message",
+    "stage",
+    "Programme",
+    "Analysis",
+    "Choice",
+    "check_input",
+    "decode",
+    "analyse",
+    "select",
+    "render",
+    "verify",
+    "write",
+]
+
+#: The stages, in order (the ``stage`` of a failure row; ``worker`` and ``job`` are the batch's own).
+STAGES = ("input", "hash", "decode", "analyse", "select", "render", "verify", "write")
+
+T = TypeVar("T")
+
+
+class StageFailure(Exception):
+    """A failure at a named stage: the original exception's type and a one-line message."""
+
+    def __init__(self, stage: str, error_type: str, message: str) -> None:
+        super().__init__(f"{stage}: {error_type}: {message}")
+        self.stage, self.error_type, self.message = stage, error_type, message
+
+
+def error_message(exc: BaseException) -> str:
+    """``exc`` as one line a label's engineer can read (its class name when it says nothing)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def stage(name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn``; any exception becomes a :class:`StageFailure` at stage ``name``.
+
+    Examples
+    --------
+    >>> try:
+    ...     stage("decode", lambda: 1 / 0)
+    ... except StageFailure as f:
+    ...     (f.stage, f.error_type, f.message)
+    ('decode', 'ZeroDivisionError', 'division by zero')
+    """
+    try:
+        return fn()
+    except StageFailure:
+        raise
+    except MemoryError as exc:
+        raise StageFailure(name, "MemoryError", f"out of memory: {error_message(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        raise StageFailure(name, type(exc).__name__, error_message(exc)) from exc
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Programme:
+    """A decoded track as Acetate masters it: ``(channels, samples)`` float32 on its device."""
+
+    audio: Any
+    fs: int
+    path: str
+    notes: list[str] = field(default_factory=list)
+
+    def take(self) -> Any:
+        """Hand the audio over (to the last render): this holder keeps no reference, so the
+        renderer can free the input once its chain has run, before the limiter (the memory peak)."""
+        x, self.audio = self.audio, None
+        return x
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The input's loudness report, fingerprint and BS.1770 gating-block loudness (LUFS)."""
+
+    report: dict[str, Any]
+    fingerprint: dict[str, float]
+    blocks: np.ndarray
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The preset a track is mastered with, and how it was chosen."""
+
+    preset: Any
+    forced: bool
+    distance: float | None
+    runners_up: list[tuple[str, float]]
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.preset, "name", self.preset))
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able selection record (``preset, forced, distance, runners_up``)."""
+        return {"preset": self.name, "forced": self.forced, "distance": self.distance, "runners_up": list(self.runners_up)}
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def check_input(path: str) -> None:
+    """Raise :class:`~acetate.pipeline.audio.AudioError` unless ``path`` is a regular file (a FIFO,
+    device, socket, folder, dangling link or link loop is named), before anything opens it."""
+    from acetate.pipeline.files import input_problem
+
+    problem = input_problem(path)
+    if problem is not None:
+        raise audio.AudioError(problem)
+
+
+def decode(path: str, *, device: str = "cpu", output_rate: int | None = None) -> Programme:
+    """Decode ``path`` as Acetate delivers it (mono as dual mono), onto ``device``, at ``output_rate``.
+
+    The resampling to a delivery rate happens here, once, so analysis, render and
+    verification all see the rate that is delivered.
+    """
+    x, fs = audio.decode_programme(path)
+    xd = backend.to_device(x, backend.array_module(device))
+    del x
+    notes = []
+    if output_rate and int(output_rate) != fs:
+        from acetate.pipeline.render import resample
+
+        notes.append(f"resampled {fs} Hz -> {int(output_rate)} Hz before mastering")
+        xd, fs = resample(xd, fs, int(output_rate)), int(output_rate)
+    return Programme(xd, int(fs), str(path), notes)
+
+
+def analyse(x: Any, fs: int, device: str = "cpu") -> Analysis:
+    """The input's loudness report, fingerprint and gating blocks, in one meter pass.
+
+    Raises
+    ------
+    RenderError
+        More channels than a master supports, shorter than one 400 ms block, or a
+        silent programme (no 400 ms block above the -70 LUFS gate): nothing to master.
+    """
+    from acetate.pipeline import meter, render
+    from acetate.pipeline import analyse as features
+
+    if x.shape[0] > 2:
+        raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
+    if x.shape[1] < round(0.4 * fs):
+        raise render.RenderError(f"{x.shape[1] / fs:.3f} s of audio: shorter than one 400 ms loudness block")
+    xd = backend.to_device(x, backend.array_module(device))
+    report, stats = meter.measure_report(xd, fs)
+    if report["integrated_lufs"] is None:
+        raise render.SilentProgramme("silent or too quiet: no 400 ms block above the -70 LUFS absolute gate, integrated loudness undefined")
+    given = {k: (math.nan if report[k] is None else report[k]) for k in features.LOUDNESS_KEYS if k in report}
+    fp = features.fingerprint(xd, fs, loudness=given)
+    return Analysis(report, fp, meter.gating_blocks(stats))
+
+
+def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any) -> Choice:
+    """The preset for a track: ``preset`` forced by name (matched without regard to case), or with
+    ``"auto"`` / None the bank's nearest style to ``fingerprint``."""
+    from acetate.pipeline.mastering import resolve_preset
+
+    if preset and preset.strip().lower() != "auto":
+        name = resolve_preset(bank, preset)
+        return Choice(bank[name], True, None, [])
+    sel = bank.select(fingerprint)
+    return Choice(sel.preset, False, float(sel.distance), [(str(n), float(d)) for n, d in sel.runners_up])
+
+
+def render(programme: Programme, analysis: Analysis, choice: Choice, settings: Any, *, hand_over: bool = True) -> Any:
+    """Master the programme (:func:`acetate.pipeline.render.master`) with the chosen preset.
+
+    With ``hand_over`` (the last render of a track) the programme gives its audio up to
+    the renderer, which frees it once its chain has run.
+    """
+    from acetate.pipeline import render as chain
+
+    # The audio goes straight into the call (no name for it in this frame), so a handed-over
+    # input has no reference left but the renderer's own.
+    result = chain.master(programme.take() if hand_over else programme.audio, programme.fs, settings, preset=choice.preset, fingerprint=analysis.fingerprint)
+    result.notes[:0] = programme.notes
+    return result
+
+
+def verify(result: Any, device: str) -> dict[str, float]:
+    """The master's fingerprint, on the device it was rendered on (its loudness figures from
+    the renderer's own output report: no second meter pass)."""
+    from acetate.pipeline import analyse as features
+
+    rep = result.output_report
+    given = {k: (math.nan if rep.get(k) is None else rep[k]) for k in features.LOUDNESS_KEYS if k in rep}
+    xp = backend.array_module(device)
+    y = result.device_audio if result.device_audio is not None else result.audio
+    return features.fingerprint(backend.to_device(y, xp), result.fs, loudness=given)
+
+
+def write(result: Any, stem: str, formats: Sequence[str]) -> list[dict[str, Any]]:
+    """Deliver the master in each format, each file verified as it decodes
+    (:func:`acetate.pipeline.render.write_outputs`)."""
+    from acetate.pipeline import render as chain
+
+    return chain.write_outputs(result, stem, formats)
