@@ -45,7 +45,12 @@ class AudioInfo:
 
 
 def info(path: str | os.PathLike) -> AudioInfo:
-    """Header information of ``path`` without decoding it."""
+    """Header information of ``path`` without decoding it (a file that is not regular is refused unopened)."""
+    from acetate.pipeline.files import input_problem
+
+    problem = input_problem(path)
+    if problem is not None:  # opening a FIFO would block, a device never end
+        raise AudioError(problem)
     try:
         i = sf.info(str(path))
     except Exception as exc:  # libsndfile's errors are RuntimeError/LibsndfileError
@@ -53,8 +58,10 @@ def info(path: str | os.PathLike) -> AudioInfo:
     return AudioInfo(str(path), int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
 
 
-def _clean(exc: Exception) -> str:
-    return str(exc).replace("\n", " ").strip() or type(exc).__name__
+def _clean(exc: BaseException) -> str:
+    from acetate.pipeline.stages import error_message
+
+    return error_message(exc)
 
 
 def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> tuple[np.ndarray, int]:
@@ -67,8 +74,11 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
         than ``max_seconds`` of audio, or non-finite samples.
     """
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise AudioError(f"no such file: {p}")
+    from acetate.pipeline.files import input_problem
+
+    problem = input_problem(p)
+    if problem is not None:
+        raise AudioError(problem)
     if os.path.getsize(p) == 0:
         raise AudioError(f"empty file (0 bytes): {p}")
     meta = info(p)
@@ -76,6 +86,8 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
         raise AudioError(f"sample rate {meta.sample_rate} Hz is outside the supported {MIN_RATE}-{MAX_RATE} Hz: {p}")
     if meta.channels < 1:
         raise AudioError(f"no audio channels: {p}")
+    if meta.frames >= _UNKNOWN_FRAMES:  # libsndfile's SF_COUNT_MAX: a FLAC header of total 0, a header it cannot size
+        raise AudioError(f"the header gives no usable length (a streamed or corrupt file; re-encode it): {p}")
     if max_seconds is not None and meta.frames > max_seconds * meta.sample_rate:
         raise AudioError(f"{meta.duration_s:.0f} s of audio exceeds the limit of {max_seconds:.0f} s: {p}")
     try:
@@ -105,21 +117,82 @@ _AV_FORMATS = frozenset({"OGG"})
 _AV_CHUNK = 1 << 16
 
 
+#: A header length at or above this is no length (libsndfile reports SF_COUNT_MAX when it cannot tell).
+_UNKNOWN_FRAMES = 1 << 62
+
+#: Bits per sample of libsndfile's constant-rate subtypes (headers and block overheads only
+#: add bytes): a file of N bytes holds at most 8 N / (bits x channels) frames of them.
+_FIXED_BITS: dict[str, float] = {
+    "PCM_S8": 8, "PCM_U8": 8, "ULAW": 8, "ALAW": 8, "DPCM_8": 8, "PCM_16": 16, "DPCM_16": 16, "PCM_24": 24,
+    "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64, "IMA_ADPCM": 4, "MS_ADPCM": 4, "VOX_ADPCM": 4, "G721_32": 4,
+    "G723_24": 3, "G723_40": 5, "NMS_ADPCM_16": 2, "NMS_ADPCM_24": 3, "NMS_ADPCM_32": 4, "GSM610": 33 * 8 / 160,
+}
+#: Containers whose subtype names the decoded word, not the stored one (compressed streams).
+_COMPRESSED_FORMATS = frozenset({"FLAC", "OGG", "MP3"})
+#: Frames per byte of file allocated up front for a compressed stream (or a variable-rate
+#: subtype): more than music at any usual bit rate needs (FLAC 0.3-1, Vorbis/Opus at 32 kbps
+#: about 11-12); a stream that decodes to more (near-silence) grows the buffer by doubling.
+_FRAMES_PER_BYTE = 32
+
+
+def _first_frames(path: str, meta: AudioInfo, frames: int) -> int:
+    """Frames to allocate before decoding a file whose header claims ``frames``.
+
+    A header can lie (a patched or corrupt WAV/AIFF/FLAC/Ogg claiming hours): the
+    allocation is bounded by what the file's size can hold -- exactly for the
+    constant-rate subtypes, by :data:`_FRAMES_PER_BYTE` for compressed streams, whose
+    buffer then grows as decoded data actually arrives (:func:`_grow`). A truthful
+    header of a usual file gets exactly its length, in one allocation.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    bits = None if meta.format in _COMPRESSED_FORMATS else _FIXED_BITS.get(meta.subtype)
+    if bits:
+        bound = int(size * 8 // (bits * max(1, meta.channels))) + 1
+    else:
+        bound = size * _FRAMES_PER_BYTE + _AV_CHUNK
+    return max(0, min(frames, bound))
+
+
+def _grow(x: np.ndarray, pos: int, need: int, limit: int) -> np.ndarray:
+    """``x`` with room for ``need`` frames (at least doubled, at most ``limit``); its first ``pos`` kept."""
+    y = np.empty((x.shape[0], min(limit, max(need, 2 * x.shape[1]))), dtype=x.dtype)
+    y[:, :pos] = x[:, :pos]
+    return y
+
+
+def _trimmed(x: np.ndarray, pos: int) -> np.ndarray:
+    """The first ``pos`` frames of ``x``: ``x`` itself when full, else a compact copy (no view pinning the rest)."""
+    return x if pos == x.shape[1] else np.ascontiguousarray(x[:, :pos])
+
+
 def _read_planar(path: str, meta: AudioInfo) -> np.ndarray:
-    """Decode into a (channels, frames) float32 array block by block: no full interleaved copy."""
+    """Decode into a (channels, frames) float32 array block by block: no full interleaved copy.
+
+    At most the header's frames are kept; the array is allocated for what the file can
+    hold (:func:`_first_frames`) and grown as decoded data arrives, so a header claiming
+    billions of frames costs memory only for the frames actually there.
+    """
     if meta.format in _AV_FORMATS and meta.channels <= 2:  # beyond stereo the two order channels differently
         x = _read_planar_av(path, meta)
         if x is not None:
             return x
     with sf.SoundFile(path) as f:
         frames = f.frames if f.frames > 0 else meta.frames
-        x = np.empty((f.channels, frames), dtype=np.float32)
+        x = np.empty((f.channels, _first_frames(path, meta, frames)), dtype=np.float32)
+        # The staging buffer holds at most what the array can and _IO_BLOCK stereo frames'
+        # worth of samples: a header claiming 65535 channels would make it gigabytes.
+        staging = max(1, min(_IO_BLOCK, (2 * _IO_BLOCK) // max(1, f.channels), x.shape[1]))
         pos = 0
-        for block in _interleaved_blocks(f):
+        for block in _interleaved_blocks(f, staging):
             m = min(block.shape[0], frames - pos)
+            if pos + m > x.shape[1]:
+                x = _grow(x, pos, pos + m, frames)
             x[:, pos : pos + m] = block[:m].T
             pos += m
-    return x[:, :pos]
+    return _trimmed(x, pos)
 
 
 def _interleaved_blocks(f: sf.SoundFile, block: int = _IO_BLOCK) -> Iterator[np.ndarray]:
@@ -146,16 +219,18 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
         import av
     except ImportError:
         return None
-    x = np.empty((meta.channels, meta.frames), dtype=np.float32)
+    x = np.empty((meta.channels, _first_frames(path, meta, meta.frames)), dtype=np.float32)  # grown as frames arrive
     pos = 0
 
     def drain(fifo: Any, least: int) -> bool:  # copy out while ``least`` (>= 1) samples wait; False: longer than the header
-        nonlocal pos
+        nonlocal pos, x
         while fifo.samples >= least:
             frame = fifo.read(min(_AV_CHUNK, fifo.samples))
             m = frame.samples
             if pos + m > meta.frames:
                 return False
+            if pos + m > x.shape[1]:
+                x = _grow(x, pos, pos + m, meta.frames)
             for ch, plane in enumerate(frame.planes):  # planar float: one plane per channel, copied as is
                 x[ch, pos : pos + m] = np.frombuffer(plane, dtype=np.float32, count=m)
             pos += m
@@ -182,7 +257,7 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
                 return None
     except Exception:  # PyAV's errors (FFmpegError, a frame the fifo refuses, ...): libsndfile decides
         return None
-    return x if pos == meta.frames else None
+    return _trimmed(x, pos) if pos == meta.frames else None
 
 
 def decode_blocks(path: str | os.PathLike, block: int = _IO_BLOCK) -> Iterator[np.ndarray]:
@@ -293,12 +368,19 @@ def decode_programme(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def list_audio(paths: list[str]) -> list[str]:
-    """Expand folders to the audio files inside (sorted, recursive); keep files as given."""
+    """Expand folders to the audio files inside (sorted, recursive); keep files as given.
+
+    Inside a folder, every entry with an audio extension that is not itself a folder is
+    listed, regular or not (a FIFO, a device, a dangling link or a link loop named
+    ``*.wav``), so that it gets an error row of its own rather than a silent skip;
+    nothing is opened here. Hidden names (``.*``) are left out, symbolic links to
+    folders are not followed.
+    """
     out: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             out.extend(
-                sorted(str(f) for f in Path(p).rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith("."))
+                sorted(str(f) for f in Path(p).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".") and not f.is_dir())
             )
         else:
             out.append(p)

@@ -211,8 +211,13 @@ def load_job(path: str | os.PathLike) -> Job:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise JobError(f"file not found: {p}") from None
-    except yaml.YAMLError as exc:
-        raise JobError(f"{p}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{p}: a job file is UTF-8 text; byte {exc.start} is not ({exc.reason})") from None
+    except RecursionError:
+        raise JobError(f"{p}: not valid YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises a bare ValueError for an escape beyond U+10FFFF
+        msg = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise JobError(f"{p}: not valid YAML: {msg}") from None
     job = parse_job(data if data is not None else {}, default_name=Path(p).stem)
     job.path = str(p)
     return job
@@ -262,6 +267,7 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise JobError(f"{where} must be a whole number in {lo}..{hi}{' or null' if none else ''}, got {v!r}")
         return v
+
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name or "\0" in name:
         raise JobError(f"name must be a non-empty string, got {name!r}")

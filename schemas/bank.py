@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
@@ -126,14 +127,31 @@ def bank_schema(meta: Mapping[str, Any] | None = None) -> pa.Schema:
 BANK_SCHEMA: pa.Schema = bank_schema()
 
 
+def _short(v: Any) -> str:
+    """``repr(v)``, bounded (a hostile file's value may be huge or deeply nested)."""
+    return _REPR.repr(v)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def _float(a: Any) -> float:
+    try:
+        return float(a)
+    except OverflowError:  # an integer of hundreds of digits
+        return math.inf if a > 0 else -math.inf
+
+
 def _number(name: str, v: Any, row: int, *, nullable: bool = True) -> float | None:
     if v is None:
         if nullable:
             return None
         raise ValueError(f"preset row {row}: {name} is required")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"preset row {row}: {name} must be a number, got {v!r}")
-    return float(v)
+        raise ValueError(f"preset row {row}: {name} must be a number, got {_short(v)}")
+    return _float(v)
 
 
 def _numbers(name: str, v: Any, row: int, depth: int = 1) -> Any:
@@ -142,24 +160,121 @@ def _numbers(name: str, v: Any, row: int, depth: int = 1) -> Any:
     if not isinstance(v, (list, tuple)):
         raise ValueError(f"preset row {row}: {name} must be a list, got {type(v).__name__}")
     if depth == 2:
-        return [_numbers(name, r, row) for r in v]
+        rows = [_numbers(name, r, row) for r in v]
+        if any(r is None for r in rows):
+            raise ValueError(f"preset row {row}: {name} must be a list of lists of numbers, got a null row")
+        return rows
     out = []
     for a in v:
         if a is None:
             out.append(math.nan)  # JSON has no NaN: missing values are stored as null
         elif isinstance(a, bool) or not isinstance(a, (int, float)):
-            raise ValueError(f"preset row {row}: {name} must hold numbers, got {a!r}")
+            raise ValueError(f"preset row {row}: {name} must hold numbers, got {_short(a)}")
         else:
-            out.append(float(a))
+            out.append(_float(a))
     return out
 
 
+#: Number of 1/3-octave bands of the target and learned curves (20 Hz .. 20 kHz).
+N_BANDS = 31
+
+#: What a usable preset's numbers may be: column -> (low, high, low included); every value
+#: finite (lists: every element) unless the column is in :data:`_MISSING_OK`. Beyond these a
+#: preset would render NaN, unstable filters, windows of hours, or could not render at all.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "target_mid_db": (-200.0, 200.0, True),
+    "target_side_db": (-200.0, 200.0, True),
+    "eq_max_db": (0.0, 48.0, True),
+    "crossovers_hz": (0.0, 96000.0, False),
+    "threshold_rel_db": (-100.0, 100.0, True),
+    "ratio": (1.0, 1000.0, True),
+    "knee_db": (0.0, 100.0, True),
+    "attack_s": (0.0, 1.0, True),
+    "release_s": (0.0, 10.0, True),
+    "width": (0.0, 4.0, True),
+    "target_lufs": (-60.0, 0.0, True),  # pipeline.levels.HARD_TARGET_LUFS
+    "ceiling_dbtp": (-30.0, 0.0, True),  # HARD_CEILING_DBTP's low end; a preset's ceiling is <= 0 dBTP
+    "limiter_lookahead_s": (0.0, 0.1, False),
+    "limiter_release_s": (0.0, 10.0, False),
+    "max_limiting_db": (0.0, 100.0, True),
+    "prototype": (-1e6, 1e6, True),
+    "members": (-1e6, 1e6, True),
+    "eq_mid_db": (-200.0, 200.0, True),
+    "eq_side_db": (-200.0, 200.0, True),
+    "loudness_change_db": (-200.0, 200.0, True),
+    "crest_change_db": (-200.0, 200.0, True),
+    "lra_change_lu": (-200.0, 200.0, True),
+    "width_change_db": (-200.0, 200.0, True),
+}
+#: Columns whose lists may hold missing values (NaN / JSON null): selection features a
+#: reference row lacks (bands above its Nyquist), learned bands with no data.
+_MISSING_OK = frozenset({"prototype", "members", "eq_mid_db", "eq_side_db"})
+#: Most crossover edges (bands - 1) of a preset.
+MAX_CROSSOVERS = 15
+
+
+def _check_values(name: str, k: str, v: Any) -> None:
+    """Raise ValueError naming preset ``name``'s column ``k`` if a value is out of :data:`_RANGES`."""
+    rng = _RANGES.get(k)
+    if rng is None or v is None:
+        return
+    lo, hi, lo_in = rng
+    flat = [a for r in v for a in r] if k == "members" else (v if isinstance(v, list) else [v])
+    for a in flat:
+        if a != a and k in _MISSING_OK:
+            continue
+        if not (math.isfinite(a) and (lo <= a if lo_in else lo < a) and a <= hi):
+            where = f"[{lo}, {hi}]" if lo_in else f"({lo}, {hi}]"
+            raise ValueError(f"preset {name!r}: {k} must hold finite values in {where}, got {_short(a)}")
+    if k in ("target_mid_db", "target_side_db", "eq_mid_db", "eq_side_db") and len(v) != N_BANDS:
+        raise ValueError(f"preset {name!r}: {k} needs {N_BANDS} bands, got {len(v)}")
+    if k == "crossovers_hz":
+        if len(v) > MAX_CROSSOVERS:
+            raise ValueError(f"preset {name!r}: crossovers_hz has {len(v)} edges, at most {MAX_CROSSOVERS}")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"preset {name!r}: crossovers_hz must be strictly increasing, got {_short(v)}")
+    if k == "prototype" and v and not any(a == a for a in v):
+        raise ValueError(f"preset {name!r}: prototype has no values (all missing)")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(_float(v))
+
+
 def _check_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the bank metadata: names, ``selection`` (features, weights, clip, method, k)."""
     if not isinstance(meta, Mapping):
         raise ValueError(f"bank metadata must be a JSON object, got {type(meta).__name__}")
+    for k in ("name", "description", "kind"):
+        if meta.get(k) is not None and not isinstance(meta[k], str):
+            raise ValueError(f"bank metadata: {k} must be a string, got {_short(meta[k])}")
     sel = meta.get("selection")
     if not isinstance(sel, Mapping) or not isinstance(sel.get("features"), list) or not sel["features"]:
         raise ValueError("bank metadata needs selection.features (a non-empty list of fingerprint feature names)")
+    feats = sel["features"]
+    if not all(isinstance(f, str) and f for f in feats):
+        bad = next(f for f in feats if not (isinstance(f, str) and f))
+        raise ValueError(f"bank metadata: selection.features must be feature names (strings), got {_short(bad)}")
+    if len(set(feats)) != len(feats):
+        dup = next(f for i, f in enumerate(feats) if f in feats[:i])
+        raise ValueError(f"bank metadata: selection.features names {dup!r} twice")
+    w = sel.get("weights")
+    if w is not None and not (isinstance(w, list) and len(w) == len(feats) and all(_finite_number(a) and a >= 0 for a in w)):
+        raise ValueError(f"bank metadata: selection.weights must be {len(feats)} finite non-negative numbers, got {_short(w)}")
+    clip = sel.get("clip")
+    if clip is not None:
+        if not isinstance(clip, Mapping):
+            raise ValueError(f"bank metadata: selection.clip must map a feature (or 'ltas') to [low, high], got {_short(clip)}")
+        for name, lo_hi in clip.items():
+            ok = isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 and all(_finite_number(a) for a in lo_hi)
+            if not ok or lo_hi[0] > lo_hi[1]:
+                raise ValueError(f"bank metadata: selection.clip.{name} must be [low, high] (finite, low <= high), got {_short(lo_hi)}")
+    method = sel.get("method")
+    if method is not None and not isinstance(method, str):
+        raise ValueError(f"bank metadata: selection.method must be a string, got {_short(method)}")
+    k = sel.get("k")
+    if "k" in sel and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100_000):
+        raise ValueError(f"bank metadata: selection.k must be a whole number in [1, 100000], got {_short(k)}")
     return dict(meta)
 
 
@@ -177,8 +292,11 @@ def bank_table(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any]) -> pa
     ------
     ValueError
         On an unknown or missing column (named), a wrongly typed value, a
-        duplicate preset name, or a prototype/member row whose length is not
-        the number of selection features.
+        value no render can use (NaN, infinite, or outside :data:`_RANGES`: a
+        negative attack, a ratio below 1, crossovers not increasing...), a
+        target or learned curve not of :data:`N_BANDS` bands, metadata of the
+        wrong shape (:func:`_check_meta`), a duplicate preset name, or a
+        prototype/member row whose length is not the number of selection features.
     """
     meta = _check_meta(meta)
     n_feat = len(meta["selection"]["features"])
@@ -208,9 +326,14 @@ def bank_table(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any]) -> pa
             elif t == pa.list_(_LIST):
                 v = _numbers(k, v, i, depth=2)
             elif t == pa.int64():
-                v = None if v is None else int(_number(k, v, i))
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 2**63) or v != int(v)):
+                    raise ValueError(f"preset {name!r}: {k} must be a whole number >= 0, got {_short(v)}")
+                v = None if v is None else int(v)
             else:
                 v = _number(k, v, i)
+            if v is None and k in SELECTION_COLUMNS:
+                raise ValueError(f"preset {name!r}: {k} is required (a list), got null")
+            _check_values(name, k, v)
             cols[k].append(v)
         if len(cols["prototype"][-1]) != n_feat:
             raise ValueError(f"preset {name!r}: prototype has {len(cols['prototype'][-1])} values, selection has {n_feat} features")
@@ -292,11 +415,14 @@ def read_bank_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such bank file: {path}")
     if path.lower().endswith(".json"):
-        with open(path) as fh:
-            try:
-                doc = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        with open(path, "rb") as fh:
+            data = fh.read()
+        try:  # bytes: UTF-8 (a BOM allowed), -16 or -32, as JSON allows
+            doc = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not valid JSON: nested too deeply") from None
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: a JSON bank must be an object")
         _check_version(doc.get("acetate.schema"), doc.get("acetate.schema_version"), path)
@@ -316,9 +442,12 @@ def read_bank_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[
         )
         try:
             meta = json.loads(md.get(b"acetate.bank", b"null"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: acetate.bank metadata is not valid JSON: {exc}") from None
-        rows = table.to_pylist()
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+            raise ValueError(f"{path}: acetate.bank metadata is not valid JSON: {_clean(exc)}") from None
+        try:
+            rows = table.to_pylist()
+        except (ValueError, ArithmeticError) as exc:  # values Python cannot hold (dates out of range, overflows)
+            raise ValueError(f"{path}: unreadable values in the Parquet bank: {_clean(exc)}") from None
     if meta is None:
         raise ValueError(f"{path}: bank metadata (acetate.bank) is missing")
     try:
@@ -326,3 +455,7 @@ def read_bank_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return table.to_pylist(), dict(meta)
+
+
+def _clean(exc: BaseException) -> str:
+    return str(exc).replace("\n", " ").strip()[:300] or type(exc).__name__
