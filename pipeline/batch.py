@@ -162,22 +162,11 @@ def _file_hash(path: str | None) -> str | None:
 
 
 def _worker_failure(out_root: str, run_id: str, spec: dict[str, Any], exc: BaseException, n: int) -> dict[str, Any]:
-    from acetate.schemas import failures
+    """The ``worker`` failure row of a task lost with its worker (the next run retries the track)."""
+    from acetate.pipeline.stages import StageFailure, error_message
 
-    row = {
-        "run_id": run_id,
-        "track_id": spec["track_id"],
-        "path": spec["path"],
-        "stage": "worker",
-        "error_type": type(exc).__name__,
-        "message": (str(exc).replace("\n", " ").strip() or type(exc).__name__)
-        + " (the worker running this track died or the task was lost; the next run retries it)",
-        "attempt": n,
-        "key": None,
-        "time": datetime.now(timezone.utc),
-    }
-    store.write_part(out_root, "failures", failures.failures_table([row]), f"{store.safe_name(spec['track_id'])}.{run_id}.w{n}")
-    return row
+    why = f"{error_message(exc)} (the worker running this track died or the task was lost; the next run retries it)"
+    return track.write_failure(out_root, run_id, spec, StageFailure("worker", type(exc).__name__, why), n, None, part_suffix=f"w{n}")
 
 
 def _album_rows(run_id: str, album: str, stage: str, lufs: float | None, duration: float, n_tracks: int, job: jobs.Job, targets: list[str]) -> list[dict]:

@@ -62,6 +62,7 @@ __all__ = [
     "planned_outputs",
     "ledger_path",
     "read_ledger",
+    "write_failure",
     "measure_track",
     "run_track",
 ]
@@ -333,7 +334,12 @@ def _write_parts(out_root: str, part: str, run_id: str, rows: Mapping[str, list[
             store.remove_part(out_root, name, part)
 
 
-def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailure, attempt: int, key: str | None) -> None:
+def write_failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailure, attempt: int, key: str | None, *, part_suffix: str | None = None) -> dict[str, Any]:
+    """Write one ``failures`` row (schema :mod:`acetate.schemas.failures`) for a failed attempt; return it.
+
+    The one place failure rows are built: by a worker for its track (``part_suffix``
+    None: the attempt's number) and by the batch for a task lost with its worker.
+    """
     from acetate.schemas import failures
 
     row = {
@@ -347,7 +353,9 @@ def _failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailur
         "key": key,
         "time": _now(),
     }
-    store.write_part(out_root, "failures", failures.failures_table([row]), f"{store.safe_name(spec['track_id'])}.{run_id}.{attempt}")
+    suffix = str(attempt) if part_suffix is None else part_suffix
+    store.write_part(out_root, "failures", failures.failures_table([row]), f"{store.safe_name(spec['track_id'])}.{run_id}.{suffix}")
+    return row
 
 
 # --- the unit of work ----------------------------------------------------------------
@@ -508,7 +516,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     except StageFailure as f:
         summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)
         try:
-            _failure(out_root, run_id, spec, f, attempt, key)
+            write_failure(out_root, run_id, spec, f, attempt, key)
             _remove_files(summary["outputs"])  # a half-delivered track (one target of two) is not delivered
             for name in ("features", "presets", "loudness"):
                 store.remove_part(out_root, name, part)
@@ -521,7 +529,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     except Exception as exc:  # noqa: BLE001 - a bug outside the staged code; still a row, never a lost task
         summary.update(status="failed", stage="job", error_type=type(exc).__name__, message=error_message(exc), attempt=attempt)
         try:
-            _failure(out_root, run_id, spec, StageFailure("job", type(exc).__name__, error_message(exc)), attempt, key)
+            write_failure(out_root, run_id, spec, StageFailure("job", type(exc).__name__, error_message(exc)), attempt, key)
         except Exception:
             pass
     summary["seconds"] = time.perf_counter() - t0

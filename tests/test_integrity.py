@@ -572,3 +572,13 @@ def test_analyze_and_training_data_refuse_an_unusable_out_before_any_work(tmp_pa
     assert "is a folder; give the Parquet file's path" in capsys.readouterr().err
     assert cli.main(["training-data", str(src), "--out", str(src)]) == 2
     assert capsys.readouterr().err.strip() == f"acetate training-data: --out {src} is an existing file, not a folder"
+
+
+def test_loudness_and_analyze_refuse_a_fifo_without_opening_it(tmp_path, capsys):
+    fifo = tmp_path / "x.wav"
+    os.mkfifo(fifo)
+    assert cli.main(["loudness", str(fifo), "--json"]) == 1
+    (row,) = json.loads(capsys.readouterr().out)
+    assert "not a regular file: a FIFO" in row["error"]
+    assert cli.main(["analyze", str(fifo), "--out", str(tmp_path / "f.parquet")]) == 1
+    assert "not a regular file: a FIFO" in capsys.readouterr().out
