@@ -52,7 +52,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -69,6 +69,7 @@ __all__ = [
     "apply_overrides",
     "resolve_tracks",
     "read_manifest",
+    "read_table_file",
     "builtin_job_path",
     "builtin_job_names",
     "check_job",
@@ -498,6 +499,61 @@ def _opt(v: Any) -> str | None:
     return s or None
 
 
+def read_table_file(path: str | os.PathLike, columns: Sequence[str], what: str = "manifest") -> tuple[list[str], list[tuple[int, Mapping[str, Any]]]]:
+    """The column names and ``(line or row number, row)`` pairs of a CSV or Parquet table file.
+
+    The one reader of the tables a user hands Acetate (track manifests, learning's pairs
+    manifests). A CSV is UTF-8 text (a byte-order mark allowed; UTF-16 with its byte-order
+    mark is read too); of a Parquet file only ``columns`` are read (others, of any type or
+    named twice, are nobody's business). Raises :class:`JobError` naming the file and line
+    for a missing or non-regular file, text that is not UTF-8, a NUL byte, broken CSV
+    quoting, or a file that is not Parquet.
+    """
+    import codecs
+    import io
+
+    from acetate.pipeline.files import input_problem
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise JobError(f"no such {what}: {p}")
+    problem = input_problem(p)
+    if problem is not None:
+        raise JobError(f"{what} {problem}")
+    numbered: list[tuple[int, Mapping[str, Any]]] = []
+    if p.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        try:  # the columns asked for only
+            pf = pq.ParquetFile(p)
+            cols = list(pf.schema_arrow.names)
+            table = pf.read(columns=[c for c in columns if cols.count(c) == 1])
+            numbered = [(i + 1, r) for i, r in enumerate(table.to_pylist())]
+        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ArrowNotImplementedError, values Python cannot hold
+            msg = str(exc).replace("\n", " ").strip()[:300] or type(exc).__name__
+            raise JobError(f"{what} {p} is not a readable Parquet file: {msg}") from None
+    else:
+        with open(p, "rb") as fh:
+            data = fh.read()
+        codec = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise JobError(f"{what} {p} line {line}: not {codec.upper().replace('-SIG', '')} text (byte 0x{data[exc.start]:02x}); save it as UTF-8 CSV") from None
+        if "\0" in text:
+            line = text.count("\n", 0, text.index("\0")) + 1
+            raise JobError(f"{what} {p} line {line}: a NUL byte (a binary file, or UTF-16 without its byte-order mark?); save it as UTF-8 CSV")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            cols = list(reader.fieldnames or [])
+            for r in reader:
+                numbered.append((reader.line_num, r))
+        except csv.Error as exc:
+            raise JobError(f"{what} {p} line {reader.line_num}: not valid CSV: {exc}") from None
+    return cols, numbered
+
+
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
     """Rows of a CSV or Parquet manifest (known columns only; others are ignored).
 
@@ -509,48 +565,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
     empty ``track_id`` / ``path`` (by row), a NUL in an id or path, or a
     duplicate ``track_id``.
     """
-    import codecs
-    import io
-
-    from acetate.pipeline.files import input_problem
-
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise JobError(f"no such manifest: {p}")
-    problem = input_problem(p)
-    if problem is not None:
-        raise JobError(f"manifest {problem}")
-    numbered: list[tuple[int, Mapping[str, Any]]] = []
-    if p.lower().endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        try:  # the known columns only: others (of any type, named twice) are none of the manifest's business
-            pf = pq.ParquetFile(p)
-            cols = list(pf.schema_arrow.names)
-            table = pf.read(columns=[c for c in MANIFEST_COLUMNS if cols.count(c) == 1])
-            numbered = [(i + 1, r) for i, r in enumerate(table.to_pylist())]
-        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ArrowNotImplementedError, values Python cannot hold
-            msg = str(exc).replace("\n", " ").strip()[:300] or type(exc).__name__
-            raise JobError(f"manifest {p} is not a readable Parquet file: {msg}") from None
-    else:
-        with open(p, "rb") as fh:
-            data = fh.read()
-        codec = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
-        try:
-            text = data.decode(codec)
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise JobError(f"manifest {p} line {line}: not {codec.upper().replace('-SIG', '')} text (byte 0x{data[exc.start]:02x}); save the manifest as UTF-8 CSV") from None
-        if "\0" in text:
-            line = text.count("\n", 0, text.index("\0")) + 1
-            raise JobError(f"manifest {p} line {line}: a NUL byte (a binary file, or UTF-16 without its byte-order mark?); save the manifest as UTF-8 CSV")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            cols = list(reader.fieldnames or [])
-            for r in reader:
-                numbered.append((reader.line_num, r))
-        except csv.Error as exc:
-            raise JobError(f"manifest {p} line {reader.line_num}: not valid CSV: {exc}") from None
+    cols, numbered = read_table_file(p, MANIFEST_COLUMNS)
     dup = next((c for i, c in enumerate(cols) if c in cols[:i]), None)
     if dup is not None and dup in MANIFEST_COLUMNS:
         raise JobError(f"manifest {p} has the column {dup!r} twice")

@@ -40,7 +40,6 @@ per-band dynamic spread; widths follow the width change.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -152,21 +151,18 @@ def read_manifest(path: str | os.PathLike) -> list[Pair]:
     FileNotFoundError
         No manifest.
     """
+    from acetate.pipeline.jobs import read_table_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such manifest: {path}")
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+    cols, numbered = read_table_file(path, ("mix_path", "master_path", "group"), "pairs manifest")
+    rows = [r for _, r in numbered]
     if not rows:
         raise ValueError(f"{path}: the manifest has no pairs")
     for col in ("mix_path", "master_path"):
-        if col not in rows[0]:
-            raise ValueError(f"{path}: manifest lacks column {col!r} (has {sorted(rows[0])})")
+        if col not in cols:
+            raise ValueError(f"{path}: manifest lacks column {col!r} (has {sorted(cols)})")
     base = path.parent
     out = []
     for i, r in enumerate(rows):

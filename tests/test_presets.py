@@ -31,7 +31,9 @@ def test_default_bank_ships_the_required_styles_with_sources():
         assert p.source and bank.meta["sources"][p.name] == p.source
         assert len(p.target_mid_db) == 31 and all(math.isfinite(v) for v in p.target_mid_db)
     # the shipped file is exactly the documented builder's output
-    built = presets.build_default_bank()
+    from acetate.pipeline.default_bank import build_default_bank
+
+    built = build_default_bank()
     assert built.to_rows() == bank.to_rows()
     assert presets.DEFAULT_BANK_PATH.exists()
 
@@ -147,7 +149,7 @@ def test_knn_method_and_module_level_select():
     knn = Bank(bank.presets, bank.prototypes, bank.members, meta)
     for p, proto in zip(bank.presets, bank.prototypes):
         assert knn.select(dict(zip(bank.features, proto))).preset.name == p.name
-    assert presets.select(None, dict(zip(bank.features, bank.prototypes[2]))).preset.name == bank.names[2]
+    assert presets.load_bank(None).select(dict(zip(bank.features, bank.prototypes[2]))).preset.name == bank.names[2]
     with pytest.raises(ValueError, match="method"):
         Bank(bank.presets, bank.prototypes, bank.members, dict(meta, selection=dict(meta["selection"], method="magic")))
 

@@ -113,7 +113,7 @@ def test_low_rate_fingerprint_is_nan_above_nyquist_and_selection_works(fs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from any module on empty bands
         fp = analyse.fingerprint(x, fs)
-        sel = presets.default_bank().select(fp)
+        sel = presets.load_bank(None).select(fp)
     assert list(fp) == list(analyse.FEATURE_NAMES)
     nyq = fs / 2
     for lab, fc in zip(presets._LABELS3, presets.BAND_CENTRES_HZ):
@@ -127,7 +127,7 @@ def test_low_rate_fingerprint_is_nan_above_nyquist_and_selection_works(fs):
     assert all(presets._band_upper_hz()[k[len("ltas_mid_"):-len("hz_db")]] <= 0.45 * fs for k in used if k.startswith("ltas_"))
     assert math.isfinite(sel.distance)
     # speech is speech at any rate: the same style as at 48 kHz
-    assert sel.preset.name == presets.default_bank().select(analyse.fingerprint(demo.render_style("spoken", 4.0, 48000, seed=1), 48000)).preset.name
+    assert sel.preset.name == presets.load_bank(None).select(analyse.fingerprint(demo.render_style("spoken", 4.0, 48000, seed=1), 48000)).preset.name
 
 
 # --- the real path: file in, master out, decoded and measured ------------------------------
