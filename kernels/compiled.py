@@ -68,7 +68,7 @@ def _define(numba: Any, sigs: list, cache: bool) -> Any:
         return numba.njit(sigs, cache=cache, nogil=True)(fn)
 
     @jit
-    def stereo(x, sos, g, starts, end, z):  # pragma: no cover - compiled
+    def stereo(x: Any, sos: Any, g: Any, starts: Any, end: int, z: Any) -> Any:  # pragma: no cover - compiled
         b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
         b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
         lu0, lu1, lv0, lv1 = z[0, 0, 0], z[0, 0, 1], z[1, 0, 0], z[1, 0, 1]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
+from . import backend, units
 from .windows import _attack_lookahead, _check_fs, _check_time, _release_linear_db, moving_average, rms_envelope
 
 __all__ = [
@@ -210,10 +210,10 @@ def compress(
             x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, int(control_hop)
         )
     rms = rms_envelope(x, fs, window_s, link=link)
-    level_db = 10.0 * xp.log10(xp.maximum(rms * rms, 1e-30))
+    level_db = units.power_to_db(rms * rms, floor=1e-30)
     static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
     gain_db = attack_release_db(static, fs, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
-    y = x.astype(xp.float64) * 10.0 ** (gain_db / 20.0)
+    y = x.astype(xp.float64) * units.db_to_amplitude(gain_db)
     return y.astype(x.dtype), gain_db
 
 
@@ -289,14 +289,17 @@ def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None 
     return out[0] if one_d else out
 
 
-def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
+def _control_rate_gain_db(
+    x: Any, fs: float, threshold_db: float, ratio: float, knee_db: float, attack_s: float, release_s: float, makeup_db: float, link: bool,
+    window_s: float, release_ref_db: float, hop: int,
+) -> Any:
     """The compressor's gain (dB, float64) at the control rate ``fs / hop``: one value per
     hop of ``hop`` samples, centred on it (see :func:`_compress_control_rate`)."""
     xp = backend.namespace(x)
     c, n = x.shape
     whole = n // hop
 
-    def hop_energy(v, m):  # sum of squares per hop of (c, m * hop) samples
+    def hop_energy(v: Any, m: int) -> Any:  # sum of squares per hop of (c, m * hop) samples
         v = xp.reshape(v, (c, m, hop))
         return xp.einsum("cij,cij->ci", v, v)
 
@@ -314,12 +317,15 @@ def _control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release
     ms = moving_average(ms_hop, width, align="centre", mode="constant", cval=0.0)
     if link:
         ms = xp.max(ms, axis=0, keepdims=True)
-    level_db = 10.0 * xp.log10(xp.maximum(ms, 1e-30))
+    level_db = units.power_to_db(ms, floor=1e-30)
     static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
     return attack_release_db(static, fs / hop, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
 
 
-def _compress_control_rate(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, makeup_db, link, window_s, release_ref_db, hop):
+def _compress_control_rate(
+    x: Any, fs: float, threshold_db: float, ratio: float, knee_db: float, attack_s: float, release_s: float, makeup_db: float, link: bool,
+    window_s: float, release_ref_db: float, hop: int,
+) -> tuple[Any, Any]:
     """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
 
     The mean square of each hop of ``hop`` samples feeds the RMS window, static
@@ -340,8 +346,8 @@ def _linear(g_db: Any, dtype: Any) -> Any:
     between hops, and no per-sample power is taken."""
     xp = backend.namespace(g_db)
     if dtype == xp.float32:  # 10 ** (g / 20) by exp, cheaper than pow; the two differ by an ulp
-        return xp.astype(xp.exp(g_db * (math.log(10.0) / 20.0)), dtype)  # of float64, not at float32
-    return xp.astype(10.0 ** (g_db / 20.0), dtype)
+        return xp.astype(units.db_to_amplitude_exp(g_db), dtype)  # of float64, not at float32
+    return xp.astype(units.db_to_amplitude(g_db), dtype)
 
 
 def compressor_gain(

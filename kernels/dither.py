@@ -15,7 +15,7 @@ so re-rendering the same track with the same settings is reproducible.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def content_seed(x_host_bytes: bytes | bytearray | memoryview | np.ndarray, sett
     if isinstance(x_host_bytes, np.ndarray):
         arr = np.ascontiguousarray(x_host_bytes)
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(memoryview(arr).cast("B"))
+        h.update(memoryview(cast(Any, arr)).cast("B"))  # cast: NumPy's stubs do not declare ndarray a Buffer
     elif isinstance(x_host_bytes, (bytes, bytearray, memoryview)):
         h.update(memoryview(x_host_bytes).cast("B"))
     else:

@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from . import backend
+from . import backend, units
 
 __all__ = [
     "highpass_taps",
@@ -136,7 +136,7 @@ def design_from_gain(
     import scipy.signal as win_mod
 
     if phase == "linear":
-        mag = 10.0 ** (curve_db / 20.0)
+        mag = units.db_to_amplitude(curve_db)
         h0 = xp.fft.irfft(mag.astype(xp.complex128), n=nfft)  # real, even, centred at 0
         half = (n_taps - 1) // 2
         h = xp.concat([h0[nfft - half :], h0[: half + 1]])
@@ -144,7 +144,7 @@ def design_from_gain(
         return h * w
 
     # minimum phase: fold the real cepstrum of the log-magnitude (natural log)
-    logmag = curve_db * (math.log(10.0) / 20.0)
+    logmag = units.db_to_nepers(curve_db)
     cep = xp.fft.irfft(logmag.astype(xp.complex128), n=nfft)
     fold = xp.zeros(nfft, dtype=xp.float64)
     fold[0] = cep[0]

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backend
+from . import backend, units
 from .windows import _attack_lookahead, _check_fs, _check_time, _check_width, _release_linear_db
 
 __all__ = [
@@ -124,7 +124,7 @@ def limiter_gain(
     return _gain_from_need(xp, need, lookahead_samples, release_samples, release_ref_db)
 
 
-def _max_channels(xp, a, absolute: bool = False):
+def _max_channels(xp: Any, a: Any, absolute: bool = False) -> Any:
     """Maximum (of ``|a|``) over the first axis by elementwise maxima, one channel at a time."""
     out = xp.abs(a[0]) if absolute else a[0]
     for k in range(1, a.shape[0]):
@@ -132,7 +132,7 @@ def _max_channels(xp, a, absolute: bool = False):
     return out
 
 
-def _halve_max(xp, a):
+def _halve_max(xp: Any, a: Any) -> Any:
     """Maximum over the last axis (a power of two long) by pairwise halving."""
     while a.shape[-1] > 1:
         h = a.shape[-1] // 2
@@ -175,7 +175,7 @@ def _screen_bound(basis: np.ndarray, targets: list) -> tuple[float, float]:
     coarse, t = basis.shape
     sup = t + 2  # taps c - left - 1 .. c + right + 1
 
-    def shifted(h, s):
+    def shifted(h: np.ndarray, s: int) -> np.ndarray:
         v = np.zeros(sup)
         v[1 + s : 1 + s + t] = h
         return v
@@ -227,7 +227,7 @@ def _tp_plan(coarse: int, fine: int, ebur: int = 1) -> dict:
     rows = [hc[ph] for ph in range(1, coarse)]
     if ebur > 1:
         rows += list(_libebur128_filter(ebur, t)[1:])
-    mat = np.zeros((2 * blk, max(len(rows), 1), blk))
+    mat: np.ndarray = np.zeros((2 * blk, max(len(rows), 1), blk))
     for r, h in enumerate(rows):
         for i in range(blk):
             s = off + i - left
@@ -289,7 +289,7 @@ class _Meter:
     gathered from it (views), edge rows from a small zero-padded copy.
     """
 
-    def __init__(self, xp, plan: dict, channels: int, n: int):
+    def __init__(self, xp: Any, plan: dict, channels: int, n: int) -> None:
         self.xp, self.plan = xp, plan
         blk, off = plan["blk"], plan["off"]
         self.front = blk  # frame index of sample 0 (>= off + right, a multiple of _KNOT)
@@ -301,7 +301,7 @@ class _Meter:
         self.mat2t = backend.to_device(np.ascontiguousarray(plan["mat2"].T), xp, dtype="float32")  # used transposed
         self.fmat = backend.to_device(plan["fmat"], xp, dtype="float64")
 
-    def _sources(self, src):
+    def _sources(self, src: Any) -> tuple[Any, Any]:
         xp, blk, c = self.xp, self.plan["blk"], self.channels
         main = xp.reshape(src[:, : self.nmain * blk], (c, self.nmain, blk)) if self.nmain else None
         tail = src[:, self.nmain * blk :]
@@ -311,7 +311,7 @@ class _Meter:
         edge_flat[:, blk : blk + tail.shape[1]] = tail
         return main, edge
 
-    def _rows(self, main, edge, j, jmin: int, jmax: int):
+    def _rows(self, main: Any, edge: Any, j: Any, jmin: int, jmax: int) -> Any:
         xp = self.xp
         if main is not None and jmin >= 1 and jmax <= self.nmain:
             return xp.take(main, j - 1, axis=1)
@@ -323,7 +323,7 @@ class _Meter:
         is_edge = (j == 0) | (j > self.nmain)
         return xp.where(is_edge[None, :, None], ev, mv)
 
-    def candidate_blocks(self, src, thr: float):
+    def candidate_blocks(self, src: Any, thr: float) -> tuple[Any, Any]:
         """Blocks whose sample bound (support max x phase L1 norm) reaches ``thr``;
         also the largest |sample| (NaN or inf when the track has any)."""
         xp = self.xp
@@ -336,7 +336,7 @@ class _Meter:
         bound = xp.maximum(r[:-1], r[1:]) * (self.plan["l1"] * (1 + _EPS_REL))
         return xp.nonzero(bound >= thr)[0], xp.max(r)
 
-    def envelope(self, src, blocks, thr: float):
+    def envelope(self, src: Any, blocks: Any, thr: float) -> tuple[Any, Any]:
         """Fine-meter maxima per knot interval for ``blocks`` where the meter may reach ``thr``.
 
         Returns ``(intervals, peaks)``: frame knot-interval indices (``_KNOT``
@@ -407,14 +407,14 @@ class _Meter:
             return xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float64)
         return xp.concat(out_i), xp.concat(out_v)
 
-    def touched_blocks(self, changed):
+    def touched_blocks(self, changed: Any) -> Any:
         """Centre blocks whose meter support contains a changed knot interval."""
         xp = self.xp
         per = self.plan["blk"] // _KNOT
         q = xp.any(xp.reshape(changed, (self.nblocks + 1, per)), axis=1)
         return xp.nonzero(q[:-1] | q[1:])[0]
 
-    def apply(self, y, x, g_knots, intervals, scale: float = 1.0):
+    def apply(self, y: Any, x: Any, g_knots: Any, intervals: Any, scale: float = 1.0) -> None:
         """``y = (x * scale) * gain`` on the given frame knot intervals, ``gain`` the knots'
         linear interpolation in float32 (:meth:`KnotGain.samples`; each product rounded to
         ``x``'s dtype, as if ``x * scale`` had been stored first). The gain is float32 so
@@ -429,7 +429,7 @@ class _Meter:
         if k == 0:
             return
 
-        def scaled(v):
+        def scaled(v: Any) -> Any:
             return v if scale == 1.0 else xp.astype(v * scale, v.dtype)
 
         gk = xp.astype(g_knots, xp.float32)
@@ -524,17 +524,17 @@ class KnotGain(NamedTuple):
         return np.stack([first * _KNOT, np.minimum((last + 1) * _KNOT, self.n)], axis=1)
 
 
-def _gain_from_need_dense(xp, need, lookahead: int, release_samples: float, release_ref_db: float, positions: Any = None):
+def _gain_from_need_dense(xp: Any, need: Any, lookahead: int, release_samples: float, release_ref_db: float, positions: Any = None) -> Any:
     """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1), every value."""
     att = _attack_lookahead(need, lookahead, beyond=1.0)
-    att_db = 20.0 * xp.log10(att)
+    att_db = units.amplitude_to_db(att)
     rel_db = _release_linear_db(xp, att_db, release_ref_db / release_samples, positions)
-    gain = xp.minimum(10.0 ** (rel_db / 20.0), need)
+    gain = xp.minimum(units.db_to_amplitude(rel_db), need)
     gain = xp.where(gain >= need * (1.0 - 1e-12), need, gain)  # undo dB round-trip rounding
     return xp.minimum(gain, 1.0)
 
 
-def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_ref_db: float):
+def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, release_ref_db: float) -> Any:
     """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1, 1-D).
 
     The gain differs from 1 only within reach of a value below 1: ``lookahead``
@@ -557,7 +557,7 @@ def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_re
     lowest = backend.to_float(xp.min(need))
     if not lowest > 0.0:
         raise ValueError(f"the needed gain must be positive (a finite ceiling over a finite peak), got a minimum of {lowest!r}")
-    deepest = -20.0 * math.log10(lowest)
+    deepest = -units.amplitude_to_db(lowest)
     w = int(min(n, math.ceil(deepest / rate) + 1))
     reach = w + 2 * int(lookahead) + 2  # a gained value's dependencies, and a pad's length
     if k * (2 * reach + 1) > n // 8:  # dense: not worth the gathering
@@ -591,14 +591,14 @@ def _gain_from_need(xp, need, lookahead: int, release_samples: float, release_re
     return out
 
 
-def _knot_need(xp, kint):
+def _knot_need(xp: Any, kint: Any) -> Any:
     """Knot ``i`` (sample ``_KNOT * i``) bounds the intervals on both sides of it."""
     one = xp.ones(1, dtype=kint.dtype)
     k = xp.concat([one, kint, one])
     return xp.minimum(k[:-1], k[1:])
 
 
-def _interp_knots(xp, g_knots, intervals):
+def _interp_knots(xp: Any, g_knots: Any, intervals: Any) -> Any:
     """Linear interpolation of knot gains over the given knot intervals, shape (m, _KNOT)."""
     frac = xp.astype(xp.arange(_KNOT), g_knots.dtype) / _KNOT
     a = xp.take(g_knots, intervals)
@@ -606,12 +606,15 @@ def _interp_knots(xp, g_knots, intervals):
     return a[:, None] + (b - a)[:, None] * frac[None, :]
 
 
-def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, release_s, release_ref_db, margin_db, max_passes, guard_db, ebur, scale=1.0):
+def _tp_limit_core(
+    x: Any, fs: float, ceiling: float, oversample: int, verify_oversample: int, lookahead_s: float, release_s: float, release_ref_db: float,
+    margin_db: float, max_passes: int, guard_db: float, ebur: bool, scale: float = 1.0,
+) -> tuple[Any, KnotGain]:
     xp = backend.namespace(x)
     c, n = x.shape
     plan = _tp_plan(int(oversample), int(verify_oversample), _libebur128_factor(fs) if ebur else 1)
     meter = _Meter(xp, plan, c, n)
-    target = ceiling * 10.0 ** (-guard_db / 20.0)
+    target = ceiling * units.db_to_amplitude(-guard_db)
     check = ceiling * (1.0 - 4 * _EPS_REL)  # what the meter must not exceed (slack: summation order)
     # The input gain `scale` is folded in: the first screen reads x against target / scale
     # (the meter is linear; rounding is the check pass's business), and the output starts
@@ -639,7 +642,7 @@ def _tp_limit_core(x, fs, ceiling, oversample, verify_oversample, lookahead_s, r
         over = peak > check
         if not bool(xp.any(over)) or p == max_passes - 1:
             break
-        aim = target * 10.0 ** (-margin_db * p / 20.0)
+        aim = target * units.db_to_amplitude(-margin_db * p)
         io = ivl[over]
         local = xp.minimum(xp.take(g, io), xp.take(g, io + 1))
         kint[io] = xp.minimum(xp.take(kint, io), local * aim / peak[over])
@@ -779,10 +782,10 @@ def true_peak_limit(
         raise ValueError(f"guard_db must be >= 0 dB, got {guard_db!r}")
     if not (math.isfinite(release_ref_db) and release_ref_db > 0):
         raise ValueError(f"release_ref_db must be a positive number of dB, got {release_ref_db!r}")
-    ceiling = 10.0 ** (ceiling_dbtp / 20.0)
+    ceiling = units.db_to_amplitude(ceiling_dbtp)
     if not math.isfinite(input_gain_db):
         raise ValueError(f"input_gain_db must be finite, got {input_gain_db!r}")
-    scale = 10.0 ** (input_gain_db / 20.0) if input_gain_db else 1.0
+    scale = units.db_to_amplitude(input_gain_db) if input_gain_db else 1.0
     if x.shape[1] == 0:
         empty = KnotGain(xp.ones(1, dtype=xp.float64), 0, 0)
         return xp.asarray(x, copy=True), (empty if knots else xp.ones((1, 0), dtype=xp.float32))

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import backend, compiled
+from . import backend, compiled, units
 
 __all__ = [
     "LoudnessStats",
@@ -47,6 +47,8 @@ __all__ = [
     "remeasure",
     "settle_samples",
     "gated_loudness",
+    "loudness_from_power",
+    "power_from_loudness",
     "loudness_range",
     "measure",
     "integrated_loudness",
@@ -125,7 +127,7 @@ def k_weighting_sos(fs: float) -> np.ndarray:
         raise ValueError(f"sample rate {fs!r} Hz is outside the supported range 1 kHz..768 kHz")
     # Stage 1: high shelf.
     k = np.tan(np.pi * _SHELF_F0 / fs)
-    vh = 10.0 ** (_SHELF_G_DB / 20.0)
+    vh = units.db_to_amplitude(_SHELF_G_DB)
     vb = vh**_SHELF_VB_EXP
     a0 = 1.0 + k / _SHELF_Q + k * k
     b_shelf = [(vh + vb * k / _SHELF_Q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / _SHELF_Q + k * k) / a0]
@@ -435,10 +437,28 @@ def window_energies(
     return _energies(x, fs, starts, lengths, weights, chunk)[0]
 
 
-def _lufs(z: Any, xp: Any) -> Any:
-    """Loudness of a weighted mean square: -0.691 + 10 log10(z); -inf for z = 0."""
-    with np.errstate(divide="ignore"):
-        return -0.691 + 10.0 * xp.log10(z)
+def loudness_from_power(z: Any) -> Any:
+    """Loudness (LUFS) of a channel-weighted, K-weighted mean square ``z``: BS.1770's
+    ``-0.691 + 10 log10(z)`` (eqs. 2 and 5); ``-inf`` for ``z = 0`` (no warning).
+
+    The one place the formula is written: every figure of this module goes through it.
+    ``z`` is a Python number (``math.log10``) or an array or NumPy scalar of either
+    backend (its own ``log10``, float64 kept), as :func:`acetate.kernels.units.power_to_db`.
+
+    Examples
+    --------
+    >>> loudness_from_power(1.0), loudness_from_power(0.0)
+    (-0.691, -inf)
+    >>> round(power_from_loudness(loudness_from_power(0.25)), 15)
+    0.25
+    """
+    return -0.691 + units.power_to_db(z)
+
+
+def power_from_loudness(lufs: Any) -> Any:
+    """The mean square :func:`loudness_from_power` reads as ``lufs``: ``10 ** ((lufs + 0.691) / 10)``;
+    0.0 for ``-inf``. (Pooling loudnesses is done on these energies.)"""
+    return 10.0 ** ((lufs + 0.691) / 10.0)
 
 
 def gated_loudness(block_z: Any) -> float:
@@ -449,16 +469,16 @@ def gated_loudness(block_z: Any) -> float:
     mean energy of the blocks above both gates. ``-inf`` when none pass.
     """
     xp = backend.namespace(block_z)
-    lk = _lufs(block_z, xp)
+    lk = loudness_from_power(block_z)
     above_abs = lk > ABSOLUTE_GATE_LUFS
     n_abs = xp.sum(above_abs)
     if int(backend.to_host(n_abs)) == 0:
         return float("-inf")
     mean_abs = xp.sum(xp.where(above_abs, block_z, 0.0)) / n_abs
-    gamma_r = _lufs(mean_abs, xp) + RELATIVE_GATE_LU
+    gamma_r = loudness_from_power(mean_abs) + RELATIVE_GATE_LU
     keep = above_abs & (lk > gamma_r)
     mean = xp.sum(xp.where(keep, block_z, 0.0)) / xp.sum(keep)
-    return backend.to_float(_lufs(mean, xp))
+    return backend.to_float(loudness_from_power(mean))
 
 
 def loudness_range(short_term_lufs: Any) -> float:
@@ -472,8 +492,8 @@ def loudness_range(short_term_lufs: Any) -> float:
     st = short_term_lufs[short_term_lufs > ABSOLUTE_GATE_LUFS]
     if st.shape[0] == 0:
         return 0.0
-    mean_energy = xp.mean(10.0 ** (st / 10.0))
-    gate = 10.0 * xp.log10(mean_energy) + LRA_RELATIVE_GATE_LU
+    mean_energy = xp.mean(units.db_to_power(st))
+    gate = units.power_to_db(mean_energy) + LRA_RELATIVE_GATE_LU
     kept = xp.sort(st[st >= gate])
     n = kept.shape[0]
     lo = kept[int(round((n - 1) * 0.10))]
@@ -571,13 +591,13 @@ def _stats(z: Any, cuts: tuple, xp: Any) -> LoudnessStats:
     """The figures from the window energies (gating blocks, M, S and LRA windows in that order)."""
     z_gate, z_m, z_s, z_lra = z[: cuts[0]], z[cuts[0] : cuts[1]], z[cuts[1] : cuts[2]], z[cuts[2] :]
     integrated = gated_loudness(z_gate) if z_gate.shape[0] else float("-inf")
-    lra_lufs = _lufs(z_lra, xp)
+    lra_lufs = loudness_from_power(z_lra)
     # log10 is monotonic: the loudest window is the one with the largest energy.
-    m_max = backend.to_float(_lufs(xp.max(z_m), xp)) if z_m.shape[0] else float("-inf")
-    s_max = backend.to_float(_lufs(xp.max(z_s), xp)) if z_s.shape[0] else float("-inf")
+    m_max = backend.to_float(loudness_from_power(xp.max(z_m))) if z_m.shape[0] else float("-inf")
+    s_max = backend.to_float(loudness_from_power(xp.max(z_s))) if z_s.shape[0] else float("-inf")
     lra = loudness_range(lra_lufs) if lra_lufs.shape[0] else 0.0
     # 10 Hz display series: momentary windows starting every 100 ms.
-    m_series = backend.to_host(_lufs(z_gate, xp)) if z_gate.shape[0] else np.empty(0)
+    m_series = backend.to_host(loudness_from_power(z_gate)) if z_gate.shape[0] else np.empty(0)
     return LoudnessStats(
         integrated_lufs=integrated,
         momentary_max_lufs=m_max,
@@ -644,7 +664,7 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
         raise ValueError(f"gain_db must be finite, got {gain_db!r}")
     changed = np.asarray(changed, dtype=np.int64).reshape(-1, 2)
     n = prof.n
-    seg = prof.seg * (10.0 ** (gain_db / 10.0))
+    seg = prof.seg * units.db_to_power(gain_db)
     settle = settle_samples(prof.fs)
     # Affected stretches: each change and the filter's settling after it; merge those
     # closer than a settling time (the next one's warm-up would cover the gap anyway).
@@ -704,7 +724,7 @@ def sliding_loudness(x: Any, fs: float, window_s: float, hop_s: float) -> tuple[
     if starts.size == 0:
         return np.empty(0), xp.empty(0, dtype=xp.float64)
     z = window_energies(x, fs, starts, length)
-    return (starts + length) / fs, _lufs(z, xp)
+    return (starts + length) / fs, loudness_from_power(z)
 
 
 def integrated_loudness(x: Any, fs: float) -> float:

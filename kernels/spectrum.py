@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from acetate.kernels import backend
+from acetate.kernels import backend, units
 
 __all__ = [
     "BAND_CENTRES_HZ",
@@ -513,8 +513,8 @@ def level_db(power: Any, reference: Any = 1.0, floor_db: float = -300.0) -> Any:
     ref = xp.asarray(reference, dtype=xp.float64)
     ok_ref = ref > 0
     ratio = p / xp.where(ok_ref, ref, 1.0)
-    floor = 10.0 ** (floor_db / 10.0)
-    db = 10.0 * xp.log10(xp.where(ratio > floor, ratio, floor))
+    floor = units.db_to_power(floor_db)
+    db = units.power_to_db(xp.where(ratio > floor, ratio, floor))
     db = xp.where(xp.isnan(p), xp.nan, db)
     return xp.where(ok_ref, db, xp.nan)
 
@@ -618,7 +618,7 @@ def spectral_tilt(band_pow: Any, centres_hz: Any, fmin: float = 50.0, fmax: floa
     usable = in_range & (p > 0)  # NaN > 0 is False
     w = xp.astype(usable, xp.float64)
     x = xp.log2(c)
-    y = 10.0 * xp.log10(xp.where(usable, p, 1.0))
+    y = units.power_to_db(xp.where(usable, p, 1.0))
     n = xp.sum(w, axis=-1)
     n_safe = xp.where(n > 0, n, 1.0)
     xm = xp.sum(w * x, axis=-1) / n_safe
@@ -666,7 +666,7 @@ def band_dynamics(
         raise ValueError(
             f"band_frames must be (F, B) and frame_power (F,), got {tuple(band_frames.shape)} and {tuple(frame_power.shape)}"
         )
-    keep = xp.astype(frame_power, xp.float64) >= 10.0 ** (gate_db / 10.0)
+    keep = xp.astype(frame_power, xp.float64) >= units.db_to_power(gate_db)
     levels = level_db(band_frames, 1.0, floor_db)[keep]  # (F', B)
     if int(levels.shape[0]) < 2:
         return xp.full((band_frames.shape[1],), xp.nan, dtype=xp.float64)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from acetate.kernels import backend, spectrum
+from acetate.kernels import backend, spectrum, units
 
 __all__ = [
     "StereoStats",
@@ -173,8 +173,8 @@ def width_db(ratio: Any, limit_db: float = 120.0) -> Any:
     """
     xp = backend.namespace(ratio)
     r = xp.asarray(ratio, dtype=xp.float64)
-    lo, hi = 10.0 ** (-limit_db / 10.0), 10.0 ** (limit_db / 10.0)
-    db = 10.0 * xp.log10(backend.clip(xp.where(xp.isnan(r), 1.0, r), lo, hi))
+    lo, hi = units.db_to_power(-limit_db), units.db_to_power(limit_db)
+    db = units.power_to_db(backend.clip(xp.where(xp.isnan(r), 1.0, r), lo, hi))
     return xp.where(xp.isnan(r), xp.nan, db)
 
 

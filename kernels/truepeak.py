@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import backend
+from . import backend, units
 
 __all__ = ["sample_peak", "true_peak", "true_peak_pair", "interpolation_filter", "interpolation_gain", "to_db", "default_oversample"]
 
@@ -56,10 +56,8 @@ _CHUNK = 1 << 20
 
 
 def to_db(peak_linear: Any) -> Any:
-    """20 log10 of a linear peak; -inf for 0."""
-    xp = backend.namespace(peak_linear)
-    with np.errstate(divide="ignore"):
-        return 20.0 * xp.log10(peak_linear)
+    """20 log10 of a linear peak; -inf for 0 (:func:`acetate.kernels.units.amplitude_to_db`)."""
+    return units.amplitude_to_db(peak_linear)
 
 
 def default_oversample(fs: float) -> int:

@@ -90,7 +90,7 @@ def _pad_amounts(width: int, align: str) -> tuple[int, int]:
     raise ValueError(f"align must be one of {_ALIGNS}, got {align!r}")
 
 
-def _pad_last(xp, x, before: int, after: int, mode: str, cval: float):
+def _pad_last(xp: Any, x: Any, before: int, after: int, mode: str, cval: float) -> Any:
     """Pad the last axis by edge repetition (``"nearest"``) or a constant."""
     if before == 0 and after == 0:
         return x
@@ -106,7 +106,7 @@ def _pad_last(xp, x, before: int, after: int, mode: str, cval: float):
     return xp.concat([left, x, right], axis=-1)
 
 
-def _valid_window_min(xp, p, width: int):
+def _valid_window_min(xp: Any, p: Any, width: int) -> Any:
     """``out[i] = min(p[..., i:i+width])`` for every full window (length L-width+1)."""
     n_out = p.shape[-1] - width + 1
     if width == 1:
@@ -117,7 +117,7 @@ def _valid_window_min(xp, p, width: int):
     return nd.minimum_filter1d(p, width, axis=-1, origin=-(width // 2), mode="nearest")[..., :n_out]
 
 
-def _doubling_window_min(xp, p, width: int):
+def _doubling_window_min(xp: Any, p: Any, width: int) -> Any:
     """Sparse-table window minimum: O(n log width) work, log2(width) vector passes."""
     n_out = p.shape[-1] - width + 1
     m = p
@@ -267,7 +267,7 @@ def rms_envelope(x: Any, fs: float, window_s: float, *, link: bool = False) -> A
 # Shared by the compressor (attack_release_db) and the limiter (_gain_from_need).
 
 
-def _release_linear_db(xp, g_db, rate_db_per_sample: float, positions: Any = None):
+def _release_linear_db(xp: Any, g_db: Any, rate_db_per_sample: float, positions: Any = None) -> Any:
     """Exact parallel form of ``y[n] = min(g[n], y[n-1] + r)`` along the last axis.
 
     ``positions`` (optional, float64) are the samples' indices in a longer signal
@@ -287,7 +287,7 @@ def _release_linear_db(xp, g_db, rate_db_per_sample: float, positions: Any = Non
     return xp.minimum(m + drift, g_db)
 
 
-def _attack_lookahead(x, width: int, *, beyond: float):
+def _attack_lookahead(x: Any, width: int, *, beyond: float) -> Any:
     """Forward running min over ``width`` then backward moving average over ``width``.
 
     Never above ``x`` at any sample. ``beyond`` is the value assumed after the

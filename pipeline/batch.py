@@ -150,8 +150,7 @@ def album_loudness(blocks: list[np.ndarray]) -> float | None:
     pooled = np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks]) if blocks else np.empty(0)
     if pooled.size == 0:
         return None
-    z = 10.0 ** ((pooled + 0.691) / 10.0)
-    v = loudness.gated_loudness(z)
+    v = loudness.gated_loudness(loudness.power_from_loudness(pooled))
     return float(v) if math.isfinite(v) else None
 
 

@@ -14,7 +14,7 @@ The chain (each stage a kernel in :mod:`acetate.kernels`, NumPy or CuPy):
    not driven below the input's;
 6. loudness targeting and true-peak limiting: the gain before the limiter is
    solved (secant iterations of limiter + meter) so that the master lands on
-   the target within 0.1 LU, with the true peak (8x verification) at or below
+   the target within 0.1 LU, with the true peak (16x verification) at or below
    the ceiling. Where both cannot hold (the limiter would have to reduce more
    than the preset allows), the ceiling wins and the report says so.
 
@@ -35,7 +35,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from acetate.kernels import backend, blocks, compressor, dither, fir, image, limiter, loudness, truepeak
+from acetate.kernels import backend, blocks, compressor, dither, fir, image, limiter, loudness, truepeak, units
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 from acetate.pipeline import audio, levels, meter
 from acetate.pipeline.presets import BALANCED, Preset
@@ -71,8 +71,9 @@ TARGET_TOLERANCE_LU = 0.1
 _SOLVE_TOLERANCE_LU = 0.02
 #: Ceiling verification: the project's meter at 16x (under-reads <= 0.04 dB at
 #: 0.45 fs; its interpolator errs high rather than low), so the ceiling also holds
-#: under any compliant 4x or 8x meter. The limiter itself works on its own
-#: band-limited FFT interpolation; where this check still finds an over, the
+#: under any compliant 4x or 8x meter. The limiter computes its gain from what this
+#: same 16x interpolator (and libebur128's) reads, evaluated only around candidate
+#: peaks (:mod:`acetate.kernels.limiter`); where this check still finds an over, the
 #: limiter runs again with its ceiling lowered by the excess.
 VERIFY_OVERSAMPLE = 16
 _MAX_CEILING_PASSES = 4
@@ -211,7 +212,7 @@ def eq_curve(preset: Preset, fingerprint: Mapping[str, float], fs: float, amount
     if valid.sum() < 3:
         return np.zeros(centres.size)
     diff = np.where(valid, target - track, 0.0)
-    w = np.where(valid, 10.0 ** (target / 10.0), 0.0)
+    w = np.where(valid, units.db_to_power(target), 0.0)
     diff = np.where(valid, diff - np.sum(w * diff) / np.sum(w), 0.0)
     kernel = np.array([0.25, 0.5, 0.25])
     for _ in range(2):  # smoothing across bands, only among valid bands
@@ -239,8 +240,8 @@ def _crossover_energies(fingerprint: Mapping[str, float], eq_gains_db: np.ndarra
     mid = np.array([fingerprint.get(f"ltas_mid_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db
     side = np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db  # the FIR filters L and R: side too
     band = np.searchsorted(np.asarray(edges_hz), centres)  # crossover band of each 1/3-octave band
-    pm = np.where(np.isfinite(mid), 10.0 ** (np.nan_to_num(mid, nan=-300.0) / 10.0), 0.0)
-    ps = np.where(np.isfinite(side), 10.0 ** (np.nan_to_num(side, nan=-300.0) / 10.0), 0.0)
+    pm = np.where(np.isfinite(mid), units.db_to_power(np.nan_to_num(mid, nan=-300.0)), 0.0)
+    ps = np.where(np.isfinite(side), units.db_to_power(np.nan_to_num(side, nan=-300.0)), 0.0)
     n = len(edges_hz) + 1
     return np.bincount(band, pm, minlength=n), np.bincount(band, ps, minlength=n)
 
@@ -341,7 +342,7 @@ def _chain_plan(
         bands = []
         for b in range(len(edges) + 1):  # 4 bands: parameters, not samples
             power = mid_e[b] + side_e[b]
-            band_db = level + 10.0 * math.log10(power) if power > 0 and math.isfinite(level) else None
+            band_db = level + units.power_to_db(float(power)) if power > 0 and math.isfinite(level) else None  # float: math.log10, as before
             bands.append(
                 {
                     "band": b,
@@ -467,7 +468,7 @@ def _chain_halo(filters: Any, plan: Mapping[str, Any], fs: int, peak: float) -> 
         for b, p in enumerate(bands):
             if p is None or p["threshold_db"] is None or not p["ratio"] > 1.0:
                 continue
-            level = 20.0 * math.log10(max(float(l1[b]) * peak, 1e-15))
+            level = units.amplitude_to_db(float(l1[b]) * peak, floor=1e-15)
             deepest = -float(compressor.compressor_gain_db(np.array([level]), p["threshold_db"], p["ratio"], p["knee_db"])[0])
             extra = max(extra, p["attack_s"] + deepest * p["release_s"] / RELEASE_REF_DB)
         support += int(math.ceil(extra * fs)) + hop * (int(round(DETECTOR_WINDOW_S * fs / hop)) // 2 + 3)
@@ -491,7 +492,7 @@ def _fingerprint_dc(fingerprint: Mapping[str, float] | None, shape: tuple, fs: i
 
 def _apply_gain(y: Any, gain_db: float) -> Any:
     xp = backend.namespace(y)
-    return xp.astype(y * (10.0 ** (gain_db / 20.0)), xp.float32)
+    return xp.astype(y * units.db_to_amplitude(gain_db), xp.float32)
 
 
 class _Peaks(NamedTuple):
@@ -538,7 +539,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
             y, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE,
             input_gain_db=gain_db, knots=True,  # its knots (n / 8), not a per-sample copy
         )
-        reduction = -20.0 * math.log10(max(gain.minimum(), 1e-12))
+        reduction = -units.amplitude_to_db(gain.minimum(), floor=1e-12)
         if not verify:
             return _Limited(z, None, reduction, gain.runs())
         peaks = _verified_peak_db(z, fs)
@@ -546,7 +547,7 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
         if not over > 0:
             return _Limited(z, peaks, reduction, gain.runs())
         aim -= over + 0.005
-    scale = 10.0 ** (-(over + 0.005) / 20.0)  # last resort: a static trim, never an over
+    scale = units.db_to_amplitude(-(over + 0.005))  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)
     return _Limited(z, _verified_peak_db(z, fs), reduction, None)
 
@@ -841,8 +842,8 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, path: str 
         raise RenderError(f"{fmt}: the written file decodes to {pos} frames, not {n}")
     if resid != 0.0:
         raise RenderError(f"{fmt}: the written file does not decode to the samples written (max difference {resid:.3g})")
-    bound = 10.0 ** (tp16 / 20.0) + truepeak.interpolation_gain(VERIFY_OVERSAMPLE) * err
-    return float(lufs), 20.0 * math.log10(bound)
+    bound = units.db_to_amplitude(tp16) + truepeak.interpolation_gain(VERIFY_OVERSAMPLE) * err
+    return float(lufs), units.amplitude_to_db(float(bound))
 
 
 #: Encodes of one delivery at most (the first, then gain corrections).
@@ -931,7 +932,7 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
             result.notes.append(f"{fmt}: delivered at {fs_out} Hz (the format holds at most {top} Hz; the master is {result.fs} Hz)")
         was_over = False
         for attempt in range(_MAX_ENCODES):
-            y = src if adjust == 0.0 else (src * 10.0 ** (adjust / 20.0)).astype(np.float32)
+            y = src if adjust == 0.0 else (src * units.db_to_amplitude(adjust)).astype(np.float32)
             if dithered:
                 if seed is None:  # hashed once, and only when some format dithers
                     seed = dither.content_seed(base, result.settings.digest() + result.preset)

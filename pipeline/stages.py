@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from acetate.kernels import backend
 from acetate.pipeline import audio
+
+if TYPE_CHECKING:  # annotations only (render imports much; these modules import it lazily)
+    from acetate.pipeline.render import MasterResult, MasterSettings
 
 __all__ = [
     "STAGES",
@@ -206,7 +209,7 @@ def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any) -> C
     return Choice(sel.preset, False, float(sel.distance), [(str(n), float(d)) for n, d in sel.runners_up])
 
 
-def render(programme: Programme, analysis: Analysis, choice: Choice, settings: Any, *, hand_over: bool = True) -> Any:
+def render(programme: Programme, analysis: Analysis, choice: Choice, settings: MasterSettings, *, hand_over: bool = True) -> MasterResult:
     """Master the programme (:func:`acetate.pipeline.render.master`) with the chosen preset.
 
     With ``hand_over`` (the last render of a track) the programme gives its audio up to
@@ -221,7 +224,7 @@ def render(programme: Programme, analysis: Analysis, choice: Choice, settings: A
     return result
 
 
-def verify(result: Any, device: str) -> dict[str, float]:
+def verify(result: MasterResult, device: str) -> dict[str, float]:
     """The master's fingerprint, on the device it was rendered on (its loudness figures from
     the renderer's own output report: no second meter pass)."""
     from acetate.pipeline import analyse as features
@@ -233,7 +236,7 @@ def verify(result: Any, device: str) -> dict[str, float]:
     return features.fingerprint(backend.to_device(y, xp), result.fs, loudness=given)
 
 
-def write(result: Any, stem: str, formats: Sequence[str]) -> list[dict[str, Any]]:
+def write(result: MasterResult, stem: str, formats: Sequence[str]) -> list[dict[str, Any]]:
     """Deliver the master in each format, each file verified as it decodes
     (:func:`acetate.pipeline.render.write_outputs`)."""
     from acetate.pipeline import render as chain
