@@ -103,7 +103,7 @@ def write_song(path: str | os.PathLike, seed: int, bars: int = 48, tempo_bpm: fl
         dyn = 0.5 + 0.5 * np.sin(np.pi * b / bars)  # a swell over the song: dynamics
         vel = lambda base: int(np.clip(base * (0.6 + 0.4 * dyn) + rng.integers(-8, 8), 20, 127))  # noqa: E731
         t0 = b * bar
-        for k, iv in enumerate((0, 4 if rng.random() < 0.6 else 3, 7)):  # chord on ch 0
+        for iv in (0, 4 if rng.random() < 0.6 else 3, 7):  # chord on ch 0
             for beat in (0, 2):
                 events += [(t0 + beat * tpq, bytes([0x90, root + 12 + iv, vel(70)])), (t0 + beat * tpq + 2 * tpq - 10, bytes([0x80, root + 12 + iv, 0]))]
         for beat in range(4):  # bass on ch 1

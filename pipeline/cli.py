@@ -98,7 +98,7 @@ def _add_master(sub) -> None:
     from acetate.pipeline.audio import FORMATS
     from acetate.pipeline.render import TARGETS
 
-    targets = ", ".join(f"{n} ({l:g} LUFS, {c:g} dBTP)" for n, (l, c) in TARGETS.items())
+    targets = ", ".join(f"{n} ({lufs:g} LUFS, {c:g} dBTP)" for n, (lufs, c) in TARGETS.items())
     formats = ", ".join(FORMATS)
     p = sub.add_parser(
         "master",

@@ -122,7 +122,7 @@ def make_catalogue(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(per_style):
-        for i, style in enumerate(STYLES):
+        for style in STYLES:
             track_id = f"{style}-{k + 1:02d}"
             path = out / f"{track_id}.flac"
             if not path.exists():

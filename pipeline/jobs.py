@@ -85,7 +85,7 @@ _TOLERANCES: dict[str, float] = {}
 def _builtin_targets() -> dict[str, dict[str, float]]:
     from acetate.pipeline.render import TARGETS  # one list of named targets for `acetate master` and jobs
 
-    return {n: {"integrated_lufs": float(l), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)} for n, (l, tp) in TARGETS.items()}
+    return {n: {"integrated_lufs": float(lufs), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)} for n, (lufs, tp) in TARGETS.items()}
 
 
 #: Delivery targets known by name (a job's ``targets`` may add or redefine them).

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -239,7 +238,7 @@ def test_only_dead_writers_temporaries_are_removed(tmp_path):
     try:
         live = d / f".b.wav.acetate-{host}-{sleeper.pid}-abc123de.tmp"
         other_host_new = d / f".c.wav.acetate-0badf00d-{sleeper.pid}-abc123de.tmp"
-        other_host_old = d / f".d.wav.acetate-0badf00d-1-abc123de.tmp"
+        other_host_old = d / ".d.wav.acetate-0badf00d-1-abc123de.tmp"
         users = [d / ".notes.tmp", d / "mine.tmp", d / ".e.wav.acetate-xyz-1-a.tmp"]
         for p in (dead, live, other_host_new, other_host_old, *users):
             p.write_bytes(b"partial")

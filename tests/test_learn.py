@@ -14,7 +14,6 @@ matching) than the unprocessed mixes are.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 
