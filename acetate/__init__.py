@@ -8,7 +8,8 @@ The import package gathers the project's top-level folders as sub-packages:
 - :mod:`acetate.jobs`     -- declarative job definitions (YAML)
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("acetate")

@@ -28,6 +28,7 @@ Two measurements on the same files, each using all the cores (the floor one proc
 Before timing all inputs are read once (page cache warm for both).  x-realtime = seconds
 of audio / wall seconds; the goal on CPU is acetate / floor >= 0.5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -177,7 +178,13 @@ def run_acetate(manifest: Path, out_dir: Path, workers: int | None, threads: int
         rss0 = handle.client.run(_maxrss_kib)
         cpu0 = handle.client.run(_cpu_s)
         t0 = time.perf_counter()
-        res = batch.run_job(job, handle.client, progress=progress, cluster_desc=f"{handle.kind} {handle.scheduler_address}", log=lambda m: print("  " + m, flush=True))
+        res = batch.run_job(
+            job,
+            handle.client,
+            progress=progress,
+            cluster_desc=f"{handle.kind} {handle.scheduler_address}",
+            log=lambda m: print("  " + m, flush=True),
+        )
         wall = time.perf_counter() - t0
         cpu1 = handle.client.run(_cpu_s)
         rss1 = handle.client.run(_maxrss_kib)
@@ -215,12 +222,23 @@ def landing(out_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=50, metavar="N", help="catalogue size (default 50)")
-    ap.add_argument("--seconds", type=float, default=60.0, metavar="S", help="longest track: sources are cut into segments of at most S s (default 60)")
     ap.add_argument(
-        "--workers", type=int, default=None, metavar="N",
+        "--seconds", type=float, default=60.0, metavar="S", help="longest track: sources are cut into segments of at most S s (default 60)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
         help="worker processes (default: the floor one per core; acetate what `acetate run` starts here, cores // threads per worker)",
     )
-    ap.add_argument("--threads-per-worker", type=int, default=None, metavar="T", help="Dask threads per worker (default: cluster.yaml's local.threads_per_worker, else 2)")
+    ap.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        metavar="T",
+        help="Dask threads per worker (default: cluster.yaml's local.threads_per_worker, else 2)",
+    )
     ap.add_argument("--mixes", type=int, default=10, metavar="M", help="fluidsynth mixes in the corpus (default 10)")
     ap.add_argument("--skip-floor", action="store_true")
     ap.add_argument("--progress", action="store_true", help="show the job's progress bar")
@@ -264,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfloor: soundfile decode + encode FLAC 24, multiprocessing.Pool({floor_workers}), best of 3 passes", flush=True)
         aud, wall, fcpu = run_floor(files, floor_workers, DATA / "catalogue" / "floor-out")
         floor, floor_cpu = aud / wall, aud / fcpu
-        print(f"  {aud:.0f} s of audio in {wall:.2f} s: {floor:.1f}x realtime ({fcpu:.1f} CPU-s in the workers: {floor_cpu:.1f}x realtime per core)")
+        print(
+            f"  {aud:.0f} s of audio in {wall:.2f} s: {floor:.1f}x realtime ({fcpu:.1f} CPU-s in the workers: {floor_cpu:.1f}x realtime per core)"
+        )
 
     # The local cluster sized as `acetate run` sizes it (pipeline.cluster), unless --workers: more
     # processes x threads than cores only oversubscribes them (measured: 2 x 2 on 2 cores
@@ -284,15 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  FAILED {f.get('track_id')}: [{f.get('stage')}] {f.get('error_type')}: {f.get('message')}")
     print("  landing (job's loudness dataset): " + landing(out_dir))
     for addr in sorted(r["rss1"]):
-        print(f"  worker {addr}: peak RSS {r['rss1'][addr] / 1024:.0f} MiB (after start-up {r['rss0'].get(addr, 0) / 1024:.0f} MiB, now {r['rss_now'].get(addr, 0) / 1024:.0f} MiB)")
+        print(
+            f"  worker {addr}: peak RSS {r['rss1'][addr] / 1024:.0f} MiB (after start-up {r['rss0'].get(addr, 0) / 1024:.0f} MiB, now {r['rss_now'].get(addr, 0) / 1024:.0f} MiB)"
+        )
     peak = max(r["rss1"].values()) / 1024 if r["rss1"] else math.nan
-    print(f"\nsummary: {len(files)} tracks ({audio_total:.0f} s); floor {floor_workers} processes, acetate {ac_workers} x {threads} threads")
+    print(
+        f"\nsummary: {len(files)} tracks ({audio_total:.0f} s); floor {floor_workers} processes, acetate {ac_workers} x {threads} threads"
+    )
     if floor:
         print(f"  floor    {floor:8.1f}x realtime   {floor_cpu:8.1f}x realtime per CPU-second")
     print(f"  acetate  {x_ac:8.1f}x realtime   {x_ac_cpu:8.1f}x realtime per CPU-second   peak RSS per worker <= {peak:.0f} MiB")
     if floor:
         ratio = x_ac / floor
-        print(f"  ratio acetate / floor: {ratio:.3f} wall, {x_ac_cpu / floor_cpu:.3f} CPU  (goal on CPU >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+        print(
+            f"  ratio acetate / floor: {ratio:.3f} wall, {x_ac_cpu / floor_cpu:.3f} CPU  (goal on CPU >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})"
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ measurement, timed alongside). Prints seconds, x realtime, the output's true
 peak on ``truepeak.true_peak(..., oversample=16)`` and the loudness given up
 (integrated loudness of the output vs a static gain to the same ceiling).
 """
+
 from __future__ import annotations
 
 import argparse

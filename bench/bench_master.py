@@ -28,6 +28,7 @@ for Acetate and matchering, children for ffmpeg) is printed too, being less sens
 other load on a shared machine.  Every output is decoded and measured with Acetate's meter:
 ``loudness.integrated_loudness`` and ``truepeak.true_peak(..., oversample=16)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -122,7 +123,9 @@ def _cpu_children() -> float:
 def run_acetate(path: str, out_dir: Path) -> tuple[str, dict]:
     from acetate.pipeline import mastering, render
 
-    row = mastering.master_file(path, out_dir, render.MasterSettings(target_lufs=TARGET_LUFS, ceiling_dbtp=CEILING_DBTP), formats=("flac24",), preset="auto")
+    row = mastering.master_file(
+        path, out_dir, render.MasterSettings(target_lufs=TARGET_LUFS, ceiling_dbtp=CEILING_DBTP), formats=("flac24",), preset="auto"
+    )
     if "error" in row:
         raise RuntimeError(f"acetate failed at {row.get('stage')}: {row['error']}")
     return row["outputs"][0]["path"], row
@@ -131,7 +134,11 @@ def run_acetate(path: str, out_dir: Path) -> tuple[str, dict]:
 def run_ffmpeg(path: str, out_dir: Path, fs: int) -> tuple[str, dict]:
     ff = shutil.which("ffmpeg")
     base = [ff, "-hide_banner", "-nostdin", "-threads", "1", "-filter_threads", "1", "-i", path]
-    p1 = subprocess.run(base + ["-af", f"loudnorm=I={TARGET_LUFS}:TP={CEILING_DBTP}:LRA=11:print_format=json", "-f", "null", "-"], capture_output=True, text=True)
+    p1 = subprocess.run(
+        base + ["-af", f"loudnorm=I={TARGET_LUFS}:TP={CEILING_DBTP}:LRA=11:print_format=json", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
     if p1.returncode:
         raise RuntimeError(f"ffmpeg pass 1 failed: {p1.stderr[-500:]}")
     m = _last_json(p1.stderr)
@@ -141,7 +148,9 @@ def run_ffmpeg(path: str, out_dir: Path, fs: int) -> tuple[str, dict]:
         f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:offset={m['target_offset']}:linear=true:print_format=json"
     )
     out = out_dir / (Path(path).stem + ".flac")
-    p2 = subprocess.run(base + ["-af", af, "-ar", str(fs), "-c:a", "flac", "-sample_fmt", "s32", "-y", str(out)], capture_output=True, text=True)
+    p2 = subprocess.run(
+        base + ["-af", af, "-ar", str(fs), "-c:a", "flac", "-sample_fmt", "s32", "-y", str(out)], capture_output=True, text=True
+    )
     if p2.returncode:
         raise RuntimeError(f"ffmpeg pass 2 failed: {p2.stderr[-500:]}")
     info = _last_json(p2.stderr)
@@ -150,7 +159,11 @@ def run_ffmpeg(path: str, out_dir: Path, fs: int) -> tuple[str, dict]:
 
 def ffmpeg_input(path: str) -> tuple[str, bool]:
     """``path`` if ffmpeg can demux it, else a cached FLAC 24 copy (ffmpeg 5.1 rejects some Ogg headers that libsndfile reads)."""
-    probe = subprocess.run([shutil.which("ffprobe") or "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path], capture_output=True, text=True)
+    probe = subprocess.run(
+        [shutil.which("ffprobe") or "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode == 0:
         return path, False
     import soundfile as sf
@@ -209,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("bench_master: end-to-end mastering on one CPU core")
     print(provenance())
-    print(f"target {TARGET_LUFS} LUFS, ceiling {CEILING_DBTP} dBTP; {len(mixes)} unmastered mix(es) + {len(oggs)} mastered Ogg(s); pinned to CPU {a.cpu}, 1 BLAS thread")
+    print(
+        f"target {TARGET_LUFS} LUFS, ceiling {CEILING_DBTP} dBTP; {len(mixes)} unmastered mix(es) + {len(oggs)} mastered Ogg(s); pinned to CPU {a.cpu}, 1 BLAS thread"
+    )
     if reference:
         print(f"matchering reference: {Path(reference[0]).name} ({reference[1]:.2f} LUFS)")
     out_root = DATA / "master-out"
@@ -230,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     sf.write(warm / "warm.flac", d[: int(WARMUP_S * fs0)], fs0, subtype="PCM_24")
     t_w = time.perf_counter()
     run_acetate(str(warm / "warm.flac"), warm)
-    print(f"warm-up (untimed): acetate on {d.shape[0] / fs0:.0f} s of {Path(files[0]).name} in {time.perf_counter() - t_w:.2f} s (fresh process)")
+    print(
+        f"warm-up (untimed): acetate on {d.shape[0] / fs0:.0f} s of {Path(files[0]).name} in {time.perf_counter() - t_w:.2f} s (fresh process)"
+    )
 
     rows = []
     for f in files:
@@ -244,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if t == "acetate":
                     out, extra = run_acetate(f, out_root / t)
-                    extra = {"target_met": extra["target_met"], "ceiling_met": extra["ceiling_met"], "preset": extra["preset"], "notes": extra["notes"]}
+                    extra = {
+                        "target_met": extra["target_met"],
+                        "ceiling_met": extra["ceiling_met"],
+                        "preset": extra["preset"],
+                        "notes": extra["notes"],
+                    }
                 elif t == "ffmpeg":
                     out, extra = run_ffmpeg(ff_in, out_root / t, fs)
                     extra["input_copy"] = ff_copy
@@ -265,9 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             note = ""
             if t == "ffmpeg":
-                note = f"loudnorm {extra['mode']} (LRA {extra['lra']})" + ("; ffmpeg cannot demux this Ogg: fed a FLAC copy (untimed decode)" if ff_copy else "")
+                note = f"loudnorm {extra['mode']} (LRA {extra['lra']})" + (
+                    "; ffmpeg cannot demux this Ogg: fed a FLAC copy (untimed decode)" if ff_copy else ""
+                )
             elif t == "acetate":
-                note = f"preset {extra['preset']}" + ("" if extra["target_met"] else "; target_met false") + ("" if extra["ceiling_met"] else "; ceiling_met false")
+                note = (
+                    f"preset {extra['preset']}"
+                    + ("" if extra["target_met"] else "; target_met false")
+                    + ("" if extra["ceiling_met"] else "; ceiling_met false")
+                )
                 if extra["notes"]:
                     note += "; " + "; ".join(extra["notes"])
             print(
@@ -276,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print("\nsummary (all files; x-realtime = total audio / total time)")
-    print(f"  {'tool':<10} {'files':>5} {'audio s':>8} {'wall s':>8} {'x-rt':>7} {'x-rt CPU':>9} {'mean|dLUFS|':>11} {'max|dLUFS|':>10} {'within 0.1/0.5/1 LU':>19} {'max TP':>7} {'TP<=-1':>7}")
+    print(
+        f"  {'tool':<10} {'files':>5} {'audio s':>8} {'wall s':>8} {'x-rt':>7} {'x-rt CPU':>9} {'mean|dLUFS|':>11} {'max|dLUFS|':>10} {'within 0.1/0.5/1 LU':>19} {'max TP':>7} {'TP<=-1':>7}"
+    )
     summary = {}
     for t in tools:
         ok = [r for r in rows if r["tool"] == t and "error" not in r]
@@ -292,16 +322,23 @@ def main(argv: list[str] | None = None) -> int:
         summary[t] = {"xrt": aud / wall, "xrt_cpu": aud / cpu}
         print(
             f"  {t:<10} {len(ok):>5} {aud:>8.0f} {wall:>8.1f} {aud / wall:>7.1f} {aud / cpu:>9.1f} {sum(errs) / len(errs):>11.2f} {max(errs):>10.2f}"
-            f" {within:>19} {max(r['tp_dbtp'] for r in ok):>+7.2f} {sum(r['tp_ok'] for r in ok):>3}/{len(ok)}" + (f"  ({failed} failed)" if failed else "")
+            f" {within:>19} {max(r['tp_dbtp'] for r in ok):>+7.2f} {sum(r['tp_ok'] for r in ok):>3}/{len(ok)}"
+            + (f"  ({failed} failed)" if failed else "")
         )
     if "acetate" in summary and "ffmpeg" in summary:
         s = summary
-        print(f"\nratio acetate-speed / ffmpeg-speed: {s['acetate']['xrt'] / s['ffmpeg']['xrt']:.2f} (wall), {s['acetate']['xrt_cpu'] / s['ffmpeg']['xrt_cpu']:.2f} (CPU time)")
+        print(
+            f"\nratio acetate-speed / ffmpeg-speed: {s['acetate']['xrt'] / s['ffmpeg']['xrt']:.2f} (wall), {s['acetate']['xrt_cpu'] / s['ffmpeg']['xrt_cpu']:.2f} (CPU time)"
+        )
         if "matchering" in s:
-            print(f"ratio acetate-speed / matchering-speed: {s['acetate']['xrt'] / s['matchering']['xrt']:.2f} (wall), {s['acetate']['xrt_cpu'] / s['matchering']['xrt_cpu']:.2f} (CPU time)")
+            print(
+                f"ratio acetate-speed / matchering-speed: {s['acetate']['xrt'] / s['matchering']['xrt']:.2f} (wall), {s['acetate']['xrt_cpu'] / s['matchering']['xrt_cpu']:.2f} (CPU time)"
+            )
     misses = [r for r in rows if r["tool"] == "acetate" and "error" not in r and (abs(r["lufs_error"]) > 0.1 or not r["tp_ok"])]
     for r in misses:
-        print(f"ACETATE MISS: {r['file']}: {r['lufs']:.3f} LUFS, {r['tp_dbtp']:+.3f} dBTP (target_met {r['target_met']}, ceiling_met {r['ceiling_met']})")
+        print(
+            f"ACETATE MISS: {r['file']}: {r['lufs']:.3f} LUFS, {r['tp_dbtp']:+.3f} dBTP (target_met {r['target_met']}, ceiling_met {r['ceiling_met']})"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps({"provenance": provenance(), "rows": rows}, indent=1))
     return 0

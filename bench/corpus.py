@@ -11,16 +11,17 @@ fb-music-high fluidsynth fluid-soundfont-gm``):
 ``python bench/corpus.py DIR [--songs N]`` writes the fluidsynth mixes into DIR and prints
 every file of the corpus.
 """
+
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 import glob
 import os
 import shutil
 import struct
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/def
 
 def provenance() -> str:
     """Date, git commit (+ dirty flag for kernels/pipeline), CPU, NumPy and the libraries that set the pace."""
+
     def git(*a: str) -> str:
         try:
             return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -105,7 +107,10 @@ def write_song(path: str | os.PathLike, seed: int, bars: int = 48, tempo_bpm: fl
         t0 = b * bar
         for iv in (0, 4 if rng.random() < 0.6 else 3, 7):  # chord on ch 0
             for beat in (0, 2):
-                events += [(t0 + beat * tpq, bytes([0x90, root + 12 + iv, vel(70)])), (t0 + beat * tpq + 2 * tpq - 10, bytes([0x80, root + 12 + iv, 0]))]
+                events += [
+                    (t0 + beat * tpq, bytes([0x90, root + 12 + iv, vel(70)])),
+                    (t0 + beat * tpq + 2 * tpq - 10, bytes([0x80, root + 12 + iv, 0])),
+                ]
         for beat in range(4):  # bass on ch 1
             note = root - 12 + (7 if beat == 2 else 0)
             events += [(t0 + beat * tpq, bytes([0x91, note, vel(90)])), (t0 + beat * tpq + tpq - 20, bytes([0x81, note, 0]))]

@@ -29,6 +29,7 @@ process is pinned to one CPU (``os.sched_setaffinity``).  OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE may be set on the machine (older OpenBLAS builds need them);
 they are left as found and reported, since tests and CI run with them.
 """
+
 from __future__ import annotations
 
 import os
@@ -208,11 +209,17 @@ def machine_info() -> list[str]:
         lines += [ln for ln in lscpu if ln.split(":")[0] in ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache")]
     except Exception:  # pragma: no cover
         pass
-    lines.append("OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s" % (os.environ.get("OPENBLAS_CORETYPE", "(unset)"), os.environ.get("OPENBLAS_L2_SIZE", "(unset)")))
+    lines.append(
+        "OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s"
+        % (os.environ.get("OPENBLAS_CORETYPE", "(unset)"), os.environ.get("OPENBLAS_L2_SIZE", "(unset)"))
+    )
     try:
         from threadpoolctl import threadpool_info
 
-        lines += [f"BLAS: {d.get('internal_api')} {d.get('version')} {d.get('architecture', '')} threads={d.get('num_threads')}" for d in threadpool_info()]
+        lines += [
+            f"BLAS: {d.get('internal_api')} {d.get('version')} {d.get('architecture', '')} threads={d.get('num_threads')}"
+            for d in threadpool_info()
+        ]
     except Exception:  # pragma: no cover
         pass
     return lines
@@ -230,12 +237,16 @@ def run_cpu(args) -> None:
     times, values = _rounds(CPU_CASES, x, fs, args.repeat)
     _table(times, dur)
     a, e = values[CPU_CASES[0][0]], values["libebur128 (I+LRA+TP)"]
-    print(f"\nagreement with libebur128: I {a[0] - e[0]:+.4f} LU, LRA {a[1] - e[1]:+.3f} LU (libebur128 takes LRA blocks at 1 Hz), TP {a[2] - e[2]:+.3f} dB")
+    print(
+        f"\nagreement with libebur128: I {a[0] - e[0]:+.4f} LU, LRA {a[1] - e[1]:+.3f} LU (libebur128 takes LRA blocks at 1 Hz), TP {a[2] - e[2]:+.3f} dB"
+    )
     print(f"agreement with pyloudnorm (RBJ K-filter approximation): I {a[0] - values['pyloudnorm (I only)']:+.4f} LU")
 
     files = corpus(args.limit)
     total = sum(xx.shape[1] / ffs for _, xx, ffs in files)
-    print(f"\n## corpus: {len(files)} real Ogg tracks, {total / 60:.1f} min, native rates {sorted({f for _, _, f in files})} Hz (best of {args.repeat} rounds per file)")
+    print(
+        f"\n## corpus: {len(files)} real Ogg tracks, {total / 60:.1f} min, native rates {sorted({f for _, _, f in files})} Hz (best of {args.repeat} rounds per file)"
+    )
     ctimes = {name: 0.0 for name, _ in CPU_CASES}
     for _, xx, ffs in files:
         for name, t in _rounds(CPU_CASES, xx, ffs, args.repeat)[0].items():

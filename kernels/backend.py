@@ -12,6 +12,7 @@ when the caller asks for the GPU explicitly (:func:`gpu_available`,
 Dtype policy: audio travels as float32 (channels first, shape ``(C, N)``);
 filter states, energy sums and prefix sums are float64.
 """
+
 from __future__ import annotations
 
 import functools

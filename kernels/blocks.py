@@ -18,6 +18,7 @@ Examples
 >>> bool(np.allclose(apply_blockwise(smooth, x, block=5, halo=2), smooth(x)))
 True
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

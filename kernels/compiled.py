@@ -25,6 +25,7 @@ False and :mod:`acetate.kernels.loudness` filters with SciPy. Mono and stereo
 are compiled; other layouts use SciPy. Loading Numba costs a process about
 0.4 s once and about 100 MB of memory (LLVM).
 """
+
 from __future__ import annotations
 
 import os
@@ -119,7 +120,9 @@ def available(channels: int, sections: int) -> bool:
     return _LOOP is not None
 
 
-def kweighted_sums(x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: np.ndarray, zi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def kweighted_sums(
+    x: np.ndarray, sos: np.ndarray, weights: np.ndarray, starts: np.ndarray, zi: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Filter ``x`` through a two-section biquad cascade and sum its channel-weighted power
     between edges, in one compiled pass.
 

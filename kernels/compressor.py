@@ -19,6 +19,7 @@ Release convention: ``release_s`` is the time the gain takes to recover by
 ``release_ref_db`` dB (default 10 dB), i.e. ``release_ref_db / release_s`` dB
 per second, linear in dB.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,6 +38,7 @@ __all__ = [
     "compressor_gain",
     "interpolate_hops",
 ]
+
 
 def attack_release_db(gain_db: Any, fs: float, attack_s: float, release_s: float, *, release_ref_db: float = 10.0) -> Any:
     """Smooth a gain curve (dB) with a look-ahead attack and a linear-in-dB release.
@@ -276,7 +278,9 @@ def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None 
     rows, nh = g.shape
     stop = n if stop is None else min(int(stop), n)
     if nh != -(-n // hop) or not (0 <= start <= stop) or start % hop:
-        raise ValueError(f"need ceil(n / hop) = {-(-n // hop)} values and a stretch starting on a hop, got {nh} values and [{start}, {stop})")
+        raise ValueError(
+            f"need ceil(n / hop) = {-(-n // hop)} values and a stretch starting on a hop, got {nh} values and [{start}, {stop})"
+        )
     h0, h1 = start // hop, -(-stop // hop)
     parts = ([g[:, :1]] if h0 == 0 else []) + [g[:, max(h0 - 1, 0) : min(h1 + 1, nh)]] + ([g[:, -1:]] if h1 >= nh else [])
     ge = xp.concat(parts, axis=1)  # values at hops h0 - 1 .. h1 (ends clamped)
@@ -290,8 +294,18 @@ def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None 
 
 
 def _control_rate_gain_db(
-    x: Any, fs: float, threshold_db: float, ratio: float, knee_db: float, attack_s: float, release_s: float, makeup_db: float, link: bool,
-    window_s: float, release_ref_db: float, hop: int,
+    x: Any,
+    fs: float,
+    threshold_db: float,
+    ratio: float,
+    knee_db: float,
+    attack_s: float,
+    release_s: float,
+    makeup_db: float,
+    link: bool,
+    window_s: float,
+    release_ref_db: float,
+    hop: int,
 ) -> Any:
     """The compressor's gain (dB, float64) at the control rate ``fs / hop``: one value per
     hop of ``hop`` samples, centred on it (see :func:`_compress_control_rate`)."""
@@ -323,8 +337,18 @@ def _control_rate_gain_db(
 
 
 def _compress_control_rate(
-    x: Any, fs: float, threshold_db: float, ratio: float, knee_db: float, attack_s: float, release_s: float, makeup_db: float, link: bool,
-    window_s: float, release_ref_db: float, hop: int,
+    x: Any,
+    fs: float,
+    threshold_db: float,
+    ratio: float,
+    knee_db: float,
+    attack_s: float,
+    release_s: float,
+    makeup_db: float,
+    link: bool,
+    window_s: float,
+    release_ref_db: float,
+    hop: int,
 ) -> tuple[Any, Any]:
     """:func:`compress` with the detector and gain computer at ``fs / hop`` (a control rate).
 
@@ -400,5 +424,10 @@ def compressor_gain(
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
     if not (isinstance(control_hop, (int, np.integer)) and control_hop >= 2):
         raise ValueError(f"control_hop must be an integer >= 2, got {control_hop!r}")
-    g_hop = _linear(_control_rate_gain_db(x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop))[0], x.dtype)
+    g_hop = _linear(
+        _control_rate_gain_db(
+            x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop)
+        )[0],
+        x.dtype,
+    )
     return g_hop if at_hops else interpolate_hops(g_hop, int(control_hop), x.shape[1])

@@ -12,6 +12,7 @@ should rely on NumPy and CuPy dither being identical.
 :func:`content_seed` derives the seed from the audio and the render settings,
 so re-rendering the same track with the same settings is reproducible.
 """
+
 from __future__ import annotations
 
 import hashlib

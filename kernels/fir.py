@@ -9,6 +9,7 @@ their inputs (a click stays at its index), with zero-padded ends.
 Filter taps are float64 (they are small); audio is float32 in and float32 out,
 and convolutions accumulate in float64.
 """
+
 from __future__ import annotations
 
 import functools
@@ -655,7 +656,9 @@ def crossover_plan(
     return CrossoverPlan(tuple(kept), tuple(sources), tuple(dropped), int(taps) if taps is not None else 1)
 
 
-def crossover_filters(fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 6000.0), n_taps: int | None = None, *, xp: ModuleType | None = None) -> Any:
+def crossover_filters(
+    fs: float, edges_hz: Sequence[float] = (120.0, 1000.0, 6000.0), n_taps: int | None = None, *, xp: ModuleType | None = None
+) -> Any:
     """Complementary linear-phase band filters whose sum is a pure delay.
 
     Band 0 is a low-pass at ``edges_hz[0]``; band k is

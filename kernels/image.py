@@ -17,6 +17,7 @@ Safety rules (mono compatibility):
   correlation). Hence no band's correlation is driven below
   ``min(its input correlation, corr_floor)``.
 """
+
 from __future__ import annotations
 
 import math

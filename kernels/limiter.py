@@ -37,6 +37,7 @@ where the gain is below 1; only there (plus the meter's support) is the output
 measured again, and any remaining over is corrected locally by lowering the
 need there and smoothing again (which can only lower the gain).
 """
+
 from __future__ import annotations
 
 import functools
@@ -369,7 +370,9 @@ class _Meter:
             # The midpoints transposed, (c, points, m): the largest |value| per block is then
             # elementwise maxima and minima of long rows, not a reduction over a short last axis.
             mid = self.mat2t @ xp.permute_dims(w32, (0, 2, 1))
-            e2 = xp.maximum(_max_channels(xp, xp.maximum(xp.max(mid, axis=1), -xp.min(mid, axis=1))), xp.max(aw[:, off : off + blk + 1], axis=1))
+            e2 = xp.maximum(
+                _max_channels(xp, xp.maximum(xp.max(mid, axis=1), -xp.min(mid, axis=1))), xp.max(aw[:, off : off + blk + 1], axis=1)
+            )
             keep = xp.nonzero(p["f2"] * xp.astype(e2, xp.float64) + p["rho2"] * xp.astype(a[:, 0], xp.float64) >= thr)[0]
             if int(keep.shape[0]) == 0:
                 continue
@@ -509,7 +512,7 @@ class KnotGain(NamedTuple):
         n8 = -(-self.n // _KNOT)
         rest = self.n - (n8 - 1) * _KNOT  # samples of the last interval
         last = _interp_knots(xp, gk, xp.asarray([n8 - 1]))[0, :rest]
-        return min(backend.to_float(xp.min(gk[: n8])), backend.to_float(xp.min(last)))
+        return min(backend.to_float(xp.min(gk[:n8])), backend.to_float(xp.min(last)))
 
     def runs(self) -> np.ndarray:
         """``[start, end)`` sample ranges of the knot intervals with a knot below 1: every
@@ -607,8 +610,19 @@ def _interp_knots(xp: Any, g_knots: Any, intervals: Any) -> Any:
 
 
 def _tp_limit_core(
-    x: Any, fs: float, ceiling: float, oversample: int, verify_oversample: int, lookahead_s: float, release_s: float, release_ref_db: float,
-    margin_db: float, max_passes: int, guard_db: float, ebur: bool, scale: float = 1.0,
+    x: Any,
+    fs: float,
+    ceiling: float,
+    oversample: int,
+    verify_oversample: int,
+    lookahead_s: float,
+    release_s: float,
+    release_ref_db: float,
+    margin_db: float,
+    max_passes: int,
+    guard_db: float,
+    ebur: bool,
+    scale: float = 1.0,
 ) -> tuple[Any, KnotGain]:
     xp = backend.namespace(x)
     c, n = x.shape
@@ -790,7 +804,18 @@ def true_peak_limit(
         empty = KnotGain(xp.ones(1, dtype=xp.float64), 0, 0)
         return xp.asarray(x, copy=True), (empty if knots else xp.ones((1, 0), dtype=xp.float32))
     y, g = _tp_limit_core(
-        x, fs, ceiling, int(oversample), int(verify_oversample), lookahead_s, release_s, release_ref_db, margin_db, int(max_passes), guard_db, bool(libebur128),
+        x,
+        fs,
+        ceiling,
+        int(oversample),
+        int(verify_oversample),
+        lookahead_s,
+        release_s,
+        release_ref_db,
+        margin_db,
+        int(max_passes),
+        guard_db,
+        bool(libebur128),
         scale,
     )
     return y, (g if knots else g.samples()[None, :])

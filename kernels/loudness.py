@@ -25,6 +25,7 @@ Examples
 >>> round(measure(x, fs).integrated_lufs, 1)
 -23.0
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -374,8 +375,15 @@ def _profile(
         sums.append(part)
     seg = xp.concatenate(sums) if sums else xp.zeros(0, dtype=xp.float64)
     return EnergyProfile(
-        fs=float(fs), n=n, weights=g, seg_starts=bounds[:n_seg], seg=seg, inverse=inverse[: 2 * starts.size],
-        edges=bounds, lengths=lengths, cuts=cuts,
+        fs=float(fs),
+        n=n,
+        weights=g,
+        seg_starts=bounds[:n_seg],
+        seg=seg,
+        inverse=inverse[: 2 * starts.size],
+        edges=bounds,
+        lengths=lengths,
+        cuts=cuts,
     )
 
 

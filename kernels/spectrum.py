@@ -20,6 +20,7 @@ Conventions
   bands by the fraction of each bin's width (``fs / n_fft``) that falls inside
   the band, so bands narrower than a bin are never empty.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,15 +56,51 @@ __all__ = [
 
 #: ISO 266 nominal 1/3-octave centre frequencies (hertz), 20 Hz .. 20 kHz (31 bands).
 BAND_CENTRES_HZ: tuple[float, ...] = (
-    20.0, 25.0, 31.5, 40.0, 50.0, 63.0, 80.0, 100.0, 125.0, 160.0,
-    200.0, 250.0, 315.0, 400.0, 500.0, 630.0, 800.0, 1000.0, 1250.0, 1600.0,
-    2000.0, 2500.0, 3150.0, 4000.0, 5000.0, 6300.0, 8000.0, 10000.0, 12500.0, 16000.0,
+    20.0,
+    25.0,
+    31.5,
+    40.0,
+    50.0,
+    63.0,
+    80.0,
+    100.0,
+    125.0,
+    160.0,
+    200.0,
+    250.0,
+    315.0,
+    400.0,
+    500.0,
+    630.0,
+    800.0,
+    1000.0,
+    1250.0,
+    1600.0,
+    2000.0,
+    2500.0,
+    3150.0,
+    4000.0,
+    5000.0,
+    6300.0,
+    8000.0,
+    10000.0,
+    12500.0,
+    16000.0,
     20000.0,
 )
 
 #: Nominal octave-band centre frequencies (hertz), 31.5 Hz .. 16 kHz (10 bands).
 OCTAVE_CENTRES_HZ: tuple[float, ...] = (
-    31.5, 63.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0,
+    31.5,
+    63.0,
+    125.0,
+    250.0,
+    500.0,
+    1000.0,
+    2000.0,
+    4000.0,
+    8000.0,
+    16000.0,
 )
 
 # Exponent k of the exact base-2 centre 1000 * 2**(k / fraction), per fraction.
@@ -330,7 +367,9 @@ def _scale_freqs(window: Any, frame: int, fs: int, xp: Any) -> tuple[Any, Any]:
 _CPU_FRAME_BATCH = 64
 
 
-def stereo_power_stats(lr: Any, fs: float, fraction: int = 1, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS) -> tuple[Any, Any, Any, Any, Any, Any, Spectrogram]:
+def stereo_power_stats(
+    lr: Any, fs: float, fraction: int = 1, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS
+) -> tuple[Any, Any, Any, Any, Any, Any, Spectrogram]:
     """Everything the fingerprint needs from the STFT of (L, R), without keeping the STFT.
 
     Frames are transformed in batches and reduced at once: the long-term
@@ -390,7 +429,9 @@ def stereo_power_stats(lr: Any, fs: float, fraction: int = 1, *, frame_seconds: 
     return acc_ll * s, acc_rr * s, acc_lr * s, band_frames, xp.concatenate(totals), freqs, info
 
 
-def stft_power(x: Any, fs: float, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS) -> tuple[Any, Any]:
+def stft_power(
+    x: Any, fs: float, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS
+) -> tuple[Any, Any]:
     """Parseval-scaled one-sided power per frame and bin.
 
     Returns
@@ -479,7 +520,9 @@ def band_power(power: Any, freqs: Any, fs: float, fraction: int = 3) -> Any:
     return _nan_invalid(xp.matmul(power, w.T), fs, fraction)
 
 
-def ltas(x: Any, fs: float, fraction: int = 3, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS) -> Any:
+def ltas(
+    x: Any, fs: float, fraction: int = 3, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_seconds: float = DEFAULT_HOP_SECONDS
+) -> Any:
     """Long-term average spectrum per channel in fractional-octave bands.
 
     Parameters
@@ -614,7 +657,7 @@ def spectral_tilt(band_pow: Any, centres_hz: Any, fmin: float = 50.0, fmax: floa
     c = xp.asarray(centres_hz, dtype=xp.float64)
     if c.shape[0] != p.shape[-1]:
         raise ValueError(f"band_pow has {p.shape[-1]} bands but centres_hz has {c.shape[0]}")
-    in_range = (c >= fmin * 2 ** -0.25) & (c <= fmax * 2 ** 0.25)  # tolerant of nominal vs exact centres
+    in_range = (c >= fmin * 2**-0.25) & (c <= fmax * 2**0.25)  # tolerant of nominal vs exact centres
     usable = in_range & (p > 0)  # NaN > 0 is False
     w = xp.astype(usable, xp.float64)
     x = xp.log2(c)
@@ -663,9 +706,7 @@ def band_dynamics(
         raise ValueError(f"need 0 <= low_pct < high_pct <= 100, got low_pct={low_pct!r}, high_pct={high_pct!r}")
     xp = backend.namespace(band_frames)
     if band_frames.ndim != 2 or frame_power.ndim != 1 or frame_power.shape[0] != band_frames.shape[0]:
-        raise ValueError(
-            f"band_frames must be (F, B) and frame_power (F,), got {tuple(band_frames.shape)} and {tuple(frame_power.shape)}"
-        )
+        raise ValueError(f"band_frames must be (F, B) and frame_power (F,), got {tuple(band_frames.shape)} and {tuple(frame_power.shape)}")
     keep = xp.astype(frame_power, xp.float64) >= units.db_to_power(gate_db)
     levels = level_db(band_frames, 1.0, floor_db)[keep]  # (F', B)
     if int(levels.shape[0]) < 2:
@@ -673,4 +714,3 @@ def band_dynamics(
     hi = xp.quantile(levels, high_pct / 100.0, axis=0)
     lo = xp.quantile(levels, low_pct / 100.0, axis=0)
     return hi - lo
-

@@ -20,6 +20,7 @@ Conventions
 The functions taking a :class:`~acetate.kernels.spectrum.Spectrogram` let a
 caller share one STFT between spectrum and stereo analysis.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple

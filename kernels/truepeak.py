@@ -24,6 +24,7 @@ Examples
 >>> round(float(20 * np.log10(true_peak(x, fs).max())), 1)
 -6.0
 """
+
 from __future__ import annotations
 
 import functools
@@ -129,9 +130,7 @@ def _phase_outputs(x: Any, h: Any, centres: Any, xp: Any) -> Any:
     left = t // 2 - 1
     idx = centres[:, None] + (xp.arange(t)[None, :] - left)  # (m, t)
     idx = backend.clip(idx, 0, x.shape[1] - 1)
-    valid = (centres[:, None] + (xp.arange(t)[None, :] - left) >= 0) & (
-        centres[:, None] + (xp.arange(t)[None, :] - left) < x.shape[1]
-    )
+    valid = (centres[:, None] + (xp.arange(t)[None, :] - left) >= 0) & (centres[:, None] + (xp.arange(t)[None, :] - left) < x.shape[1])
     win = xp.where(valid[None], x[:, idx], 0.0)  # (c, m, t); zeros outside the signal
     return win @ h.T  # (c, m, phases)
 

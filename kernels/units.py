@@ -54,6 +54,7 @@ Examples
 >>> db_to_power(np.array([-10.0, 0.0, 10.0], dtype=np.float32))
 array([ 0.1,  1. , 10. ], dtype=float32)
 """
+
 from __future__ import annotations
 
 import math

@@ -40,6 +40,7 @@ recover by ``release_ref_db`` dB (default 10 dB), i.e. a rate of
 The argument checks shared by the compressor and the limiter (``_check_width``,
 ``_check_fs``, ``_check_time``) live here too.
 """
+
 from __future__ import annotations
 
 import math

@@ -51,6 +51,7 @@ than two channels the spectral and stereo features use the first two (front
 L/R in WAV order); loudness, peaks, DC, clipping and silence use what each
 defines (the meter weighs all channels).
 """
+
 from __future__ import annotations
 
 import math
@@ -250,7 +251,9 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
     # Mean square over all channels and samples: float32 squares summed in float64,
     # a chunk at a time (no full-length temporary for long programmes).
     step = 1 << 20
-    ms_all = sum(backend.to_float(xp.sum(x[:, a : a + step] * x[:, a : a + step], dtype=xp.float64)) for a in range(0, n, step)) / (n_ch * n)
+    ms_all = sum(backend.to_float(xp.sum(x[:, a : a + step] * x[:, a : a + step], dtype=xp.float64)) for a in range(0, n, step)) / (
+        n_ch * n
+    )
     rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
     f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
 

@@ -5,6 +5,7 @@ scale 1.0. Decoding validates what a catalogue throws at it -- unreadable,
 empty, absurd rates, NaN -- and raises :class:`AudioError` with a message a
 label's engineer can act on; callers turn it into an error row.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,19 @@ import soundfile as sf
 from acetate.kernels import dither
 from acetate.pipeline import files
 
-__all__ = ["AudioError", "AudioInfo", "decode", "decode_blocks", "decode_programme", "info", "encode", "dual_mono", "AUDIO_EXTENSIONS", "FORMATS", "list_audio"]
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "decode",
+    "decode_blocks",
+    "decode_programme",
+    "info",
+    "encode",
+    "dual_mono",
+    "AUDIO_EXTENSIONS",
+    "FORMATS",
+    "list_audio",
+]
 
 #: File extensions treated as audio when a folder is given.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".w64", ".caf", ".opus"})
@@ -123,9 +136,27 @@ _UNKNOWN_FRAMES = 1 << 62
 #: Bits per sample of libsndfile's constant-rate subtypes (headers and block overheads only
 #: add bytes): a file of N bytes holds at most 8 N / (bits x channels) frames of them.
 _FIXED_BITS: dict[str, float] = {
-    "PCM_S8": 8, "PCM_U8": 8, "ULAW": 8, "ALAW": 8, "DPCM_8": 8, "PCM_16": 16, "DPCM_16": 16, "PCM_24": 24,
-    "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64, "IMA_ADPCM": 4, "MS_ADPCM": 4, "VOX_ADPCM": 4, "G721_32": 4,
-    "G723_24": 3, "G723_40": 5, "NMS_ADPCM_16": 2, "NMS_ADPCM_24": 3, "NMS_ADPCM_32": 4, "GSM610": 33 * 8 / 160,
+    "PCM_S8": 8,
+    "PCM_U8": 8,
+    "ULAW": 8,
+    "ALAW": 8,
+    "DPCM_8": 8,
+    "PCM_16": 16,
+    "DPCM_16": 16,
+    "PCM_24": 24,
+    "PCM_32": 32,
+    "FLOAT": 32,
+    "DOUBLE": 64,
+    "IMA_ADPCM": 4,
+    "MS_ADPCM": 4,
+    "VOX_ADPCM": 4,
+    "G721_32": 4,
+    "G723_24": 3,
+    "G723_40": 5,
+    "NMS_ADPCM_16": 2,
+    "NMS_ADPCM_24": 3,
+    "NMS_ADPCM_32": 4,
+    "GSM610": 33 * 8 / 160,
 }
 #: Containers whose subtype names the decoded word, not the stored one (compressed streams).
 _COMPRESSED_FORMATS = frozenset({"FLAC", "OGG", "MP3"})
@@ -244,9 +275,7 @@ def _read_planar_av(path: str, meta: AudioInfo) -> np.ndarray | None:
             fifo = av.AudioFifo()
             for frame in container.decode(stream):
                 if (  # every frame: planar float (Vorbis's and Opus's) at the header's rate and channels
-                    frame.format.name != "fltp"
-                    or frame.sample_rate != meta.sample_rate
-                    or frame.layout.nb_channels != meta.channels
+                    frame.format.name != "fltp" or frame.sample_rate != meta.sample_rate or frame.layout.nb_channels != meta.channels
                 ):  # (the fifo checks format and rate, not the channels: a frame of fewer would crash it)
                     return None
                 frame.pts = None  # timestamps: the decoder's first frames jump (pre-skip), the fifo would object
@@ -380,7 +409,11 @@ def list_audio(paths: list[str]) -> list[str]:
     for p in paths:
         if os.path.isdir(p):
             out.extend(
-                sorted(str(f) for f in Path(p).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".") and not f.is_dir())
+                sorted(
+                    str(f)
+                    for f in Path(p).rglob("*")
+                    if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".") and not f.is_dir()
+                )
             )
         else:
             out.append(p)

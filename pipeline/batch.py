@@ -23,6 +23,7 @@ status ``interrupted`` and re-raises.
 The client writes only small files under the output root (album rows, worker
 failures, the runs row), so it must see the output root too.
 """
+
 from __future__ import annotations
 
 import math
@@ -168,7 +169,9 @@ def _worker_failure(out_root: str, run_id: str, spec: dict[str, Any], exc: BaseE
     return track.write_failure(out_root, run_id, spec, StageFailure("worker", type(exc).__name__, why), n, None, part_suffix=f"w{n}")
 
 
-def _album_rows(run_id: str, album: str, stage: str, lufs: float | None, duration: float, n_tracks: int, job: jobs.Job, targets: list[str]) -> list[dict]:
+def _album_rows(
+    run_id: str, album: str, stage: str, lufs: float | None, duration: float, n_tracks: int, job: jobs.Job, targets: list[str]
+) -> list[dict]:
     rows = []
     for t in targets:
         ts = job.targets[t]
@@ -194,7 +197,20 @@ def _album_rows(run_id: str, album: str, stage: str, lufs: float | None, duratio
     return rows
 
 
-def _stream_tasks(client: Any, fn: Callable, items: list[dict[str, Any]], args: tuple, *, run_id: str, prefix: str, max_in_flight: int, resources: dict | None, on_result: Callable[[dict, Any], None], on_error: Callable[[dict, BaseException], None], retries: int = 0) -> None:
+def _stream_tasks(
+    client: Any,
+    fn: Callable,
+    items: list[dict[str, Any]],
+    args: tuple,
+    *,
+    run_id: str,
+    prefix: str,
+    max_in_flight: int,
+    resources: dict | None,
+    on_result: Callable[[dict, Any], None],
+    on_error: Callable[[dict, BaseException], None],
+    retries: int = 0,
+) -> None:
     """Submit ``fn(item, *args)`` for each item, at most ``max_in_flight`` at once; call back as they finish.
 
     ``retries``: how often Dask re-runs a task that erred (a worker that died under it).
@@ -279,7 +295,9 @@ def run_job(
     try:
         if held.get("stale"):
             st = held["stale"]
-            say(f"note: took over the lock of an earlier run that is no longer running (run {st.get('run_id')}, pid {st.get('pid')} on {st.get('host')})")
+            say(
+                f"note: took over the lock of an earlier run that is no longer running (run {st.get('run_id')}, pid {st.get('pid')} on {st.get('host')})"
+            )
         return _run_locked(job, client, run_id, started, t0, out_root, stream, say, progress, cluster_desc)
     finally:
         lock.__exit__(None, None, None)
@@ -292,7 +310,18 @@ def _state_folders(out_root: str) -> list[str]:
     return [os.path.join(out_root, d) for d in ("masters", "training", store.STATE_DIR, *registry.DATASETS)]
 
 
-def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: float, out_root: str, stream: TextIO, say: Callable[[str], None], progress: bool | None, cluster_desc: str) -> RunResult:
+def _run_locked(
+    job: jobs.Job,
+    client: Any,
+    run_id: str,
+    started: datetime,
+    t0: float,
+    out_root: str,
+    stream: TextIO,
+    say: Callable[[str], None],
+    progress: bool | None,
+    cluster_desc: str,
+) -> RunResult:
     """:func:`run_job` with the output root locked for this run."""
     from acetate.pipeline import files
 
@@ -336,8 +365,15 @@ def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: 
             say(f"album mode: measuring {len(album_specs)} track(s) of {len(albums)} album(s)")
             measured: dict[str, dict[str, Any]] = {}
             _stream_tasks(
-                client, track.measure_track, album_specs, (settings, out_root),
-                run_id=run_id, prefix="measure", max_in_flight=max_in_flight, resources=resources, retries=retries,
+                client,
+                track.measure_track,
+                album_specs,
+                (settings, out_root),
+                run_id=run_id,
+                prefix="measure",
+                max_in_flight=max_in_flight,
+                resources=resources,
+                retries=retries,
                 on_result=lambda item, res: measured.__setitem__(item["track_id"], res),
                 on_error=lambda item, exc: None,  # phase 2 retries the track and records what fails
             )
@@ -377,9 +413,17 @@ def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: 
             bar.update("failed")
 
         _stream_tasks(
-            client, track.run_track, spec_dicts, (settings, out_root, run_id),
-            run_id=run_id, prefix="track", max_in_flight=max_in_flight, resources=resources, retries=retries,
-            on_result=on_result, on_error=on_error,
+            client,
+            track.run_track,
+            spec_dicts,
+            (settings, out_root, run_id),
+            run_id=run_id,
+            prefix="track",
+            max_in_flight=max_in_flight,
+            resources=resources,
+            retries=retries,
+            on_result=on_result,
+            on_error=on_error,
         )
         bar.draw(final=True)
         files.remove_stale_temporaries(_state_folders(out_root))  # those of workers that died during this run
@@ -393,7 +437,9 @@ def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: 
                     got = [summaries[i] for i in ids if i in summaries and summaries[i]["status"] in ("done", "skipped")]
                     blocks = [g["output_blocks"][t] for g in got if t in (g.get("output_blocks") or {})]
                     lufs_out = album_loudness(blocks)
-                    rows += _album_rows(run_id, album, "output", lufs_out, sum(float(g.get("duration_s") or 0) for g in got), len(got), job, [t])
+                    rows += _album_rows(
+                        run_id, album, "output", lufs_out, sum(float(g.get("duration_s") or 0) for g in got), len(got), job, [t]
+                    )
                 from acetate.schemas import loudness as lschema
 
                 store.write_part(out_root, "loudness", lschema.loudness_table(rows), f"album--{store.safe_name(album)}")
@@ -406,9 +452,18 @@ def _run_locked(job: jobs.Job, client: Any, run_id: str, started: datetime, t0: 
     finally:
         wall = time.perf_counter() - t0
         result = RunResult(
-            run_id=run_id, job=job.name, out_root=out_root, status=status, tracks=len(specs),
-            done=counts["done"], skipped=counts["skipped"], failed=counts["failed"],
-            audio_seconds=audio_s, wall_seconds=wall, failures=failures, album_mode=album_on,
+            run_id=run_id,
+            job=job.name,
+            out_root=out_root,
+            status=status,
+            tracks=len(specs),
+            done=counts["done"],
+            skipped=counts["skipped"],
+            failed=counts["failed"],
+            audio_seconds=audio_s,
+            wall_seconds=wall,
+            failures=failures,
+            album_mode=album_on,
         )
         _write_runs_row(job, result, started, cluster_desc, len(info), threads)
     return result

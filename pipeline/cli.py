@@ -3,11 +3,11 @@
 Each sub-command is registered by an ``_add_<name>`` function below and runs a
 ``_cmd_<name>`` handler; the work itself lives in the pipeline modules.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-
 
 # --- sub-commands -----------------------------------------------------------------
 # (each _add_* registers one sub-command; keep handlers thin)
@@ -61,15 +61,15 @@ def _cmd_analyze(args) -> int:
 
     import pyarrow.parquet as pq
 
-    from acetate.pipeline import analyse, audio, files
+    from acetate.pipeline import analyse, audio, files, store
     from acetate.schemas.features import features_table
-
-    from acetate.pipeline import store
 
     out = os.path.abspath(args.out)
     try:  # before any work: the Parquet file must be writable where it is asked for
         if os.path.isdir(out):
-            raise ValueError(f"--out {args.out} is a folder; give the Parquet file's path (for example {os.path.join(args.out, 'features.parquet')})")
+            raise ValueError(
+                f"--out {args.out} is a folder; give the Parquet file's path (for example {os.path.join(args.out, 'features.parquet')})"
+            )
         store.check_output_root(os.path.dirname(out), "--out's folder")
     except ValueError as exc:
         print(f"acetate analyze: {exc}", file=sys.stderr)
@@ -106,15 +106,43 @@ def _add_master(sub) -> None:
         description="Names of targets, presets and formats are matched without regard to case.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (every audio file inside)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<input stem>.<ext> per format (inputs whose stems meet get their extension, then a hash, added)")
-    p.add_argument("--target", default="streaming", metavar="NAME|LUFS", help=f"loudness target: {targets}, or a number in LUFS (default streaming)")
-    p.add_argument("--ceiling", type=float, default=None, metavar="DBTP", help="true-peak ceiling in dBTP (default: the named target's, or the preset's for a number)")
-    p.add_argument("--preset", default="auto", metavar="auto|NAME", help="preset name (see `acetate presets`), or auto to pick the nearest from the bank (default auto)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: DIR/<input stem>.<ext> per format (inputs whose stems meet get their extension, then a hash, added)",
+    )
+    p.add_argument(
+        "--target", default="streaming", metavar="NAME|LUFS", help=f"loudness target: {targets}, or a number in LUFS (default streaming)"
+    )
+    p.add_argument(
+        "--ceiling",
+        type=float,
+        default=None,
+        metavar="DBTP",
+        help="true-peak ceiling in dBTP (default: the named target's, or the preset's for a number)",
+    )
+    p.add_argument(
+        "--preset",
+        default="auto",
+        metavar="auto|NAME",
+        help="preset name (see `acetate presets`), or auto to pick the nearest from the bank (default auto)",
+    )
     p.add_argument("--bank", default=None, metavar="PATH", help="preset bank file (default: the built-in bank)")
-    p.add_argument("--intensity", type=_lower, choices=("low", "medium", "high"), default="medium", help="how far the chain moves a track (default medium)")
-    p.add_argument("--format", default="wav24", metavar="FMT[,FMT...]", help=f"delivery formats, comma-separated: {formats} (default wav24)")
+    p.add_argument(
+        "--intensity",
+        type=_lower,
+        choices=("low", "medium", "high"),
+        default="medium",
+        help="how far the chain moves a track (default medium)",
+    )
+    p.add_argument(
+        "--format", default="wav24", metavar="FMT[,FMT...]", help=f"delivery formats, comma-separated: {formats} (default wav24)"
+    )
     p.add_argument("--rate", type=int, default=None, metavar="HZ", help="delivery sample rate (default: the source's)")
-    p.add_argument("--device", type=_lower, choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels (default cpu)")
+    p.add_argument(
+        "--device", type=_lower, choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels (default cpu)"
+    )
     p.add_argument("--allow-unsafe-levels", action="store_true", help="accept a target louder than -5 LUFS or a ceiling above 0 dBTP")
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
     p.set_defaults(func=_cmd_master)
@@ -182,7 +210,9 @@ def _cmd_master(args) -> int:
                     if o.get("ceiling_met") is False:
                         flags.append("ceiling missed")
                     flag = f"  ({', '.join(flags)}: see notes)" if flags else ""
-                    print(f"          {o['path']}  {_fmt(o['integrated_lufs'], '.2f')} LUFS, TP {_fmt(o['true_peak_dbtp'], '.2f')} dBTP{flag}")
+                    print(
+                        f"          {o['path']}  {_fmt(o['integrated_lufs'], '.2f')} LUFS, TP {_fmt(o['true_peak_dbtp'], '.2f')} dBTP{flag}"
+                    )
                 for note in row.get("notes") or []:
                     print(f"          note: {note}")
     if args.json:
@@ -193,19 +223,24 @@ def _cmd_master(args) -> int:
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a catalogue job (jobs/*.yaml) on a Dask cluster")
     p.add_argument("job", metavar="JOB.yaml", help="job file, or a built-in job's name (demo, nightly, remaster-catalogue)")
-    p.add_argument("--cluster", metavar="CLUSTER.yaml", default=None, help="where to run (default: ./cluster.yaml if present, else a local cluster)")
-    p.add_argument("--input", metavar="DIR|MANIFEST", default=None, help="override the job's inputs: a folder, glob, file or a CSV/Parquet manifest")
+    p.add_argument(
+        "--cluster", metavar="CLUSTER.yaml", default=None, help="where to run (default: ./cluster.yaml if present, else a local cluster)"
+    )
+    p.add_argument(
+        "--input", metavar="DIR|MANIFEST", default=None, help="override the job's inputs: a folder, glob, file or a CSV/Parquet manifest"
+    )
     p.add_argument("--out", metavar="DIR", default=None, help="override the job's output root")
-    p.add_argument("--workers", type=int, metavar="N", default=None, help="local workers / GPUs / Slurm jobs to start, or workers to wait for")
+    p.add_argument(
+        "--workers", type=int, metavar="N", default=None, help="local workers / GPUs / Slurm jobs to start, or workers to wait for"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any track failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
-    import os
-
     import contextlib
+    import os
 
     from acetate.pipeline import batch, cluster, jobs, store
 
@@ -223,7 +258,9 @@ def _cmd_run(args) -> int:
         print(f"acetate run: job {job.name!r} ({job.mode}) on {handle.description}", flush=True)
         print(f"dashboard: {_dashboard_line(handle)}", flush=True)
         try:
-            result = batch.run_job(job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}")
+            result = batch.run_job(
+                job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}"
+            )
         except KeyboardInterrupt:
             print("acetate run: interrupted; run the same command again to finish the catalogue", file=sys.stderr)
             return 130
@@ -284,7 +321,9 @@ def _cmd_presets(args) -> int:
     print(f"bank {bank.name!r} ({bank.meta.get('kind', '?')}): {bank.description}")
     report = bank.meta.get("report")
     if report:
-        print(f"  learned from {report.get('n_pairs')} pairs, K={report.get('k')}, held-out accuracy {report.get('accuracy')} (chance {report.get('chance')})")
+        print(
+            f"  learned from {report.get('n_pairs')} pairs, K={report.get('k')}, held-out accuracy {report.get('accuracy')} (chance {report.get('chance')})"
+        )
     print(f"{'name':18s} {'LUFS':>6} {'ceil':>5} {'ratios':>20} {'rows':>5}  description")
     for r in bank.info():
         ratios = "/".join(f"{v:g}" for v in r["ratio"])
@@ -314,7 +353,14 @@ def _cmd_learn(args) -> int:
     progress = None if args.json else print
     try:
         bank, report = learn.learn_from_manifest(
-            args.pairs, k=args.k, k_max=args.k_max, test_size=args.test_size, seed=args.seed, name=args.name, max_offset_s=args.max_offset, progress=progress
+            args.pairs,
+            k=args.k,
+            k_max=args.k_max,
+            test_size=args.test_size,
+            seed=args.seed,
+            name=args.name,
+            max_offset_s=args.max_offset,
+            progress=progress,
         )
         presets.save_bank(bank, args.out)
     except (OSError, ValueError) as exc:
@@ -323,7 +369,9 @@ def _cmd_learn(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:
-        print(f"wrote {args.out}: {len(bank)} presets from {report['n_pairs']} pairs ({report['n_groups']} groups), K={report['k']} ({report['k_criterion']})")
+        print(
+            f"wrote {args.out}: {len(bank)} presets from {report['n_pairs']} pairs ({report['n_groups']} groups), K={report['k']} ({report['k_criterion']})"
+        )
         print(f"held-out accuracy {report['accuracy']} (chance {report['chance']}); per preset {report['per_preset']}")
         if report["skipped"]:
             print(f"skipped {len(report['skipped'])} pair(s): see the bank's report")
@@ -337,7 +385,9 @@ def _add_training_data(sub) -> None:
     p.add_argument("--bank", default=None, metavar="PATH", help="preset bank (default: the built-in bank)")
     p.add_argument("--presets", default=None, metavar="NAME[,NAME...]", help="presets to render (default: all in the bank)")
     p.add_argument("--intensities", default="low,medium,high", metavar="I[,I...]", help="intensities (default low,medium,high)")
-    p.add_argument("--random", type=int, default=None, metavar="N", help="N random (preset, intensity, target) draws per track instead of the grid")
+    p.add_argument(
+        "--random", type=int, default=None, metavar="N", help="N random (preset, intensity, target) draws per track instead of the grid"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", default="flac24", choices=("flac24", "wav24", "wav32f"))
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")

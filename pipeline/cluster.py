@@ -41,6 +41,7 @@ device while the others decode and encode; a task decides NumPy or CuPy from
 its own worker's resources (see :mod:`acetate.pipeline.track`).  CUDA is never
 touched in the client: workers start as separate (spawned) processes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,22 @@ __all__ = ["ClusterError", "KINDS", "DEFAULTS", "load_cluster_config", "parse_cl
 KINDS = ("local", "gpu", "address", "slurm")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "local": {"n_workers": None, "threads_per_worker": 2, "memory_limit": "auto", "processes": True, "dashboard_address": ":8787", "resources": {}},
-    "gpu": {"CUDA_VISIBLE_DEVICES": None, "threads_per_worker": 2, "memory_limit": "auto", "device_memory_limit": None, "rmm_pool_size": None, "dashboard_address": ":8787"},
+    "local": {
+        "n_workers": None,
+        "threads_per_worker": 2,
+        "memory_limit": "auto",
+        "processes": True,
+        "dashboard_address": ":8787",
+        "resources": {},
+    },
+    "gpu": {
+        "CUDA_VISIBLE_DEVICES": None,
+        "threads_per_worker": 2,
+        "memory_limit": "auto",
+        "device_memory_limit": None,
+        "rmm_pool_size": None,
+        "dashboard_address": ":8787",
+    },
     "address": {"address": None, "tls": {"ca_file": None, "cert": None, "key": None}, "wait_for_workers": 1, "timeout_s": 60},
     "slurm": {
         "queue": None,

@@ -7,6 +7,7 @@ synthetic population that fits the selection's scaler. ``tests/test_presets.py``
 :func:`build_default_bank` still gives exactly the shipped file; after changing the recipe,
 write it again with ``presets.save_bank(build_default_bank(), presets.DEFAULT_BANK_PATH)``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -177,7 +178,9 @@ def build_default_bank() -> Bank:
     idx = {b: i for i, b in enumerate(_LABELS3)}
     sel_idx = np.array([idx[b] for b in SELECTION_BANDS])
     centres = np.asarray(BAND_CENTRES_HZ)
-    spread = np.array([_MEMBER_SPREAD["ltas"]] * len(SELECTION_BANDS) + [_MEMBER_SPREAD[k] for k in SELECTION_FEATURES[len(SELECTION_BANDS):]])
+    spread = np.array(
+        [_MEMBER_SPREAD["ltas"]] * len(SELECTION_BANDS) + [_MEMBER_SPREAD[k] for k in SELECTION_FEATURES[len(SELECTION_BANDS) :]]
+    )
     presets, protos, members = [], [], []
     for spec in _DEFAULT_SPECS:
         mid = np.asarray(target_curve(**spec["curve"]))
@@ -194,7 +197,9 @@ def build_default_bank() -> Bank:
             **spec["preset"],
         )
         crest, lra, width = spec["proto"]
-        proto = np.concatenate([np.asarray(p.target_mid_db)[sel_idx], [_tilt_of(np.asarray(p.target_mid_db), np.asarray(p.target_side_db)), crest, lra, width]])
+        proto = np.concatenate(
+            [np.asarray(p.target_mid_db)[sel_idx], [_tilt_of(np.asarray(p.target_mid_db), np.asarray(p.target_side_db)), crest, lra, width]]
+        )
         proto = np.round(proto, 3)
         cloud = np.round(proto + rng.standard_normal((_MEMBERS_PER_PRESET, proto.size)) * spread, 2)
         presets.append(p)

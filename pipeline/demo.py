@@ -15,6 +15,7 @@ Examples
 >>> x.shape, x.dtype
 ((2, 88200), dtype('float32'))
 """
+
 from __future__ import annotations
 
 import csv

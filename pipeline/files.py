@@ -9,6 +9,7 @@ hide reports and masters from the rest of a label's team), and is renamed into
 place. A crash leaves either the old file or the new one under the name, never
 half of one; a failed writer leaves nothing.
 """
+
 from __future__ import annotations
 
 import errno

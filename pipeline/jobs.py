@@ -41,6 +41,7 @@ resolve against the manifest's folder.  :func:`apply_overrides` applies the
 command line's ``--input`` / ``--out`` / ``--strict`` so one job serves many
 catalogues.
 """
+
 from __future__ import annotations
 
 import copy
@@ -85,7 +86,10 @@ _TOLERANCES: dict[str, float] = {}
 def _builtin_targets() -> dict[str, dict[str, float]]:
     from acetate.pipeline.render import TARGETS  # one list of named targets for `acetate master` and jobs
 
-    return {n: {"integrated_lufs": float(lufs), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)} for n, (lufs, tp) in TARGETS.items()}
+    return {
+        n: {"integrated_lufs": float(lufs), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)}
+        for n, (lufs, tp) in TARGETS.items()
+    }
 
 
 #: Delivery targets known by name (a job's ``targets`` may add or redefine them).
@@ -100,7 +104,15 @@ _INPUTS = {"demo", "paths", "manifest"}
 _DEMO = {"per_style": 1, "seconds": 20.0, "include_bad": True, "seed": 0}
 _TARGET = {"integrated_lufs", "true_peak_dbtp", "tolerance_lu"}
 _PRESETS = {"bank": None, "preset": None, "intensity": "medium"}
-_OPTIONS = {"device": "auto", "strict": False, "retries": 2, "max_in_flight": None, "progress": True, "verify": True, "allow_unsafe_levels": False}
+_OPTIONS = {
+    "device": "auto",
+    "strict": False,
+    "retries": 2,
+    "max_in_flight": None,
+    "progress": True,
+    "verify": True,
+    "allow_unsafe_levels": False,
+}
 
 
 class JobError(ValueError):
@@ -389,7 +401,9 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
 
     for tname, t in targets.items():
         try:
-            levels.check_levels(t["integrated_lufs"], t["true_peak_dbtp"], allow_unsafe=options["allow_unsafe_levels"], where=f"targets.{tname}: ")
+            levels.check_levels(
+                t["integrated_lufs"], t["true_peak_dbtp"], allow_unsafe=options["allow_unsafe_levels"], where=f"targets.{tname}: "
+            )
         except ValueError as exc:
             raise JobError(str(exc).replace("pass --allow-unsafe-levels", "set options.allow_unsafe_levels: true")) from None
 
@@ -499,7 +513,9 @@ def _opt(v: Any) -> str | None:
     return s or None
 
 
-def read_table_file(path: str | os.PathLike, columns: Sequence[str], what: str = "manifest") -> tuple[list[str], list[tuple[int, Mapping[str, Any]]]]:
+def read_table_file(
+    path: str | os.PathLike, columns: Sequence[str], what: str = "manifest"
+) -> tuple[list[str], list[tuple[int, Mapping[str, Any]]]]:
     """The column names and ``(line or row number, row)`` pairs of a CSV or Parquet table file.
 
     The one reader of the tables a user hands Acetate (track manifests, learning's pairs
@@ -540,10 +556,14 @@ def read_table_file(path: str | os.PathLike, columns: Sequence[str], what: str =
             text = data.decode(codec)
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
-            raise JobError(f"{what} {p} line {line}: not {codec.upper().replace('-SIG', '')} text (byte 0x{data[exc.start]:02x}); save it as UTF-8 CSV") from None
+            raise JobError(
+                f"{what} {p} line {line}: not {codec.upper().replace('-SIG', '')} text (byte 0x{data[exc.start]:02x}); save it as UTF-8 CSV"
+            ) from None
         if "\0" in text:
             line = text.count("\n", 0, text.index("\0")) + 1
-            raise JobError(f"{what} {p} line {line}: a NUL byte (a binary file, or UTF-16 without its byte-order mark?); save it as UTF-8 CSV")
+            raise JobError(
+                f"{what} {p} line {line}: a NUL byte (a binary file, or UTF-16 without its byte-order mark?); save it as UTF-8 CSV"
+            )
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
             cols = list(reader.fieldnames or [])

@@ -38,6 +38,7 @@ spectrum) recreates the transform on a similar mix; its loudness target is
 the cluster's median master loudness; ratios follow the shrinkage of the
 per-band dynamic spread; widths follow the width change.
 """
+
 from __future__ import annotations
 
 import math
@@ -350,7 +351,9 @@ def _cluster_space(feats: np.ndarray):
     return z, lambda f: pipe.transform(np.where(np.all(np.isnan(feats), axis=0), 0.0, f)) * _CLUSTER_WEIGHTS
 
 
-def cluster_transforms(transforms: Sequence[PairTransform], k: int | None = None, *, k_max: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, Any], Callable[[Sequence[PairTransform]], np.ndarray]]:
+def cluster_transforms(
+    transforms: Sequence[PairTransform], k: int | None = None, *, k_max: int = 8, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any], Callable[[Sequence[PairTransform]], np.ndarray]]:
     """Cluster transforms with k-means; K given or chosen by the best silhouette score in 2..k_max.
 
     Returns
@@ -646,7 +649,9 @@ def learn_from_manifest(
             transforms.append(analyse_pair(p, max_offset_s=max_offset_s))
             if progress:
                 t = transforms[-1]
-                progress(f"[{i + 1}/{len(pairs)}] {os.path.basename(p.mix_path)}: offset {t.offset_s:+.3f} s, corr {t.align_corr:.2f}, loudness {t.loudness_change_db:+.1f} dB")
+                progress(
+                    f"[{i + 1}/{len(pairs)}] {os.path.basename(p.mix_path)}: offset {t.offset_s:+.3f} s, corr {t.align_corr:.2f}, loudness {t.loudness_change_db:+.1f} dB"
+                )
         except (audio.AudioError, ValueError) as exc:
             skipped.append({"mix_path": p.mix_path, "master_path": p.master_path, "error": str(exc)})
             if progress:

@@ -11,6 +11,7 @@ by every fixed-point format). Those are refused unless the caller says
 ``allow_unsafe`` (``--allow-unsafe-levels``, or ``options.allow_unsafe_levels``
 in a job file).
 """
+
 from __future__ import annotations
 
 import math

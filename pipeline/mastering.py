@@ -6,6 +6,7 @@ small JSON-able row and never raises for a bad input (the row carries ``error``
 and the ``stage`` that failed). Also here: how a preset name is resolved in a
 bank, and how inputs are named as outputs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,17 +3,26 @@
 A report is a flat dict with the CLI contract's keys (``acetate loudness
 --json``); undefined values (silence, too short) are ``None``.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import numpy as np
-from typing import Any, Mapping
 
 from acetate.kernels import backend, loudness, truepeak
 from acetate.pipeline import audio
 
-__all__ = ["LOUDNESS_FIGURES", "REPORT_KEYS", "loudness_report", "measure_report", "gating_blocks", "report_from_fingerprint", "measure_file"]
+__all__ = [
+    "LOUDNESS_FIGURES",
+    "REPORT_KEYS",
+    "loudness_report",
+    "measure_report",
+    "gating_blocks",
+    "report_from_fingerprint",
+    "measure_file",
+]
 
 #: The six loudness figures of a report (LUFS, LU, dBTP, dBFS); null where undefined.
 LOUDNESS_FIGURES = (

@@ -9,6 +9,7 @@ fingerprint into chain parameters.
 Presets serialise to plain JSON-able dicts (:meth:`Preset.to_dict`,
 :meth:`Preset.from_dict`); nothing is ever pickled.
 """
+
 from __future__ import annotations
 
 import functools
@@ -268,7 +269,9 @@ def _band_missing(name: str, fs: float | None) -> bool:
     return upper is not None and upper > SELECTION_MAX_FRACTION * fs
 
 
-def selection_vector(fp: Mapping[str, float], features: Sequence[str] = SELECTION_FEATURES, clip: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
+def selection_vector(
+    fp: Mapping[str, float], features: Sequence[str] = SELECTION_FEATURES, clip: Mapping[str, Sequence[float]] | None = None
+) -> np.ndarray:
     """The selection features of a fingerprint as a float64 vector (clipped; NaN kept = missing).
 
     Missing (NaN) are the features the fingerprint has as NaN (bands above Nyquist,
@@ -580,7 +583,9 @@ class Bank:
         for r in rows:
             presets.append(Preset.from_dict({k: v for k, v in r.items() if k in pfields and v is not None}))
             protos.append(r["prototype"])
-            members.append(np.asarray(r["members"] or np.empty((0, len(r["prototype"]))), dtype=np.float64).reshape(-1, len(r["prototype"])))
+            members.append(
+                np.asarray(r["members"] or np.empty((0, len(r["prototype"]))), dtype=np.float64).reshape(-1, len(r["prototype"]))
+            )
             learned.append({k: r.get(k) for k in _LEARNED_KEYS if r.get(k) is not None})
         return cls(presets, np.asarray(protos, dtype=np.float64), members, meta, learned)
 

@@ -22,6 +22,7 @@ Output conditioning (dither, encoding, lossy re-checks) is in
 :func:`write_outputs`. Data stays on one device from decode to the final
 host copy: no round trips inside the chain.
 """
+
 from __future__ import annotations
 
 import functools
@@ -229,7 +230,9 @@ def _label(fc: float) -> str:
     return band_labels(3)[BAND_CENTRES_HZ.index(fc)]
 
 
-def _crossover_energies(fingerprint: Mapping[str, float], eq_gains_db: np.ndarray, edges_hz: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _crossover_energies(
+    fingerprint: Mapping[str, float], eq_gains_db: np.ndarray, edges_hz: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean-square power of mid and side (dB re. the overall level -> linear) per crossover band.
 
     Summed from the fingerprint's 1/3-octave long-term spectra (bands whose centre
@@ -238,7 +241,9 @@ def _crossover_energies(fingerprint: Mapping[str, float], eq_gains_db: np.ndarra
     centres = np.asarray(BAND_CENTRES_HZ)
     labels = [_label(fc) for fc in BAND_CENTRES_HZ]
     mid = np.array([fingerprint.get(f"ltas_mid_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db
-    side = np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db  # the FIR filters L and R: side too
+    side = (
+        np.array([fingerprint.get(f"ltas_side_{lb}hz_db", np.nan) for lb in labels], dtype=np.float64) + eq_gains_db
+    )  # the FIR filters L and R: side too
     band = np.searchsorted(np.asarray(edges_hz), centres)  # crossover band of each 1/3-octave band
     pm = np.where(np.isfinite(mid), units.db_to_power(np.nan_to_num(mid, nan=-300.0)), 0.0)
     ps = np.where(np.isfinite(side), units.db_to_power(np.nan_to_num(side, nan=-300.0)), 0.0)
@@ -342,7 +347,9 @@ def _chain_plan(
         bands = []
         for b in range(len(edges) + 1):  # 4 bands: parameters, not samples
             power = mid_e[b] + side_e[b]
-            band_db = level + units.power_to_db(float(power)) if power > 0 and math.isfinite(level) else None  # float: math.log10, as before
+            band_db = (
+                level + units.power_to_db(float(power)) if power > 0 and math.isfinite(level) else None
+            )  # float: math.log10, as before
             bands.append(
                 {
                     "band": b,
@@ -388,8 +395,17 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
             # the detector sees the band as split (before its width is set)
             g_hops[b] = compressor.compressor_gain(
-                bands[b], fs, p["threshold_db"], p["ratio"], p["knee_db"], p["attack_s"], p["release_s"],
-                window_s=DETECTOR_WINDOW_S, release_ref_db=RELEASE_REF_DB, control_hop=hop, at_hops=True,
+                bands[b],
+                fs,
+                p["threshold_db"],
+                p["ratio"],
+                p["knee_db"],
+                p["attack_s"],
+                p["release_s"],
+                window_s=DETECTOR_WINDOW_S,
+                release_ref_db=RELEASE_REF_DB,
+                control_hop=hop,
+                at_hops=True,
             )
         if widths and widths[b] != 1.0:
             bands[b] = image.scale_side(bands[b], widths[b])  # static and linear: commutes with the linked gain
@@ -482,7 +498,12 @@ def _fingerprint_dc(fingerprint: Mapping[str, float] | None, shape: tuple, fs: i
     if fingerprint is None or resampled or shape[0] not in (1, 2):
         return None
     duration = fingerprint.get("duration_s")
-    if fingerprint.get("sample_rate") != fs or not isinstance(duration, float) or not math.isfinite(duration) or round(duration * fs) != shape[-1]:
+    if (
+        fingerprint.get("sample_rate") != fs
+        or not isinstance(duration, float)
+        or not math.isfinite(duration)
+        or round(duration * fs) != shape[-1]
+    ):
         return None
     means = [fingerprint.get("dc_offset_left"), fingerprint.get("dc_offset_right")][: shape[0]]
     if not all(isinstance(v, float) and math.isfinite(v) for v in means):
@@ -536,8 +557,14 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
     aim = ceiling
     for _ in range(_MAX_CEILING_PASSES):
         z, gain = limiter.true_peak_limit(  # the gain folded in: no gained copy of the track
-            y, fs, aim, lookahead_s=preset.limiter_lookahead_s, release_s=preset.limiter_release_s, verify_oversample=VERIFY_OVERSAMPLE,
-            input_gain_db=gain_db, knots=True,  # its knots (n / 8), not a per-sample copy
+            y,
+            fs,
+            aim,
+            lookahead_s=preset.limiter_lookahead_s,
+            release_s=preset.limiter_release_s,
+            verify_oversample=VERIFY_OVERSAMPLE,
+            input_gain_db=gain_db,
+            knots=True,  # its knots (n / 8), not a per-sample copy
         )
         reduction = -units.amplitude_to_db(gain.minimum(), floor=1e-12)
         if not verify:
@@ -586,7 +613,7 @@ def _solve_loudness(
     allowance = preset.max_limiting_db
     g_max = math.inf
     history: list[tuple[float, float]] = []
-    for it in range(8):
+    for _ in range(8):
         lim = _limit(y, fs, g, ceiling, preset, verify=False)
         if lim.reduction > allowance + 1e-3:
             g_max = g - (lim.reduction - allowance)
@@ -684,10 +711,16 @@ def master(
             n_taps = int(round(settings.eq_taps_s * out_fs)) | 1
             h_eq = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
         params["eq"] = {"bands_hz": list(BAND_CENTRES_HZ), "gain_db": [round(float(g), 3) for g in gains], "phase": preset.eq_phase}
-    plan = _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs) if (settings.dynamics or settings.width) else {"crossovers_hz": []}
+    plan = (
+        _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs)
+        if (settings.dynamics or settings.width)
+        else {"crossovers_hz": []}
+    )
     params.update({k: v for k, v in plan.items() if k != "crossovers_hz"})
     for d in plan.get("crossovers_dropped", ()):  # a low rate: the preset's bands merged where the rate has no room
-        notes.append(f"{d['hz']:g} Hz crossover dropped at {out_fs} Hz ({d['reason']}): the band above it merged into the band below, which keeps its dynamics and width")
+        notes.append(
+            f"{d['hz']:g} Hz crossover dropped at {out_fs} Hz ({d['reason']}): the band above it merged into the band below, which keeps its dynamics and width"
+        )
     if settings.dynamics:
         params["crossovers_hz"] = plan["crossovers_hz"]
     y = xd
@@ -734,8 +767,10 @@ def master(
     out_tp = peaks.db16
     output_report, out_stats = meter.measure_report(y, out_fs, oversample=4, stats=stats, true_peak=peaks.tp4, sample_peaks=peaks.sample)
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
-    target_met = None if target is None else (
-        output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU
+    target_met = (
+        None
+        if target is None
+        else (output_report["integrated_lufs"] is not None and abs(output_report["integrated_lufs"] - target) <= TARGET_TOLERANCE_LU)
     )
     ceiling_met = None if not settings.limit else (not math.isfinite(out_tp) or out_tp <= ceiling + 1e-9)
     return MasterResult(
@@ -765,9 +800,7 @@ def master(
 _DITHER_BITS = 16
 
 
-def _max_abs_differences(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, bits: int | None = None, step: int = 1 << 15
-) -> tuple[float, float]:
+def _max_abs_differences(a: np.ndarray, b: np.ndarray, c: np.ndarray, bits: int | None = None, step: int = 1 << 15) -> tuple[float, float]:
     """``max|a - q(b)|`` and ``max|a - c|`` over (C, n) host arrays, ``q`` the rounding to
     ``bits`` (:func:`acetate.kernels.dither.quantize`; identity for None), a cache-sized
     slice at a time, in two reused buffers (whole-track temporaries, or a slice's
@@ -966,7 +999,11 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
                     result.notes.append(f"{fmt}: decoded true peak {tp:.2f} dBTP stays over the {result.ceiling_dbtp:.1f} dBTP ceiling")
                 break
             adjust += step
-        ok_lufs = None if result.target_lufs is None or not math.isfinite(integrated) else abs(integrated - result.target_lufs) <= TARGET_TOLERANCE_LU
+        ok_lufs = (
+            None
+            if result.target_lufs is None or not math.isfinite(integrated)
+            else abs(integrated - result.target_lufs) <= TARGET_TOLERANCE_LU
+        )
         ok_tp = None if result.ceiling_dbtp is None else (not math.isfinite(tp) or tp <= result.ceiling_dbtp + 1e-9)
         if lossy and ok_lufs is False:
             result.notes.append(

@@ -24,6 +24,7 @@ False
 >>> gc.isenabled()
 True
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ _INT_MAX = 2**31 - 1  # mallopt takes a C int
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
 
 
 @functools.cache

@@ -23,6 +23,7 @@ write     :func:`write`                   the delivered files (:func:`~acetate.p
 Mono is measured and delivered as dual mono at every entry point
 (:func:`acetate.pipeline.audio.decode_programme`).
 """
+
 from __future__ import annotations
 
 import math
@@ -181,8 +182,8 @@ def analyse(x: Any, fs: int, device: str = "cpu") -> Analysis:
         More channels than a master supports, shorter than one 400 ms block, or a
         silent programme (no 400 ms block above the -70 LUFS gate): nothing to master.
     """
-    from acetate.pipeline import meter, render
     from acetate.pipeline import analyse as features
+    from acetate.pipeline import meter, render
 
     if x.shape[0] > 2:
         raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
@@ -219,7 +220,9 @@ def render(programme: Programme, analysis: Analysis, choice: Choice, settings: M
 
     # The audio goes straight into the call (no name for it in this frame), so a handed-over
     # input has no reference left but the renderer's own.
-    result = chain.master(programme.take() if hand_over else programme.audio, programme.fs, settings, preset=choice.preset, fingerprint=analysis.fingerprint)
+    result = chain.master(
+        programme.take() if hand_over else programme.audio, programme.fs, settings, preset=choice.preset, fingerprint=analysis.fingerprint
+    )
     result.notes[:0] = programme.notes
     return result
 

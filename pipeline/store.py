@@ -14,6 +14,7 @@ file that a later run or reader would take for done.  A track's part file has
 the same name on every attempt, so redoing a track replaces its rows instead
 of adding to them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -273,7 +274,12 @@ def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> It
         raise OutputBusy(f"the output folder {root} is in use by {who}; wait for it to finish or use another --out") from None
     fh.seek(0)
     stale = _parse_lock(fh.read()) or None
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run_id": run_id,
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     fh.seek(0)
     fh.truncate()
     fh.write(json.dumps(record))

@@ -34,6 +34,7 @@ render's loudness stage, which keeps the album's relative loudness through the
 chain while render's limiter holds each track's ceiling.  The cached analysis
 is reused, so phase 2 decodes again but does not analyse again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from acetate.pipeline import audio, stages, store
+from acetate.pipeline.runtime import track_scope
 from acetate.pipeline.stages import StageFailure, error_message
 from acetate.pipeline.stages import stage as _stage
-from acetate.pipeline.runtime import track_scope
 
 __all__ = [
     "SETTINGS_VERSION",
@@ -97,7 +98,9 @@ def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def planned_outputs(out_root: str | os.PathLike, track_id: str, targets: list[str] | tuple[str, ...], formats: list[str] | tuple[str, ...]) -> list[str]:
+def planned_outputs(
+    out_root: str | os.PathLike, track_id: str, targets: list[str] | tuple[str, ...], formats: list[str] | tuple[str, ...]
+) -> list[str]:
     """Every master file a ``master`` attempt of ``track_id`` may write (recorded before it writes any)."""
     stems = master_paths(out_root, track_id, list(targets))
     return [f"{stems[t]}.{audio.FORMATS[f][0]}" for t in targets for f in formats]
@@ -221,7 +224,9 @@ def _measure_cache_path(out_root: str, chash: str) -> Path:
     return Path(out_root) / store.STATE_DIR / "measure" / f"{chash}.json"
 
 
-def _analysis(load: Callable[[], stages.Programme], out_root: str, chash: str, device: str) -> tuple[dict[str, Any], stages.Programme | None]:
+def _analysis(
+    load: Callable[[], stages.Programme], out_root: str, chash: str, device: str
+) -> tuple[dict[str, Any], stages.Programme | None]:
     """Cached analysis of the input (by content hash), decoding only when needed.
 
     Returns (analysis as cached, the decoded programme or None).
@@ -246,7 +251,15 @@ def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root
         ``duration_s``, ``blocks`` (float32 ndarray of block loudness above
         -70 LUFS), ``error`` (None, or ``{stage, error_type, message}``).
     """
-    out = {"track_id": spec["track_id"], "album": spec.get("album"), "content_hash": None, "integrated_lufs": None, "duration_s": 0.0, "blocks": np.empty(0, np.float32), "error": None}
+    out = {
+        "track_id": spec["track_id"],
+        "album": spec.get("album"),
+        "content_hash": None,
+        "integrated_lufs": None,
+        "duration_s": 0.0,
+        "blocks": np.empty(0, np.float32),
+        "error": None,
+    }
     try:
         path = spec["path"]
         chash = _stage("hash", lambda: content_hash(path))
@@ -289,13 +302,35 @@ def _float(v: Any) -> float | None:
 # --- rows -------------------------------------------------------------------------
 
 
-def _loudness_row(run_id: str, spec: Mapping[str, Any], stage: str, target: str, tspec: Mapping[str, float], report: Mapping[str, Any], path: str, target_lufs: float) -> dict[str, Any]:
+def _loudness_row(
+    run_id: str,
+    spec: Mapping[str, Any],
+    stage: str,
+    target: str,
+    tspec: Mapping[str, float],
+    report: Mapping[str, Any],
+    path: str,
+    target_lufs: float,
+) -> dict[str, Any]:
     i = report.get("integrated_lufs")
     tp = report.get("true_peak_dbtp")
     passed = None
     if i is not None:
         passed = abs(i - target_lufs) <= tspec["tolerance_lu"] and (tp is None or tp <= tspec["true_peak_dbtp"] + 1e-6)
-    row = {k: report.get(k) for k in ("integrated_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs", "momentary_max_lufs", "short_term_max_lufs", "duration_s", "sample_rate", "channels")}
+    row = {
+        k: report.get(k)
+        for k in (
+            "integrated_lufs",
+            "loudness_range_lu",
+            "true_peak_dbtp",
+            "sample_peak_dbfs",
+            "momentary_max_lufs",
+            "short_term_max_lufs",
+            "duration_s",
+            "sample_rate",
+            "channels",
+        )
+    }
     row.update(
         run_id=run_id,
         track_id=spec["track_id"],
@@ -334,7 +369,9 @@ def _write_parts(out_root: str, part: str, run_id: str, rows: Mapping[str, list[
             store.remove_part(out_root, name, part)
 
 
-def write_failure(out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailure, attempt: int, key: str | None, *, part_suffix: str | None = None) -> dict[str, Any]:
+def write_failure(
+    out_root: str, run_id: str, spec: Mapping[str, Any], f: StageFailure, attempt: int, key: str | None, *, part_suffix: str | None = None
+) -> dict[str, Any]:
     """Write one ``failures`` row (schema :mod:`acetate.schemas.failures`) for a failed attempt; return it.
 
     The one place failure rows are built: by a worker for its track (``part_suffix``
@@ -390,7 +427,15 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     part = store.safe_name(track_id)
     path = spec["path"]
     mode = settings["mode"]
-    summary: dict[str, Any] = {"track_id": track_id, "album": spec.get("album"), "status": "failed", "key": None, "attempt": 1, "duration_s": 0.0, "outputs": []}
+    summary: dict[str, Any] = {
+        "track_id": track_id,
+        "album": spec.get("album"),
+        "status": "failed",
+        "key": None,
+        "attempt": 1,
+        "duration_s": 0.0,
+        "outputs": [],
+    }
     ledger = read_ledger(out_root, track_id) or {}
     key = None
     attempt = 1
@@ -402,10 +447,17 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         key = f"{chash}:{settings_hash(settings, spec)}"
         summary["key"] = key
         if ledger.get("status") == "done" and ledger.get("key") == key and all(os.path.exists(p) for p in ledger.get("outputs", [])):
-            summary.update(status="skipped", duration_s=float(ledger.get("duration_s") or 0.0), outputs=ledger.get("outputs", []), attempt=int(ledger.get("attempts", 1)))
+            summary.update(
+                status="skipped",
+                duration_s=float(ledger.get("duration_s") or 0.0),
+                outputs=ledger.get("outputs", []),
+                attempt=int(ledger.get("attempts", 1)),
+            )
             summary["output_blocks"] = {}
             if spec.get("album") and ledger.get("output_blocks_file"):
-                summary["output_blocks"] = {t: np.asarray(v, np.float32) for t, v in (store.read_json(ledger["output_blocks_file"]) or {}).items()}
+                summary["output_blocks"] = {
+                    t: np.asarray(v, np.float32) for t, v in (store.read_json(ledger["output_blocks_file"]) or {}).items()
+                }
             summary["seconds"] = time.perf_counter() - t0
             return summary
         attempt = int(ledger.get("attempts", 0)) + 1 if ledger.get("key") == key and ledger.get("status") != "done" else 1
@@ -418,8 +470,21 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         # looks delivered.
         _remove_files(ledger.get("outputs", []))
         _remove_files(ledger.get("planned", []))
-        planned = planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else []
-        store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "running", "key": key, "attempts": attempt, "run_id": run_id, "started": _now().isoformat(), "planned": planned})
+        planned = (
+            planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else []
+        )
+        store.write_json(
+            ledger_path(out_root, track_id),
+            {
+                "track_id": track_id,
+                "status": "running",
+                "key": key,
+                "attempts": attempt,
+                "run_id": run_id,
+                "started": _now().isoformat(),
+                "planned": planned,
+            },
+        )
 
         device = _device(settings)
         # The decoded programme stays on the host here; the device sections move it (one worker
@@ -522,8 +587,25 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 store.remove_part(out_root, name, part)
             # a failed ledger vouches for no master: none of an earlier attempt's stays beside it
             _remove_files(ledger.get("outputs", []))
-            _remove_files(planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else [])
-            store.write_json(ledger_path(out_root, track_id), {"track_id": track_id, "status": "failed", "key": key, "attempts": attempt, "run_id": run_id, "stage": f.stage, "error_type": f.error_type, "message": f.message, "finished": _now().isoformat()})
+            _remove_files(
+                planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or [])
+                if mode == "master"
+                else []
+            )
+            store.write_json(
+                ledger_path(out_root, track_id),
+                {
+                    "track_id": track_id,
+                    "status": "failed",
+                    "key": key,
+                    "attempts": attempt,
+                    "run_id": run_id,
+                    "stage": f.stage,
+                    "error_type": f.error_type,
+                    "message": f.message,
+                    "finished": _now().isoformat(),
+                },
+            )
         except Exception as exc:  # noqa: BLE001 - the output root itself is broken; report that too
             summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {error_message(exc)})"
     except Exception as exc:  # noqa: BLE001 - a bug outside the staged code; still a row, never a lost task
@@ -539,7 +621,16 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 # --- adapters to render ------------------------------------------------------------
 
 
-def _render(prog: stages.Programme, found: stages.Analysis, choice: stages.Choice, target_lufs: float, tspec: Mapping[str, float], settings: Mapping[str, Any], device: str, last: bool) -> Any:
+def _render(
+    prog: stages.Programme,
+    found: stages.Analysis,
+    choice: stages.Choice,
+    target_lufs: float,
+    tspec: Mapping[str, float],
+    settings: Mapping[str, Any],
+    device: str,
+    last: bool,
+) -> Any:
     """:func:`acetate.pipeline.stages.render` with the job's target, ceiling, intensity and device.
 
     On the ``last`` target the programme hands its audio over, so render frees the

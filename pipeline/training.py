@@ -16,6 +16,7 @@ Examples
 >>> variants("song", ["balanced", "warm"], ["low"], n_random=None, seed=0)
 [('balanced', 'low', None), ('warm', 'low', None)]
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from acetate.pipeline import analyse, audio, stages
-from acetate.pipeline.mastering import output_stems
 from acetate.pipeline.files import atomic_write
+from acetate.pipeline.mastering import output_stems
 from acetate.pipeline.presets import Bank, load_bank
 from acetate.schemas.training import training_table
 
@@ -141,7 +142,15 @@ def generate(
             found = stages.stage("analyse", lambda: stages.analyse(prog.audio, prog.fs, device))
             fp_in = found.fingerprint
         except stages.StageFailure as f:
-            rows.append({"track_path": path, "track_id": track_id, "variant": f"{track_id}__error", "seed": seed, "error": f"{f.stage}: {f.message}"})
+            rows.append(
+                {
+                    "track_path": path,
+                    "track_id": track_id,
+                    "variant": f"{track_id}__error",
+                    "seed": seed,
+                    "error": f"{f.stage}: {f.message}",
+                }
+            )
             if progress:
                 progress(f"FAILED  {path}: {f.message}")
             continue
@@ -178,7 +187,9 @@ def generate(
                 )
                 if progress:
                     lo = fp_out["integrated_lufs"]
-                    progress(f"ok      {variant}  {fp_in['integrated_lufs']:.1f} -> {lo:.1f} LUFS" if math.isfinite(lo) else f"ok      {variant}")
+                    progress(
+                        f"ok      {variant}  {fp_in['integrated_lufs']:.1f} -> {lo:.1f} LUFS" if math.isfinite(lo) else f"ok      {variant}"
+                    )
             except (ValueError, audio.AudioError) as exc:
                 row["error"] = str(exc)
                 if progress:

@@ -1,4 +1,5 @@
 """Row validation shared by the dataset schemas' table builders."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
@@ -6,7 +7,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 
-def checked_rows(schema: pa.Schema, rows: Iterable[Mapping[str, Any]], name: str, allowed: Mapping[str, Sequence[Any]] | None = None) -> list[dict[str, Any]]:
+def checked_rows(
+    schema: pa.Schema, rows: Iterable[Mapping[str, Any]], name: str, allowed: Mapping[str, Sequence[Any]] | None = None
+) -> list[dict[str, Any]]:
     """``rows`` as dicts over ``schema``'s columns (missing -> None).
 
     An unknown column, or a value of a column in ``allowed`` outside its values, is a

@@ -47,6 +47,7 @@ Examples
 >>> BANK_SCHEMA.metadata[b"acetate.schema"]
 b'bank'
 """
+
 from __future__ import annotations
 
 import json
@@ -390,7 +391,9 @@ def _check_version(name: Any, version: Any, path: str) -> None:
     if name != SCHEMA_NAME:
         raise ValueError(f"{path}: not a preset bank (acetate.schema is {name!r}, expected {SCHEMA_NAME!r})")
     if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise ValueError(f"{path}: bank schema version {version!r} is not readable by this version (reads {SCHEMA_VERSION.split('.')[0]}.x)")
+        raise ValueError(
+            f"{path}: bank schema version {version!r} is not readable by this version (reads {SCHEMA_VERSION.split('.')[0]}.x)"
+        )
 
 
 def read_bank_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:

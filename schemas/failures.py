@@ -17,6 +17,7 @@ rows; the ``runs`` table and the ledger say what is done now.
 Metadata: ``acetate.schema`` = ``failures``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable

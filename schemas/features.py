@@ -18,6 +18,7 @@ correlation of a silent band); see :data:`FEATURE_UNITS` for each unit.
 Metadata: ``acetate.schema`` = ``features``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`; each feature field carries ``unit``.
 """
+
 from __future__ import annotations
 
 import math
@@ -174,7 +175,9 @@ def features_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
             raise ValueError(f"row {i}: expected a dict, got {type(row).__name__}")
         unknown = [k for k in row if k not in known]
         if unknown:
-            raise ValueError(f"row {i}: unknown feature column {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            raise ValueError(
+                f"row {i}: unknown feature column {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            )
         path = _as_str("path", row.get("path"), i)
         if path is None:
             raise ValueError(f"row {i}: 'path' is required")

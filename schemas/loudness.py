@@ -23,6 +23,7 @@ undefined, e.g. silence).
 Metadata: ``acetate.schema`` = ``loudness``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable

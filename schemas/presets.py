@@ -14,6 +14,7 @@ first), ``params`` (JSON text of the chain parameters render applied).
 Metadata: ``acetate.schema`` = ``presets``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`.
 """
+
 from __future__ import annotations
 
 import json

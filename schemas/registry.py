@@ -10,6 +10,7 @@ of an output row; null otherwise).
 Every schema carries ``acetate.schema`` and ``acetate.schema_version`` in its
 metadata; :func:`check` compares a table read back against the registry.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa

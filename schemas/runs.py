@@ -14,6 +14,7 @@ counts ``tracks`` (in the catalogue), ``done`` (processed this run),
 Metadata: ``acetate.schema`` = ``runs``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable

@@ -29,6 +29,7 @@ Examples
 >>> TRAINING_SCHEMA.field("variant").nullable
 False
 """
+
 from __future__ import annotations
 
 import json

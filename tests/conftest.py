@@ -1,4 +1,5 @@
 """Shared fixtures: backends (NumPy always, CuPy where a GPU is present) and signal builders."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Fingerprint stage and the features schema."""
+
 from __future__ import annotations
 
 import math
@@ -37,10 +38,25 @@ def test_feature_names_are_stable_and_unique():
     names = analyse.FEATURE_NAMES
     assert names is fschema.FEATURE_NAMES  # one source of truth
     assert len(names) == len(set(names)) == 115
-    for n in ("ltas_mid_1000hz_db", "ltas_side_31p5hz_db", "ltas_mid_20000hz_db", "dynamics_16000hz_db",
-              "correlation_overall", "correlation_1000hz", "width_overall_db", "width_63hz_db",
-              "spectral_tilt_db_per_oct", "plr_db", "crest_factor_db", "clip_run_count",
-              "leading_silence_s", "dc_offset_right", "sample_rate", "channels", "true_peak_dbtp"):
+    for n in (
+        "ltas_mid_1000hz_db",
+        "ltas_side_31p5hz_db",
+        "ltas_mid_20000hz_db",
+        "dynamics_16000hz_db",
+        "correlation_overall",
+        "correlation_1000hz",
+        "width_overall_db",
+        "width_63hz_db",
+        "spectral_tilt_db_per_oct",
+        "plr_db",
+        "crest_factor_db",
+        "clip_run_count",
+        "leading_silence_s",
+        "dc_offset_right",
+        "sample_rate",
+        "channels",
+        "true_peak_dbtp",
+    ):
         assert n in names, n
     assert set(fschema.FEATURE_UNITS) == set(names)
 
@@ -206,8 +222,17 @@ def test_leading_and_trailing_silence(xp):
 def test_digital_silence(xp):
     fp = _fp(silence(1.0), xp, loudness=None)
     assert fp["leading_silence_s"] == 1.0 and fp["trailing_silence_s"] == 1.0
-    for k in ("integrated_lufs", "true_peak_dbtp", "sample_peak_dbfs", "plr_db", "crest_factor_db",
-              "spectral_centroid_hz", "ltas_mid_1000hz_db", "correlation_overall", "width_overall_db"):
+    for k in (
+        "integrated_lufs",
+        "true_peak_dbtp",
+        "sample_peak_dbfs",
+        "plr_db",
+        "crest_factor_db",
+        "spectral_centroid_hz",
+        "ltas_mid_1000hz_db",
+        "correlation_overall",
+        "width_overall_db",
+    ):
         assert math.isnan(fp[k]), k
 
 

@@ -1,5 +1,6 @@
 """Decoding and encoding at the edges: what a catalogue throws at Acetate gets a clear error,
 never a crash or a wrong number; deliverables are written atomically."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Catalogue jobs on a real local Dask cluster: outputs, failures, album mode, resume, kill and rerun."""
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,9 @@ BAD = ["bad-silent", "bad-corrupt", "bad-empty"]
 
 @pytest.fixture(scope="module")
 def handle():
-    cfg = cluster.parse_cluster_config({"kind": "local", "local": {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0", "memory_limit": "2GiB"}})
+    cfg = cluster.parse_cluster_config(
+        {"kind": "local", "local": {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0", "memory_limit": "2GiB"}}
+    )
     h = cluster.connect(cfg)
     yield h
     h.close()
@@ -157,7 +160,10 @@ def test_killed_worker_mid_job_loses_nothing_and_repeats_nothing(tmp_path):
     out = tmp_path / "out"
     ids = [f"{s}-{k:02d}" for k in (1, 2, 3) for s in demo.STYLES]
     job = _job(cat, out, album_mode=False, options={"progress": False, "max_in_flight": 4})
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit="2GiB") as lc, Client(lc) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit="2GiB") as lc,
+        Client(lc) as client,
+    ):
         pids = _worker_pids(client)
         assert len(pids) == 2
         box: dict = {}
@@ -237,7 +243,10 @@ def test_interrupted_run_resumes(handle, tmp_path):
     assert int(m.group(2)) >= len(done_before) and int(m.group(1)) + int(m.group(2)) == len(ids)
     assert int(m.group(1)) > 0
     assert Counter(_ids(out, "presets")) == Counter(ids)
-    assert [r["status"] for r in sorted(store.read_dataset(out, "runs").to_pylist(), key=lambda r: r["started"])] == ["interrupted", "finished"]
+    assert [r["status"] for r in sorted(store.read_dataset(out, "runs").to_pylist(), key=lambda r: r["started"])] == [
+        "interrupted",
+        "finished",
+    ]
 
 
 def test_several_targets_forced_preset_and_training_data(handle, tmp_path):
@@ -256,8 +265,14 @@ def test_several_targets_forced_preset_and_training_data(handle, tmp_path):
     assert len(pres) == 10 and all(p["preset"] == bank_first and p["forced"] for p in pres)
 
     out2 = tmp_path / "training"
-    tjob = _job(cat, out2, mode="training-data", album_mode=False, options={"progress": False},
-                training={"presets": [bank_first], "intensities": ["low"], "format": "flac24"})
+    tjob = _job(
+        cat,
+        out2,
+        mode="training-data",
+        album_mode=False,
+        options={"progress": False},
+        training={"presets": [bank_first], "intensities": ["low"], "format": "flac24"},
+    )
     res, _ = _run(tjob, handle.client)
     assert (res.done, res.failed) == (5, 0)
     for t in GOOD:
@@ -302,7 +317,11 @@ def test_mono_in_an_album_keeps_its_place(handle, tmp_path):
     manifest.write_text("track_id,path,album\nmono,mono.flac,A\nstereo,stereo.flac,A\n")
     res, _ = _run(_job(manifest, tmp_path / "out"), handle.client, progress=False)
     assert res.done == 2 and res.album_mode
-    loud = {(r["track_id"], r["stage"]): r["integrated_lufs"] for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist() if r["scope"] == "track"}
+    loud = {
+        (r["track_id"], r["stage"]): r["integrated_lufs"]
+        for r in store.read_dataset(tmp_path / "out", "loudness").to_pylist()
+        if r["scope"] == "track"
+    }
     gain = {t: loud[(t, "output")] - loud[(t, "input")] for t in ("mono", "stereo")}
     assert gain["mono"] == pytest.approx(gain["stereo"], abs=0.2)  # one album gain for both
 
@@ -317,7 +336,9 @@ def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
 
     path = tmp_path / "mix.wav"
     audio.encode(demo.render_style("rock", 4.0, 44100, seed=4), 44100, path, "wav24")
-    job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(path)]}, "output": str(tmp_path / "out"), "target": ["streaming", "ebu-r128"]})
+    job = jobs.parse_job(
+        {"name": "t", "inputs": {"paths": [str(path)]}, "output": str(tmp_path / "out"), "target": ["streaming", "ebu-r128"]}
+    )
     settings = dict(job.settings(), preset_bank_hash="test")
     refs, alive = [], []
     decode, limit = audio.decode_programme, tp_limiter.true_peak_limit

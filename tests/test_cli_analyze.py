@@ -1,4 +1,5 @@
 """`acetate analyze`: one Parquet row per input with the versioned features schema."""
+
 from __future__ import annotations
 
 import numpy as np

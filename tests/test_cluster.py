@@ -1,4 +1,5 @@
 """cluster.yaml -> Client: validation, the optional GPU path, and a real scheduler + worker as separate processes."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,10 @@ def test_repo_cluster_yaml_is_valid():
         ({"local": {"workers": 2}}, "'workers'"),
         ({"kind": "address"}, "scheduler address"),
         ({"kind": "address", "address": {"address": "tls://h:8786"}}, "address.tls.ca_file"),
-        ({"kind": "address", "address": {"address": "tls://h:8786", "tls": {"ca_file": "/no/ca.pem", "cert": "/no/c", "key": "/no/k"}}}, "no such file"),
+        (
+            {"kind": "address", "address": {"address": "tls://h:8786", "tls": {"ca_file": "/no/ca.pem", "cert": "/no/c", "key": "/no/k"}}},
+            "no such file",
+        ),
         ({"kind": "address", "address": {"address": "tcp://h:1", "tls": {"ca": "x"}}}, "'ca'"),
         ({"slurm": {"gpus": 1}}, "'gpus'"),
     ],
@@ -95,23 +99,62 @@ def test_job_through_a_separate_scheduler_and_worker(tmp_path):
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--no-dashboard", "--scheduler-file", str(sched_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait_for(sched_file)
         address = json.loads(sched_file.read_text())["address"]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "2",
-             "--no-dashboard", "--memory-limit", "2GiB"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "2",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "2GiB",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp_path,
+            )
+        )
         cfg = tmp_path / "cluster.yaml"
         cfg.write_text(yaml.safe_dump({"kind": "address", "address": {"address": address, "wait_for_workers": 1, "timeout_s": 60}}))
         manifest = demo.make_catalogue(tmp_path / "cat", seconds=2.0, per_style=1, include_bad=False)
         job = tmp_path / "job.yaml"
-        job.write_text(yaml.safe_dump({"name": "remote", "mode": "master", "inputs": {"manifest": str(manifest)}, "output": str(tmp_path / "out"), "formats": ["flac24"], "options": {"progress": False}}))
+        job.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "remote",
+                    "mode": "master",
+                    "inputs": {"manifest": str(manifest)},
+                    "output": str(tmp_path / "out"),
+                    "formats": ["flac24"],
+                    "options": {"progress": False},
+                }
+            )
+        )
         assert cli.main(["run", str(job), "--cluster", str(cfg), "--strict"]) == 0
         out = tmp_path / "out"
         assert sorted(p.name for p in (out / "masters").iterdir()) == sorted(f"{s}-01.flac" for s in demo.STYLES)

@@ -1,4 +1,5 @@
 """The compiled K-filter loop against SciPy's sosfilt, and the meter with and without it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -89,8 +90,10 @@ def test_layouts_and_edges():
     # a read-only buffer reads the same as a writable copy
     ro = x.copy()
     ro.flags.writeable = False
-    np.testing.assert_array_equal(compiled.kweighted_sums(ro, sos, np.ones(2), np.array([0, 400]), None)[0],
-                                  compiled.kweighted_sums(x.copy(), sos, np.ones(2), np.array([0, 400]), None)[0])
+    np.testing.assert_array_equal(
+        compiled.kweighted_sums(ro, sos, np.ones(2), np.array([0, 400]), None)[0],
+        compiled.kweighted_sums(x.copy(), sos, np.ones(2), np.array([0, 400]), None)[0],
+    )
     # a strided view (a channel pair of a wider array) reads the same as its copy
     wide = np.ascontiguousarray(np.stack([x[0], x[1], x[0]]))[:2, 100:900]
     a, _ = compiled.kweighted_sums(wide, sos, np.ones(2), np.array([0, 400]), None)

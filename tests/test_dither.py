@@ -1,11 +1,12 @@
 """TPDF dither and quantisation."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pink_noise
 
 from acetate.kernels import backend, dither
-from conftest import pink_noise
 
 LSB16 = 2.0**-15
 

@@ -1,4 +1,5 @@
 """Sliding windows, envelopes, compressor and true-peak limiter."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import scipy.fft
 import scipy.ndimage
 import scipy.signal
+from conftest import pink_noise
 
 from acetate.kernels import backend, compressor, limiter, loudness, truepeak, windows
-from conftest import pink_noise
 
 FS = 48000
 CEIL_DB = -1.0

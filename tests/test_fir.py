@@ -1,11 +1,12 @@
 """FIR design, FFT filtering, DC high-pass and complementary crossovers."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pink_noise
 
 from acetate.kernels import backend, fir
-from conftest import pink_noise
 
 FS = 48000
 CURVE_F = [20, 60, 100, 200, 500, 1000, 3000, 6000, 10000, 16000, 20000]

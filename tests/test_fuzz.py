@@ -15,6 +15,7 @@ database is written (``database=None``). Every example that could hang arms a wa
 (:func:`faulthandler.dump_traceback_later`): a reader stuck in C ends the run with every
 thread's traceback instead of never ending.
 """
+
 from __future__ import annotations
 
 import copy
@@ -82,9 +83,34 @@ TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 
 #: Cells a spreadsheet or a script might produce, and some no one should.
 TRICKY_CELLS = [
-    "", " ", "  padded  ", "a,b", 'quo"te', "line\nbreak", "cr\ronly", "tab\there", "\ufeffbom", "é", "日本語",
-    "../../etc/passwd", "/abs/track.wav", "C:\\music\\a.wav", "x" * 300, "NaN", "null", "None", "0", "-1", "1e400",
-    "\x00", "a\x00b", "\x1b[31m", "\u202eevil", "\u2028", "*?[", "~/x.flac",
+    "",
+    " ",
+    "  padded  ",
+    "a,b",
+    'quo"te',
+    "line\nbreak",
+    "cr\ronly",
+    "tab\there",
+    "\ufeffbom",
+    "é",
+    "日本語",
+    "../../etc/passwd",
+    "/abs/track.wav",
+    "C:\\music\\a.wav",
+    "x" * 300,
+    "NaN",
+    "null",
+    "None",
+    "0",
+    "-1",
+    "1e400",
+    "\x00",
+    "a\x00b",
+    "\x1b[31m",
+    "\u202eevil",
+    "\u2028",
+    "*?[",
+    "~/x.flac",
 ]
 CELL = st.one_of(TEXT, st.sampled_from(TRICKY_CELLS))
 
@@ -142,7 +168,12 @@ def csv_manifests(draw):
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252", "utf-16-le"]))
     data = text.encode(encoding, errors="replace")
     mutated = mutate_bytes(draw, data)
-    return mutated, {"header": header, "rows": rows, "text": text, "clean": mutated == data and encoding in ("utf-8", "utf-8-sig", "utf-16")}
+    return mutated, {
+        "header": header,
+        "rows": rows,
+        "text": text,
+        "clean": mutated == data and encoding in ("utf-8", "utf-8-sig", "utf-16"),
+    }
 
 
 def _expected_csv(plan: dict, base: Path) -> list[dict] | None:
@@ -358,7 +389,11 @@ SCALARS = st.one_of(
     st.dates(),
     st.sampled_from(["auto", "master", "analyze", "wav24", "flac24", "mp3", "streaming", "apple", "low", "high", "cpu", "gpu", "", "\x00"]),
 )
-ANY = st.recursive(SCALARS, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.one_of(TEXT, st.integers(), st.booleans()), c, max_size=4)), max_leaves=16)
+ANY = st.recursive(
+    SCALARS,
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.one_of(TEXT, st.integers(), st.booleans()), c, max_size=4)),
+    max_leaves=16,
+)
 
 
 def _maybe(valid):
@@ -366,8 +401,13 @@ def _maybe(valid):
     return st.integers(0, 5).flatmap(lambda i: ANY if i == 0 else valid)
 
 
-def _section(keys: dict, extra=st.nothing()):
-    return st.dictionaries(st.one_of(st.sampled_from(sorted(keys)), extra), st.one_of(*[keys[k] for k in sorted(keys)], ANY), max_size=len(keys) + 1)
+_NOTHING = st.nothing()
+
+
+def _section(keys: dict, extra=_NOTHING):
+    return st.dictionaries(
+        st.one_of(st.sampled_from(sorted(keys)), extra), st.one_of(*[keys[k] for k in sorted(keys)], ANY), max_size=len(keys) + 1
+    )
 
 
 _TARGET_SPEC = st.dictionaries(
@@ -385,15 +425,55 @@ JOB = st.fixed_dictionaries(
             st.one_of(
                 st.fixed_dictionaries({"paths": st.one_of(st.lists(TEXT, max_size=3), TEXT, ANY)}),
                 st.fixed_dictionaries({"manifest": st.one_of(TEXT, ANY)}),
-                st.fixed_dictionaries({"demo": st.one_of(st.just(True), _section({"per_style": st.integers(-2, 2000), "seconds": st.floats(), "include_bad": st.booleans(), "seed": st.integers()}))}),
+                st.fixed_dictionaries(
+                    {
+                        "demo": st.one_of(
+                            st.just(True),
+                            _section(
+                                {
+                                    "per_style": st.integers(-2, 2000),
+                                    "seconds": st.floats(),
+                                    "include_bad": st.booleans(),
+                                    "seed": st.integers(),
+                                }
+                            ),
+                        )
+                    }
+                ),
                 _section({"paths": ANY, "manifest": ANY, "demo": ANY}, TEXT),
             )
         ),
         "output": _maybe(TEXT),
-        "targets": _maybe(st.one_of(st.dictionaries(st.one_of(st.sampled_from(["streaming", "apple", "loud", "Streaming"]), TEXT), st.one_of(st.none(), _TARGET_SPEC), max_size=3), st.lists(st.one_of(st.sampled_from(["streaming", "apple"]), ANY), max_size=3))),
-        "target": _maybe(st.one_of(st.sampled_from(["streaming", "apple", "loud"]), st.lists(st.sampled_from(["streaming", "apple", "loud", "STREAMING"]), max_size=3))),
-        "formats": _maybe(st.one_of(st.sampled_from(sorted(audio.FORMATS)), st.lists(st.sampled_from(sorted(audio.FORMATS) + ["WAV24", "ogg"]), max_size=3))),
-        "presets": _maybe(_section({"bank": st.one_of(st.none(), TEXT), "preset": st.one_of(st.none(), TEXT), "intensity": st.sampled_from(["low", "medium", "high", "max", " High "])})),
+        "targets": _maybe(
+            st.one_of(
+                st.dictionaries(
+                    st.one_of(st.sampled_from(["streaming", "apple", "loud", "Streaming"]), TEXT),
+                    st.one_of(st.none(), _TARGET_SPEC),
+                    max_size=3,
+                ),
+                st.lists(st.one_of(st.sampled_from(["streaming", "apple"]), ANY), max_size=3),
+            )
+        ),
+        "target": _maybe(
+            st.one_of(
+                st.sampled_from(["streaming", "apple", "loud"]),
+                st.lists(st.sampled_from(["streaming", "apple", "loud", "STREAMING"]), max_size=3),
+            )
+        ),
+        "formats": _maybe(
+            st.one_of(
+                st.sampled_from(sorted(audio.FORMATS)), st.lists(st.sampled_from(sorted(audio.FORMATS) + ["WAV24", "ogg"]), max_size=3)
+            )
+        ),
+        "presets": _maybe(
+            _section(
+                {
+                    "bank": st.one_of(st.none(), TEXT),
+                    "preset": st.one_of(st.none(), TEXT),
+                    "intensity": st.sampled_from(["low", "medium", "high", "max", " High "]),
+                }
+            )
+        ),
         "album_mode": _maybe(st.sampled_from(["auto", True, False, 1, 0, "yes"])),
         "options": _maybe(
             _section(
@@ -422,7 +502,9 @@ JOB = st.fixed_dictionaries(
     },
 )
 #: A job-like mapping, or any data at all (a YAML file may hold a list, a number...).
-JOB_DATA = st.integers(0, 4).flatmap(lambda i: [ANY, st.dictionaries(st.one_of(TEXT, st.sampled_from(sorted(jobs._TOP))), ANY, max_size=4)][i] if i < 2 else JOB)
+JOB_DATA = st.integers(0, 4).flatmap(
+    lambda i: [ANY, st.dictionaries(st.one_of(TEXT, st.sampled_from(sorted(jobs._TOP))), ANY, max_size=4)][i] if i < 2 else JOB
+)
 
 
 def _check_job(job: jobs.Job) -> None:
@@ -563,12 +645,27 @@ def _alias_bomb(levels: int = 9) -> str:
         ("training: {intensities: 3}\n", "training.intensities"),
         ("training: {seed: -1}\n", "training.seed"),
         ("description: {a: 1}\n", "description must be text"),
-        ("output: \"a\\0b\"\n", "output must be a path"),
+        ('output: "a\\0b"\n', "output must be a path"),
     ],
     ids=[
-        "alias-bomb-description", "alias-bomb-paths", "recursive-alias", "deep", "inputs-int", "options-list", "demo-int",
-        "demo-nan", "demo-huge", "targets-unhashable", "tolerance-inf", "formats-unhashable", "album-mode-int",
-        "retries-huge", "intensities-int", "seed-negative", "description-mapping", "output-nul",
+        "alias-bomb-description",
+        "alias-bomb-paths",
+        "recursive-alias",
+        "deep",
+        "inputs-int",
+        "options-list",
+        "demo-int",
+        "demo-nan",
+        "demo-huge",
+        "targets-unhashable",
+        "tolerance-inf",
+        "formats-unhashable",
+        "album-mode-int",
+        "retries-huge",
+        "intensities-int",
+        "seed-negative",
+        "description-mapping",
+        "output-nul",
     ],
 )
 def test_hostile_job_documents_are_named_quickly(tmp_path, text, needle):
@@ -614,7 +711,7 @@ def audio_bases(tmp_path_factory) -> dict[str, tuple[bytes, np.ndarray, str]]:
     out = {}
     for name, fmt, subtype, ch in AUDIO_BASES:
         x = _signal(ch)
-        p = d / f"{name}.{ {'WAV': 'wav', 'FLAC': 'flac', 'OGG': 'ogg', 'AIFF': 'aiff'}[fmt]}"
+        p = d / f"{name}.{ {'WAV': 'wav', 'FLAC': 'flac', 'OGG': 'ogg', 'AIFF': 'aiff'}[fmt] }"
         with sf.SoundFile(p, "w", FS, ch, subtype=subtype, format=fmt) as f:
             for a in range(0, len(x), 4096):  # in blocks: libsndfile's Vorbis encoder crashes on very large writes
                 f.write(x[a : a + 4096])
@@ -629,7 +726,15 @@ def _header_fields(name: str, data: bytes) -> list[tuple[int, int, str]]:
         f += [(4, 4, "<")]
         i = data.find(b"fmt ")
         if i >= 0:
-            f += [(i + 4, 4, "<"), (i + 8, 2, "<"), (i + 10, 2, "<"), (i + 12, 4, "<"), (i + 16, 4, "<"), (i + 20, 2, "<"), (i + 22, 2, "<")]
+            f += [
+                (i + 4, 4, "<"),
+                (i + 8, 2, "<"),
+                (i + 10, 2, "<"),
+                (i + 12, 4, "<"),
+                (i + 16, 4, "<"),
+                (i + 20, 2, "<"),
+                (i + 22, 2, "<"),
+            ]
         i = data.find(b"data")
         if i >= 0:
             f += [(i + 4, 4, "<")]
@@ -764,7 +869,7 @@ def test_damaged_audio_decodes_or_is_refused_clearly(work, audio_bases, data):
     name, raw, ops = data.draw(damaged_audio(audio_bases))
     note(f"{name}: {ops}")
     arm()
-    path = work / f"damaged.{ {'w': 'wav', 'f': 'flac', 'v': 'ogg', 'a': 'aiff'}[name[0]]}"
+    path = work / f"damaged.{ {'w': 'wav', 'f': 'flac', 'v': 'ogg', 'a': 'aiff'}[name[0]] }"
     path.write_bytes(raw)
     try:
         meta = audio.info(path)
@@ -789,7 +894,7 @@ def test_undamaged_bases_decode_to_what_was_written(work, audio_bases):
     """The fuzz starts from real files that decode: exactly (float), to the word length (PCM), to the codec (Vorbis)."""
     for name, fmt, subtype, ch in AUDIO_BASES:
         raw, x, _ = audio_bases[name]
-        path = work / f"clean-{name}.{ {'WAV': 'wav', 'FLAC': 'flac', 'OGG': 'ogg', 'AIFF': 'aiff'}[fmt]}"
+        path = work / f"clean-{name}.{ {'WAV': 'wav', 'FLAC': 'flac', 'OGG': 'ogg', 'AIFF': 'aiff'}[fmt] }"
         path.write_bytes(raw)
         y, fs = audio.decode(path)
         assert fs == FS and y.shape == (ch, x.shape[0]), name
@@ -802,7 +907,14 @@ def test_undamaged_bases_decode_to_what_was_written(work, audio_bases):
 def _wav_with(raw: bytes, field: str, value: int) -> bytes:
     b = bytearray(raw)
     fmt, data = b.find(b"fmt "), b.find(b"data")
-    off, width = {"channels": (fmt + 10, 2), "rate": (fmt + 12, 4), "bits": (fmt + 22, 2), "align": (fmt + 20, 2), "data": (data + 4, 4), "riff": (4, 4)}[field]
+    off, width = {
+        "channels": (fmt + 10, 2),
+        "rate": (fmt + 12, 4),
+        "bits": (fmt + 22, 2),
+        "align": (fmt + 20, 2),
+        "data": (data + 4, 4),
+        "riff": (4, 4),
+    }[field]
     b[off : off + width] = value.to_bytes(width, "little")
     return bytes(b)
 
@@ -1013,7 +1125,19 @@ def test_mutated_json_banks_load_valid_or_name_the_problem(work, bank_doc, data)
 
 
 @fuzz()
-@given(doc=st.one_of(JSON_ANY, st.fixed_dictionaries({"acetate.schema": st.just("bank"), "acetate.schema_version": st.just("1.0"), "bank": JSON_ANY, "presets": st.lists(st.dictionaries(st.sampled_from(_ROW_FIELDS), BANK_VALUES), max_size=3)})))
+@given(
+    doc=st.one_of(
+        JSON_ANY,
+        st.fixed_dictionaries(
+            {
+                "acetate.schema": st.just("bank"),
+                "acetate.schema_version": st.just("1.0"),
+                "bank": JSON_ANY,
+                "presets": st.lists(st.dictionaries(st.sampled_from(_ROW_FIELDS), BANK_VALUES), max_size=3),
+            }
+        ),
+    )
+)
 def test_random_json_is_refused_as_a_bank(work, doc):
     arm()
     p = work / "random.json"
@@ -1088,7 +1212,11 @@ def test_parquet_banks_with_wrong_types_or_metadata_are_named(tmp_path):
     with pytest.raises(ValueError, match="ratio must hold numbers"):
         presets.load_bank(p)
     md = dict(table.schema.metadata)
-    for junk, needle in ((b"\xff\xfe{", "not valid JSON"), (b"[" * 50_000, "not valid JSON"), (b'{"selection": {"features": ["a"]}}', "prototype has")):
+    for junk, needle in (
+        (b"\xff\xfe{", "not valid JSON"),
+        (b"[" * 50_000, "not valid JSON"),
+        (b'{"selection": {"features": ["a"]}}', "prototype has"),
+    ):
         md[b"acetate.bank"] = junk
         pq.write_table(table.replace_schema_metadata(md), p)
         with pytest.raises(ValueError, match=needle):
@@ -1103,9 +1231,17 @@ def test_a_bank_at_the_edges_of_what_loads_still_renders(tmp_path, bank_doc):
     d = copy.deepcopy(bank_doc)
     r = d["presets"][0]
     r.update(
-        ratio=[1000.0, 1.0, 1000.0, 1.0], attack_s=[0.0, 1.0, 0.0, 1.0], release_s=[0.0, 10.0, 0.0, 10.0], knee_db=[0.0, 100.0, 0.0, 100.0],
-        width=[0.0, 4.0, 0.0, 4.0], threshold_rel_db=[-100.0, 100.0, -100.0, 100.0], eq_max_db=48.0, limiter_lookahead_s=0.1,
-        limiter_release_s=10.0, max_limiting_db=100.0, target_mid_db=[200.0] + [-200.0] * 30,
+        ratio=[1000.0, 1.0, 1000.0, 1.0],
+        attack_s=[0.0, 1.0, 0.0, 1.0],
+        release_s=[0.0, 10.0, 0.0, 10.0],
+        knee_db=[0.0, 100.0, 0.0, 100.0],
+        width=[0.0, 4.0, 0.0, 4.0],
+        threshold_rel_db=[-100.0, 100.0, -100.0, 100.0],
+        eq_max_db=48.0,
+        limiter_lookahead_s=0.1,
+        limiter_release_s=10.0,
+        max_limiting_db=100.0,
+        target_mid_db=[200.0] + [-200.0] * 30,
     )
     p = tmp_path / "edges.json"
     p.write_text(json.dumps(d))

@@ -12,6 +12,7 @@ direct-form-I state carry that ``loudness`` uses with ``cupyx.scipy.signal.sosfi
 (whose ``zi`` is ``[x[-2], x[-1], y[-2], y[-1]]`` per section, not SciPy's
 2-value state) against a host model of that contract.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,11 @@ import math
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import pink_noise
 
 from acetate.kernels import backend, compressor, fir, limiter, loudness, truepeak
 from acetate.pipeline import analyse, demo, render
 from acetate.schemas.features import FEATURE_NAMES, FEATURE_UNITS
-
-from conftest import pink_noise
 
 FS = 44100
 

@@ -1,11 +1,12 @@
 """Stereo width per band."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pink_noise
 
 from acetate.kernels import backend, fir, image
-from conftest import pink_noise
 
 FS = 48000
 

@@ -5,6 +5,7 @@ have a test here (1: ids, 2: stems, 3: non-regular files, 5: temporaries, 6: the
 report of the delivered file, 7: master vs ledger, 8: two runs on one folder); low
 sample rates are in ``test_rates.py``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,7 +55,11 @@ def _manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.fixture(scope="module")
 def client():
-    c = cluster.connect(cluster.parse_cluster_config({"kind": "local", "local": {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0", "memory_limit": "2GiB"}}))
+    c = cluster.connect(
+        cluster.parse_cluster_config(
+            {"kind": "local", "local": {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0", "memory_limit": "2GiB"}}
+        )
+    )
     yield c.client
     c.close()
 
@@ -196,7 +201,10 @@ def test_fifo_symlink_loop_and_directory_are_rows_not_hangs(client, tmp_path):
     folder.mkdir()
     dangling = tmp_path / "in" / "dangling.wav"
     os.symlink(tmp_path / "nowhere.wav", dangling)
-    m = _manifest(tmp_path / "m.csv", [("good", str(good)), ("fifo", str(fifo)), ("loop", str(loop)), ("dir", str(folder)), ("dangling", str(dangling))])
+    m = _manifest(
+        tmp_path / "m.csv",
+        [("good", str(good)), ("fifo", str(fifo)), ("loop", str(loop)), ("dir", str(folder)), ("dangling", str(dangling))],
+    )
     out = tmp_path / "out"
     res, _ = _run(_job(out, manifest=str(m)), client, timeout=120)
     assert (res.done, res.failed) == (1, 4)
@@ -287,7 +295,15 @@ def test_every_report_gives_each_delivered_file_as_decoded(client, tmp_path, cap
     x, fs = audio.decode(tmp_path / "o2" / "in.mp3")
     assert f"{loudness.integrated_loudness(x, fs):.2f} LUFS" in text
     # and the batch's loudness rows: one per delivered file, with its figures
-    job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(src)]}, "output": str(tmp_path / "b"), "formats": ["wav24", "mp3"], "options": {"progress": False}})
+    job = jobs.parse_job(
+        {
+            "name": "t",
+            "inputs": {"paths": [str(src)]},
+            "output": str(tmp_path / "b"),
+            "formats": ["wav24", "mp3"],
+            "options": {"progress": False},
+        }
+    )
     res, _ = _run(job, client)
     assert res.done == 1
     outs = [r for r in _rows(tmp_path / "b", "loudness") if r["stage"] == "output"]
@@ -311,13 +327,19 @@ def test_master_beside_a_running_ledger_is_redone_or_removed(client, tmp_path):
     master = Path(led["outputs"][0])
     first = master.read_bytes()
     # a client killed between the master and the ledger: the master is complete, the ledger says running
-    store.write_json(track.ledger_path(out, "a"), {**{k: led[k] for k in ("track_id", "key", "run_id")}, "status": "running", "attempts": 1, "planned": led["outputs"]})
+    store.write_json(
+        track.ledger_path(out, "a"),
+        {**{k: led[k] for k in ("track_id", "key", "run_id")}, "status": "running", "attempts": 1, "planned": led["outputs"]},
+    )
     res, _ = _run(job, client)
     assert (res.done, res.skipped) == (1, 0)  # redone, never adopted unverified
     led2 = track.read_ledger(out, "a")
     assert led2["status"] == "done" and led2["attempts"] == 2 and master.read_bytes() == first  # deterministic
     # the same, but the input has become unreadable: no master is left beside the failed ledger
-    store.write_json(track.ledger_path(out, "a"), {**{k: led[k] for k in ("track_id", "key", "run_id")}, "status": "running", "attempts": 1, "planned": led["outputs"]})
+    store.write_json(
+        track.ledger_path(out, "a"),
+        {**{k: led[k] for k in ("track_id", "key", "run_id")}, "status": "running", "attempts": 1, "planned": led["outputs"]},
+    )
     src.write_bytes(b"RIFF\x00\x00not audio")
     res, _ = _run(job, client)
     assert res.failed == 1 and not master.exists() and track.read_ledger(out, "a")["status"] == "failed"
@@ -329,17 +351,33 @@ def test_master_beside_a_running_ledger_is_redone_or_removed(client, tmp_path):
 def test_second_run_on_one_output_folder_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from acetate.pipeline import store\n"
-         "with store.output_lock(sys.argv[1], run_id='first-run'):\n    print('held', flush=True); time.sleep(60)", str(out)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from acetate.pipeline import store\n"
+            "with store.output_lock(sys.argv[1], run_id='first-run'):\n    print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         src = _write(tmp_path / "a.wav", 1.0)
-        proc = subprocess.run([sys.executable, "-m", "acetate.pipeline.cli", "run", "demo", "--input", str(src), "--out", str(out)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "acetate.pipeline.cli", "run", "demo", "--input", str(src), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2
         msg = proc.stderr.strip()
-        assert msg.startswith("acetate run: the output folder") and f"pid {holder.pid}" in msg and "first-run" in msg and "Traceback" not in msg
+        assert (
+            msg.startswith("acetate run: the output folder")
+            and f"pid {holder.pid}" in msg
+            and "first-run" in msg
+            and "Traceback" not in msg
+        )
         assert not (out / "masters").exists()
     finally:
         holder.kill()
@@ -467,7 +505,15 @@ def small_disk(tmp_path):
 def test_full_disk_says_so_keeps_what_is_done_and_resumes(client, tmp_path, small_disk):
     out, remount = small_disk
     rows = [(f"t{k}", str(_write(tmp_path / "in" / f"t{k}.wav", 3.0, seed=k))) for k in range(6)]  # ~0.8 MB a master
-    job = jobs.parse_job({"name": "t", "inputs": {"manifest": str(_manifest(tmp_path / "m.csv", rows))}, "output": str(out), "album_mode": False, "options": {"progress": False, "max_in_flight": 1}})
+    job = jobs.parse_job(
+        {
+            "name": "t",
+            "inputs": {"manifest": str(_manifest(tmp_path / "m.csv", rows))},
+            "output": str(out),
+            "album_mode": False,
+            "options": {"progress": False, "max_in_flight": 1},
+        }
+    )
     res, _ = _run(job, client)
     assert 1 <= res.done < len(rows) and res.done + res.failed == len(rows)
     msgs = [f["message"] for f in res.failures]
@@ -550,7 +596,9 @@ def test_an_output_folder_inside_the_input_folder_is_not_an_input(client, tmp_pa
 @pytest.mark.parametrize("fs, delivered", [(96000, 48000), (88200, 44100), (12000, 12000)])
 def test_mp3_is_delivered_at_a_rate_it_can_hold_and_keeps_the_ceiling(tmp_path, fs, delivered):
     src = _write(tmp_path / "in.wav", 4.0, fs=fs, seed=11)
-    row = mastering.master_file(str(src), tmp_path / "o", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), formats=["wav24", "mp3"])
+    row = mastering.master_file(
+        str(src), tmp_path / "o", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), formats=["wav24", "mp3"]
+    )
     assert "error" not in row, row
     wav, mp3 = row["outputs"]
     assert sf.info(wav["path"]).samplerate == fs  # the master keeps its rate

@@ -1,4 +1,5 @@
 """Job files: validation (unknown keys named), defaults, overrides, manifests, folders and globs."""
+
 from __future__ import annotations
 
 import csv
@@ -53,7 +54,10 @@ def test_defaults_fill_in():
         ({"targets": {"x": {"integrated_lufs": -14, "true_peak_dbtp": 1}}}, "targets.x: ceiling +1.00 dBTP is above 0 dBTP"),
         ({"targets": {"x": {"integrated_lufs": 5}}}, "targets.x: target +5.0 LUFS is outside -60..0 LUFS"),
         ({"targets": {"x": {"integrated_lufs": -3}}}, "set options.allow_unsafe_levels: true"),
-        ({"targets": {"x": {"integrated_lufs": -3}}, "options": {"allow_unsafe_levels": "yes"}}, "allow_unsafe_levels must be true or false"),
+        (
+            {"targets": {"x": {"integrated_lufs": -3}}, "options": {"allow_unsafe_levels": "yes"}},
+            "allow_unsafe_levels must be true or false",
+        ),
         ({"options": {"device": "tpu"}}, "'tpu'"),
         ({"options": {"retries": -1}}, "retries"),
         ({"album_mode": "sometimes"}, "'sometimes'"),
@@ -125,7 +129,9 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(jobs.JobError, match="'path'"):
         jobs.read_manifest(_write_manifest(tmp_path / "a.csv", [{"track_id": "x"}], cols=("track_id",)))
     with pytest.raises(jobs.JobError, match="duplicate track_id 'x'"):
-        jobs.read_manifest(_write_manifest(tmp_path / "b.csv", [{"track_id": "x", "path": "1"}, {"track_id": "x", "path": "2"}], cols=("track_id", "path")))
+        jobs.read_manifest(
+            _write_manifest(tmp_path / "b.csv", [{"track_id": "x", "path": "1"}, {"track_id": "x", "path": "2"}], cols=("track_id", "path"))
+        )
     with pytest.raises(jobs.JobError, match="row 2: empty path"):
         jobs.read_manifest(_write_manifest(tmp_path / "c.csv", [{"track_id": "x", "path": ""}], cols=("track_id", "path")))
     m = _write_manifest(tmp_path / "d.csv", [{"track_id": "x", "path": "1", "target": "moon"}], cols=("track_id", "path", "target"))

@@ -14,6 +14,7 @@ relative to the repository root), the modules they must not import, and whether 
 import inside a function or a ``try:``/``if`` is allowed. Adding a rule is one line,
 for example ``Rule("stages", ("pipeline/render.py",), ("acetate.pipeline.batch",))``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -103,9 +104,7 @@ def imports(source: str, package: str, filename: str = "<source>") -> Iterator[I
 
     def walk(node: ast.AST, import_time: bool) -> Iterator[Import]:
         for child in ast.iter_child_nodes(node):
-            inner = import_time and not isinstance(
-                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Try, ast.TryStar, ast.If)
-            )
+            inner = import_time and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Try, ast.TryStar, ast.If))
             if isinstance(child, ast.Import):
                 for alias in child.names:
                     yield Import(alias.name, child.lineno, inner)
@@ -115,7 +114,12 @@ def imports(source: str, package: str, filename: str = "<source>") -> Iterator[I
                 for alias in child.names:
                     if alias.name != "*":
                         yield Import(f"{base}.{alias.name}" if base else alias.name, child.lineno, inner)
-            elif isinstance(child, ast.Call) and child.args and isinstance(child.args[0], ast.Constant) and isinstance(child.args[0].value, str):
+            elif (
+                isinstance(child, ast.Call)
+                and child.args
+                and isinstance(child.args[0], ast.Constant)
+                and isinstance(child.args[0].value, str)
+            ):
                 f = child.func
                 called = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
                 if called in ("import_module", "__import__"):

@@ -11,6 +11,7 @@ held-out mixes ``acetate master --bank LEARNED`` lands closer to the true
 masters (per-band long-term spectrum re. overall level, i.e. after loudness
 matching) than the unprocessed mixes are.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,12 @@ def _bell(fc: float, g: float, sd_oct: float) -> np.ndarray:
 
 #: style -> hidden transform: EQ (dB at band centres), compressor (thr re. RMS, ratio, attack, release, window) or None, loudness.
 HIDDEN = {
-    "electronic": dict(eq=-3.0 / (1 + (C / 70.0) ** 2) + 1.5 * np.clip(np.log2(C / 1000.0), 0, None), comp=(-3.0, 3.0, 0.2, 1.0, 0.4), lufs=-10.0),
-    "acoustic": dict(eq=3.0 / (1 + (C / 150.0) ** 2) - 1.0 * np.clip(np.log2(C / 2000.0), 0, None), comp=(0.0, 4.0, 0.3, 1.5, 1.0), lufs=-16.0),
+    "electronic": dict(
+        eq=-3.0 / (1 + (C / 70.0) ** 2) + 1.5 * np.clip(np.log2(C / 1000.0), 0, None), comp=(-3.0, 3.0, 0.2, 1.0, 0.4), lufs=-10.0
+    ),
+    "acoustic": dict(
+        eq=3.0 / (1 + (C / 150.0) ** 2) - 1.0 * np.clip(np.log2(C / 2000.0), 0, None), comp=(0.0, 4.0, 0.3, 1.5, 1.0), lufs=-16.0
+    ),
     "pop": dict(eq=_bell(2500.0, 4.0, 0.6) + _bell(300.0, -2.0, 0.6), comp=None, lufs=-13.0),
 }
 
@@ -163,7 +168,24 @@ def test_master_with_learned_bank_lands_closer_to_true_masters(learned, tmp_path
             audio.encode(x, FS, tmp_path / "in" / f"{stem}.wav", "wav32f")
             truths[stem] = (x, make_master(x, style, seed))
     out = tmp_path / "out"
-    assert main(["master", str(tmp_path / "in"), "--out", str(out), "--bank", str(learned), "--intensity", "high", "--format", "wav24", "--json"]) == 0
+    assert (
+        main(
+            [
+                "master",
+                str(tmp_path / "in"),
+                "--out",
+                str(out),
+                "--bank",
+                str(learned),
+                "--intensity",
+                "high",
+                "--format",
+                "wav24",
+                "--json",
+            ]
+        )
+        == 0
+    )
     d_mix, d_out = [], []
     for stem, (x, y) in truths.items():
         (path,) = [p for p in os.listdir(out) if p.startswith(stem + ".")]

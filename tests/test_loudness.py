@@ -1,4 +1,5 @@
 """Meter behaviour beyond the compliance cases: rates, layouts, edge cases, cross-checks, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,10 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
+from conftest import pink_noise, sine
 
 from acetate.kernels import backend, loudness, truepeak
 from acetate.pipeline import cli
-
-from conftest import pink_noise, sine
 
 
 def synth_music(seconds: float, fs: int, seed: int = 0) -> np.ndarray:

@@ -4,15 +4,15 @@ Every signal is generated here from the case's description (STANDARDS.md lists t
 the expected values and tolerances are the documents'. Cases 7, 8 (3341) and 5, 6 (3342)
 use authentic programme files that only the EBU distributes and are not reproduced.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import silence, sine
 
 from acetate.kernels import backend, loudness, truepeak
-
-from conftest import silence, sine
 
 FS = 48000
 TOL = 0.1  # LU, Tech 3341 cases 1-14

@@ -1,4 +1,5 @@
 """Preset banks: the shipped default bank, the bank format (no pickle), selection."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ the 6 kHz edge lies at or above Nyquist, so the plan drops it (the band above me
 the band below) and says so. The analysis's 1/3-octave bands above Nyquist are NaN and
 selection compares a track on the features it has.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,10 +125,13 @@ def test_low_rate_fingerprint_is_nan_above_nyquist_and_selection_works(fs):
     v = presets.selection_vector(fp)
     used = [k for k, a in zip(presets.SELECTION_FEATURES, v) if math.isfinite(a)]
     assert sel.n_features == len(used) < len(presets.SELECTION_FEATURES)
-    assert all(presets._band_upper_hz()[k[len("ltas_mid_"):-len("hz_db")]] <= 0.45 * fs for k in used if k.startswith("ltas_"))
+    assert all(presets._band_upper_hz()[k[len("ltas_mid_") : -len("hz_db")]] <= 0.45 * fs for k in used if k.startswith("ltas_"))
     assert math.isfinite(sel.distance)
     # speech is speech at any rate: the same style as at 48 kHz
-    assert sel.preset.name == presets.load_bank(None).select(analyse.fingerprint(demo.render_style("spoken", 4.0, 48000, seed=1), 48000)).preset.name
+    assert (
+        sel.preset.name
+        == presets.load_bank(None).select(analyse.fingerprint(demo.render_style("spoken", 4.0, 48000, seed=1), 48000)).preset.name
+    )
 
 
 # --- the real path: file in, master out, decoded and measured ------------------------------
@@ -186,24 +190,38 @@ def test_delivery_at_8k_from_a_48k_source(tmp_path):
     sf.write(tmp_path / "mix.wav", _mix(48000, 3.0).T, 48000, subtype="PCM_24")
     out = tmp_path / "out"
     out.mkdir()
-    row = mastering.master_file(str(tmp_path / "mix.wav"), out, render.MasterSettings(target_lufs=TARGET, ceiling_dbtp=CEILING, output_rate=8000))
+    row = mastering.master_file(
+        str(tmp_path / "mix.wav"), out, render.MasterSettings(target_lufs=TARGET, ceiling_dbtp=CEILING, output_rate=8000)
+    )
     assert "error" not in row, row
     y, yfs = sf.read(row["outputs"][0]["path"], dtype="float64", always_2d=True)
     assert yfs == 8000 and y.shape[0] == 3 * 8000
     assert loudness.integrated_loudness(y.T, 8000) == pytest.approx(TARGET, abs=0.1)
     assert float(truepeak.to_db(truepeak.true_peak(y.T, 8000, oversample=16).max())) <= CEILING
     assert row["params"]["crossovers_hz"] == [120.0, 1000.0]
-    assert row["notes"][0].startswith("resampled 48000 Hz -> 8000 Hz") and any("6000 Hz crossover dropped at 8000 Hz" in n for n in row["notes"])
+    assert row["notes"][0].startswith("resampled 48000 Hz -> 8000 Hz") and any(
+        "6000 Hz crossover dropped at 8000 Hz" in n for n in row["notes"]
+    )
 
 
 def test_a_preset_whose_bands_all_fall_away_masters_as_one_band():
     """A (learned, say) preset with one 3.5 kHz edge at 8 kHz: no crossover is left, the chain
     runs one full band with the low band's dynamics."""
     fs = 8000
-    p = Preset(name="one_edge", crossovers_hz=(3500.0,), threshold_rel_db=(2.0, 4.0), ratio=(3.0, 1.5), knee_db=(6.0, 6.0),
-               attack_s=(0.01, 0.004), release_s=(0.1, 0.08), width=(1.0, 1.2))
+    p = Preset(
+        name="one_edge",
+        crossovers_hz=(3500.0,),
+        threshold_rel_db=(2.0, 4.0),
+        ratio=(3.0, 1.5),
+        knee_db=(6.0, 6.0),
+        attack_s=(0.01, 0.004),
+        release_s=(0.1, 0.08),
+        width=(1.0, 1.2),
+    )
     x = _mix(fs)
-    r = render.master(x, fs, render.MasterSettings(target_lufs=TARGET, ceiling_dbtp=CEILING), preset=p, fingerprint=analyse.fingerprint(x, fs))
+    r = render.master(
+        x, fs, render.MasterSettings(target_lufs=TARGET, ceiling_dbtp=CEILING), preset=p, fingerprint=analyse.fingerprint(x, fs)
+    )
     assert r.params["crossovers_hz"] == [] and len(r.params["dynamics"]) == 1 and r.params["dynamics"][0]["ratio"] > 2.0
     assert r.params["width"] == [1.0]
     assert r.target_met and r.ceiling_met

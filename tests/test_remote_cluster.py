@@ -7,6 +7,7 @@ The job must complete on the worker that is left: every track done exactly once 
 that are done, and, once a rerun (which skips everything) completed, no temporary file
 (``.*.tmp``) left under ``OUT/masters``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,14 @@ TARGETS = ["streaming", "apple"]
 SECONDS = 2.0
 
 #: One thread per library in every process: two workers and the client share two cores.
-_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def _free_port() -> int:
@@ -71,19 +79,49 @@ def remote(tmp_path, request):
     def start(args: list[str], name: str) -> subprocess.Popen:
         fh = open(logs / f"{name}.log", "wb")
         handles.append(fh)
-        p = subprocess.Popen([sys.executable, "-m", *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+        )
         procs.append(p)
         return p
 
     try:
-        start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", "--scheduler-file", str(sched_file)], "scheduler")
+        start(
+            [
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            "scheduler",
+        )
         _wait(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 30, "scheduler start", procs)
         assert json.loads(sched_file.read_text())["address"] == address
         workers = {}
         for name in ("w1", "w2"):
             workers[name] = start(
-                ["distributed.cli.dask_worker", address, "--name", name, "--nworkers", "1", "--nthreads", "1", "--no-nanny",
-                 "--no-dashboard", "--memory-limit", "2GiB", "--host", "127.0.0.1", "--local-directory", str(tmp_path / f"{name}-space")],
+                [
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--name",
+                    name,
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "2GiB",
+                    "--host",
+                    "127.0.0.1",
+                    "--local-directory",
+                    str(tmp_path / f"{name}-space"),
+                ],
                 name,
             )
         yield address, workers, logs
@@ -211,7 +249,9 @@ def _assert_complete(out: Path, logged: tuple = ()) -> None:
     assert Counter((r["track_id"], r["target"]) for r in loud if r["stage"] == "input") == per_target
     assert Counter((r["track_id"], r["target"]) for r in store.read_dataset(out, "presets").to_pylist()) == per_target
     done = {t for t, led in ledgers.items() if led["status"] == "done"}
-    stale = sorted((r["track_id"], r["stage"], r["run_id"]) for r in store.read_dataset(out, "failures").to_pylist() if r["track_id"] in done)
+    stale = sorted(
+        (r["track_id"], r["stage"], r["run_id"]) for r in store.read_dataset(out, "failures").to_pylist() if r["track_id"] in done
+    )
     assert stale == sorted(logged), f"failure rows of tracks that are done: {stale}"
     leftovers = [str(p) for p in (out / "masters").rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
     assert not leftovers, leftovers

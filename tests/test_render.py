@@ -1,5 +1,6 @@
 """The mastering chain: targets and ceilings held (cross-checked by two other meters),
 unity transparency, alignment, distortion, determinism, bad input, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -136,8 +137,7 @@ def test_same_input_gives_identical_bytes(tmp_path, mixes):
     sf.write(path, mixes["electronic"].T, FS, subtype="PCM_24")
     settings = render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0)
     rows = [
-        mastering.master_file(str(path), tmp_path / f"run{k}", settings, formats=("wav24", "flac16"), preset="balanced")
-        for k in (1, 2)
+        mastering.master_file(str(path), tmp_path / f"run{k}", settings, formats=("wav24", "flac16"), preset="balanced") for k in (1, 2)
     ]
     assert all("error" not in r for r in rows), rows
     for fmt in ("wav", "flac"):
@@ -279,7 +279,7 @@ def test_decoded_file_comparison_agrees_with_rounding_the_written_samples(bits):
         b[1, 33000] = np.float32(1.5)  # saturates one step below full scale (a slice of its own)
     clean = b.copy() if bits is None else dither.quantize(b, bits)
     cases = {"clean": clean, "one step off": clean.copy(), "nan": clean.copy()}
-    step = 2.0 ** -23 if bits is None else 2.0 ** -(bits - 1)
+    step = 2.0**-23 if bits is None else 2.0 ** -(bits - 1)
     cases["one step off"][1, 50000] += np.float32(step)
     cases["nan"][0, 40000] = np.nan
     if bits is not None:  # a tie rounded to the other neighbour: half a step from b, yet wrong
@@ -350,7 +350,9 @@ def test_cli_master_json_contract(tmp_path, capsys, mixes):
     good.parent.mkdir()
     sf.write(good, mixes["electronic"].T, FS, subtype="PCM_24")
     (tmp_path / "in" / "broken.wav").write_bytes(b"not audio at all")
-    rc = cli.main(["master", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--target", "apple", "--format", "wav24,flac16", "--json"])
+    rc = cli.main(
+        ["master", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--target", "apple", "--format", "wav24,flac16", "--json"]
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rc == 1
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
@@ -398,7 +400,9 @@ def test_block_context_covers_a_long_release(monkeypatch):
     n = 10 * FS
     x = (0.02 * rng.standard_normal((2, n))).astype(np.float32)
     x[:, 2 * FS : 3 * FS] *= 40.0  # a loud second, then 7 s of the quiet bed: the release runs on
-    slow = dataclasses.replace(presets.BALANCED, name="slow", ratio=(6.0, 6.0, 6.0, 6.0), release_s=(1.5, 1.5, 1.5, 1.5), threshold_rel_db=(-12.0,) * 4)
+    slow = dataclasses.replace(
+        presets.BALANCED, name="slow", ratio=(6.0, 6.0, 6.0, 6.0), release_s=(1.5, 1.5, 1.5, 1.5), threshold_rel_db=(-12.0,) * 4
+    )
     settings = render.MasterSettings(target_lufs=-16.0, ceiling_dbtp=-1.0)
     whole = render.master(x, FS, settings, preset=slow)
     g = [p for p in whole.params["dynamics"]]

@@ -1,4 +1,5 @@
 """Process settings for per-track work: the allocator's reuse of large arrays."""
+
 from __future__ import annotations
 
 import subprocess

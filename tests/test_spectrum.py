@@ -1,4 +1,5 @@
 """Spectrum kernels: STFT scaling, fractional-octave bands, descriptors, band dynamics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -216,7 +217,15 @@ def test_gpu_parity_with_numpy(xp):
     np.testing.assert_allclose(got, ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("n,hop_s", [(48000, spectrum.DEFAULT_HOP_SECONDS), (4096 * 3 + 17, spectrum.DEFAULT_HOP_SECONDS), (30000, 1000 / 48000), (4096, spectrum.DEFAULT_HOP_SECONDS)])
+@pytest.mark.parametrize(
+    "n,hop_s",
+    [
+        (48000, spectrum.DEFAULT_HOP_SECONDS),
+        (4096 * 3 + 17, spectrum.DEFAULT_HOP_SECONDS),
+        (30000, 1000 / 48000),
+        (4096, spectrum.DEFAULT_HOP_SECONDS),
+    ],
+)
 def test_stft_frames_match_an_index_gather(n, hop_s):
     # Block-view framing (hop divides the frame) and the gather fallback (it does not) give the same frames.
     x = _white(n / FS, channels=2, seed=4).astype(np.float32)[:, :n]
@@ -241,5 +250,7 @@ def test_stereo_power_stats_match_the_stft(xp):
         np.testing.assert_allclose(backend.to_host(got), backend.to_host(want), rtol=1e-6, atol=1e-12)
     frame_pow = backend.to_host(xp.mean((xp.real(s.spec) ** 2 + xp.imag(s.spec) ** 2), axis=0)) * backend.to_host(s.scale)
     np.testing.assert_allclose(backend.to_host(totals), frame_pow.sum(axis=-1), rtol=1e-5)
-    np.testing.assert_allclose(backend.to_host(band_frames), backend.to_host(spectrum.band_power(frame_pow, backend.to_host(s.freqs), FS, 1)), rtol=1e-4)
+    np.testing.assert_allclose(
+        backend.to_host(band_frames), backend.to_host(spectrum.band_power(frame_pow, backend.to_host(s.freqs), FS, 1)), rtol=1e-4
+    )
     assert info.frame == s.frame and info.hop == s.hop and band_frames.shape == (s.spec.shape[1], 10)

@@ -1,4 +1,5 @@
 """Stereo analysis kernels: mid/side, correlation and width, overall and per band."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_correlation_is_local_to_bands(xp):
 
 
 def test_third_octave_grid_and_nan_above_nyquist(xp):
-    x = backend.to_device(_noise(1.0)[:, : 22050], xp, dtype="float32")
+    x = backend.to_device(_noise(1.0)[:, :22050], xp, dtype="float32")
     s = stereo.stereo_stats(x, 22050, fraction=3)
     corr = backend.to_host(s.correlation)
     assert corr.shape == (31,)

@@ -1,4 +1,5 @@
 """Parquet datasets: schemas with versions, atomic part files, readers that skip temporaries."""
+
 from __future__ import annotations
 
 import math
@@ -21,20 +22,74 @@ def _rows() -> dict[str, pa.Table]:
     fp["sample_rate"], fp["channels"] = 44100.0, 2.0
     return {
         "features": registry.features_dataset_table(
-            [{"path": "a.wav", "track_id": "a", "stage": "input", **fp}, {"path": "m/a.wav", "track_id": "a", "stage": "output", "target": "streaming", **fp}],
+            [
+                {"path": "a.wav", "track_id": "a", "stage": "input", **fp},
+                {"path": "m/a.wav", "track_id": "a", "stage": "output", "target": "streaming", **fp},
+            ],
             run_id="r1",
         ),
         "presets": presets.presets_table(
-            [{"run_id": "r1", "track_id": "a", "target": "streaming", "preset": "balanced", "forced": False, "distance": 0.3, "runners_up": [("warm", 0.5), {"name": "bright", "distance": 0.7}], "params": {"gain": 1.5, "bands": (1, 2)}}]
+            [
+                {
+                    "run_id": "r1",
+                    "track_id": "a",
+                    "target": "streaming",
+                    "preset": "balanced",
+                    "forced": False,
+                    "distance": 0.3,
+                    "runners_up": [("warm", 0.5), {"name": "bright", "distance": 0.7}],
+                    "params": {"gain": 1.5, "bands": (1, 2)},
+                }
+            ]
         ),
         "loudness": loudness.loudness_table(
-            [{"run_id": "r1", "track_id": "a", "scope": "track", "stage": "output", "target": "streaming", "integrated_lufs": -14.1, "sample_rate": 44100, "channels": 2, "target_lufs": -14.0, "tolerance_lu": 1.0, "passed": True}]
+            [
+                {
+                    "run_id": "r1",
+                    "track_id": "a",
+                    "scope": "track",
+                    "stage": "output",
+                    "target": "streaming",
+                    "integrated_lufs": -14.1,
+                    "sample_rate": 44100,
+                    "channels": 2,
+                    "target_lufs": -14.0,
+                    "tolerance_lu": 1.0,
+                    "passed": True,
+                }
+            ]
         ),
         "failures": failures.failures_table(
-            [{"run_id": "r1", "track_id": "b", "path": "b.wav", "stage": "decode", "error_type": "AudioError", "message": "empty file", "attempt": 1, "time": NOW}]
+            [
+                {
+                    "run_id": "r1",
+                    "track_id": "b",
+                    "path": "b.wav",
+                    "stage": "decode",
+                    "error_type": "AudioError",
+                    "message": "empty file",
+                    "attempt": 1,
+                    "time": NOW,
+                }
+            ]
         ),
         "runs": runs.runs_table(
-            [{"run_id": "r1", "job": "demo", "mode": "master", "config_hash": "abc", "code_version": "0.1.0", "status": "finished", "started": NOW, "ended": NOW, "tracks": 2, "done": 1, "skipped": 0, "failed": 1}]
+            [
+                {
+                    "run_id": "r1",
+                    "job": "demo",
+                    "mode": "master",
+                    "config_hash": "abc",
+                    "code_version": "0.1.0",
+                    "status": "finished",
+                    "started": NOW,
+                    "ended": NOW,
+                    "tracks": 2,
+                    "done": 1,
+                    "skipped": 0,
+                    "failed": 1,
+                }
+            ]
         ),
     }
 

@@ -1,4 +1,5 @@
 """Training-data generation: variants, the Parquet table, reproducibility."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,12 @@ def inputs(tmp_path_factory):
 
 
 def test_variants_grid_and_seeded_draws():
-    assert training.variants("a.wav", ["x", "y"], ["low", "high"]) == [("x", "low", None), ("x", "high", None), ("y", "low", None), ("y", "high", None)]
+    assert training.variants("a.wav", ["x", "y"], ["low", "high"]) == [
+        ("x", "low", None),
+        ("x", "high", None),
+        ("y", "low", None),
+        ("y", "high", None),
+    ]
     a = training.variants("a.wav", ["x", "y", "z"], n_random=5, seed=3)
     assert a == training.variants("a.wav", ["x", "y", "z"], n_random=5, seed=3)
     assert a != training.variants("a.wav", ["x", "y", "z"], n_random=5, seed=4)
@@ -34,7 +40,23 @@ def test_generate_writes_audio_and_table(inputs, tmp_path):
     from acetate.pipeline.cli import main
 
     out = tmp_path / "td"
-    assert main(["training-data", str(inputs), "--out", str(out), "--presets", "balanced,bass_heavy", "--intensities", "low,high", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "training-data",
+                str(inputs),
+                "--out",
+                str(out),
+                "--presets",
+                "balanced,bass_heavy",
+                "--intensities",
+                "low,high",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     table = pq.read_table(out / "training.parquet")
     assert table.schema.metadata[b"acetate.schema"] == b"training"
     assert table.schema.metadata[b"acetate.schema_version"] == SCHEMA_VERSION.encode()

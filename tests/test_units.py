@@ -1,5 +1,6 @@
 """The dB helpers (acetate.kernels.units): the same bits as the inline expressions they replaced,
 on Python numbers (math), NumPy and CuPy (their own namespace), and their edge cases."""
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,14 @@ def test_python_numbers_match_the_inline_math(levels, linear):
 
 
 def test_python_numbers_give_python_floats():
-    for f in (units.db_to_amplitude, units.db_to_power, units.amplitude_to_db, units.power_to_db, units.db_to_nepers, units.db_to_amplitude_exp):
+    for f in (
+        units.db_to_amplitude,
+        units.db_to_power,
+        units.amplitude_to_db,
+        units.power_to_db,
+        units.db_to_nepers,
+        units.db_to_amplitude_exp,
+    ):
         assert type(f(2.0)) is float
         assert type(f(2)) is float
 
