@@ -52,21 +52,36 @@ def check_levels(target_lufs: float | None, ceiling_dbtp: float | None, *, allow
     ...
     ValueError: target -3.0 LUFS is louder than -5 LUFS, which no delivery asks for; pass --allow-unsafe-levels if you mean it
     """
-    if target_lufs is not None:
-        t = float(target_lufs)
-        if not math.isfinite(t) or not HARD_TARGET_LUFS[0] <= t <= HARD_TARGET_LUFS[1]:
-            raise ValueError(f"{where}target {t:+.1f} LUFS is outside {HARD_TARGET_LUFS[0]:g}..{HARD_TARGET_LUFS[1]:g} LUFS")
-        if t > SAFE_MAX_TARGET_LUFS and not allow_unsafe:
-            raise ValueError(
-                f"{where}target {t:+.1f} LUFS is louder than {SAFE_MAX_TARGET_LUFS:g} LUFS, which no delivery asks for; "
-                "pass --allow-unsafe-levels if you mean it"
-            )
-    if ceiling_dbtp is not None:
-        c = float(ceiling_dbtp)
-        if not math.isfinite(c) or not HARD_CEILING_DBTP[0] <= c <= HARD_CEILING_DBTP[1]:
-            raise ValueError(f"{where}ceiling {c:+.1f} dBTP is outside {HARD_CEILING_DBTP[0]:g}..{HARD_CEILING_DBTP[1]:g} dBTP")
-        if c > SAFE_MAX_CEILING_DBTP and not allow_unsafe:
-            raise ValueError(
-                f"{where}ceiling {c:+.2f} dBTP is above {SAFE_MAX_CEILING_DBTP:g} dBTP: inter-sample peaks over full scale clip in decoders and converters; "
-                "pass --allow-unsafe-levels if you mean it"
-            )
+    _check(
+        "target",
+        target_lufs,
+        "LUFS",
+        HARD_TARGET_LUFS,
+        SAFE_MAX_TARGET_LUFS,
+        "louder than {safe:g} LUFS, which no delivery asks for",
+        allow_unsafe,
+        where,
+    )
+    _check(
+        "ceiling",
+        ceiling_dbtp,
+        "dBTP",
+        HARD_CEILING_DBTP,
+        SAFE_MAX_CEILING_DBTP,
+        "above {safe:g} dBTP: inter-sample peaks over full scale clip in decoders and converters",
+        allow_unsafe,
+        where,
+    )
+
+
+def _check(
+    what: str, value: float | None, unit: str, hard: tuple[float, float], safe: float, why: str, allow_unsafe: bool, where: str
+) -> None:
+    if value is None:
+        return
+    v = float(value)
+    shown = f"{v:+.1f}" if what == "target" else f"{v:+.2f}"
+    if not math.isfinite(v) or not hard[0] <= v <= hard[1]:
+        raise ValueError(f"{where}{what} {shown} {unit} is outside {hard[0]:g}..{hard[1]:g} {unit}")
+    if v > safe and not allow_unsafe:
+        raise ValueError(f"{where}{what} {shown} {unit} is {why.format(safe=safe)}; pass --allow-unsafe-levels if you mean it")

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
 import time
@@ -291,14 +290,6 @@ def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[
     return stages.select(fp, spec.get("preset") or settings.get("preset") or "auto", _load_bank(settings))
 
 
-def _float(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 # --- rows -------------------------------------------------------------------------
 
 
@@ -317,20 +308,9 @@ def _loudness_row(
     passed = None
     if i is not None:
         passed = abs(i - target_lufs) <= tspec["tolerance_lu"] and (tp is None or tp <= tspec["true_peak_dbtp"] + 1e-6)
-    row = {
-        k: report.get(k)
-        for k in (
-            "integrated_lufs",
-            "loudness_range_lu",
-            "true_peak_dbtp",
-            "sample_peak_dbfs",
-            "momentary_max_lufs",
-            "short_term_max_lufs",
-            "duration_s",
-            "sample_rate",
-            "channels",
-        )
-    }
+    from acetate.pipeline.meter import REPORT_KEYS
+
+    row = {k: report.get(k) for k in REPORT_KEYS if k != "path"}
     row.update(
         run_id=run_id,
         track_id=spec["track_id"],
