@@ -16,6 +16,7 @@ filter states, energy sums and prefix sums are float64.
 from __future__ import annotations
 
 import functools
+import math
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +27,7 @@ AUDIO_DTYPE = "float32"
 ACCUM_DTYPE = "float64"
 
 __all__ = [
+    "check_fs",
     "namespace",
     "is_gpu",
     "signal",
@@ -172,3 +174,25 @@ def to_host(x: Any) -> np.ndarray:
 def to_float(x: Any) -> float:
     """A 0-d array (either backend) or scalar as a Python float."""
     return float(to_host(x))
+
+
+def check_fs(fs: Any, *, whole: bool = False) -> float:
+    """``fs`` as a float after checking it is a positive, finite sample rate in hertz.
+
+    The one check of a sample-rate argument for every kernel; ``whole`` also asks for a
+    whole number of hertz (framing by samples needs one). Raises ``ValueError`` naming the value.
+
+    Examples
+    --------
+    >>> check_fs(44100)
+    44100.0
+    >>> check_fs(44100.5, whole=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: fs must be a positive whole number of hertz, got 44100.5
+    """
+    if isinstance(fs, bool) or not isinstance(fs, (int, np.integer, float, np.floating)) or not math.isfinite(fs) or fs <= 0:
+        raise ValueError(f"fs must be a positive {'whole number of hertz' if whole else 'finite sample rate in hertz'}, got {fs!r}")
+    if whole and int(fs) != fs:
+        raise ValueError(f"fs must be a positive whole number of hertz, got {fs!r}")
+    return float(fs)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import backend, units
-from .windows import _attack_lookahead, _check_fs, _check_time, _release_linear_db, moving_average, rms_envelope
+from .windows import _attack_lookahead, _check_time, _release_linear_db, moving_average, rms_envelope
 
 __all__ = [
     "attack_release_db",
@@ -76,7 +76,7 @@ def attack_release_db(gain_db: Any, fs: float, attack_s: float, release_s: float
     (-5.0, -10.0, -4.9)
     """
     xp = backend.namespace(gain_db)
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     _check_time("attack_s", attack_s)
     _check_time("release_s", release_s)
     if not (math.isfinite(release_ref_db) and release_ref_db > 0):

@@ -48,12 +48,6 @@ def _xp_of(*candidates: Any, xp: ModuleType | None = None) -> ModuleType:
     return backend.array_module("cpu")
 
 
-def _check_fs(fs: float) -> float:
-    if not (isinstance(fs, (int, float)) and math.isfinite(fs) and fs > 0):
-        raise ValueError(f"fs must be a positive finite sample rate in hertz, got {fs!r}")
-    return float(fs)
-
-
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
@@ -111,7 +105,7 @@ def design_from_gain(
     (4095,)
     """
     xp = _xp_of(freqs_hz, gains_db, xp=xp)
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     if phase not in ("linear", "minimum"):
         raise ValueError(f"phase must be 'linear' or 'minimum', got {phase!r}")
     if not isinstance(n_taps, (int, np.integer)) or n_taps < 3:
@@ -437,7 +431,7 @@ def lowpass_fir(fs: float, cutoff_hz: float, n_taps: int, *, window: str | tuple
     >>> round(float(h.sum()), 12)
     1.0
     """
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     if not (0 < cutoff_hz < fs / 2):
         raise ValueError(f"cutoff_hz must be in (0, fs/2 = {fs / 2}), got {cutoff_hz!r}")
     if not isinstance(n_taps, (int, np.integer)) or n_taps < 3 or n_taps % 2 == 0:
@@ -465,7 +459,7 @@ def highpass_taps(fs: float, cutoff_hz: float = 20.0, n_taps: int | None = None,
     taps (an EQ) to run both in one FFT pass.
     """
     xp = _xp_of(xp=xp)
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     if not (0 < cutoff_hz < fs / 4):
         raise ValueError(f"cutoff_hz must be in (0, fs/4 = {fs / 4}), got {cutoff_hz!r}")
     if n_taps is None:
@@ -533,7 +527,7 @@ def _crossover_lowpasses(fs: float, edges_hz: Sequence[float], n_taps: int | Non
 
     Default length :func:`_crossover_taps` (2401 taps at 48 kHz, 120 Hz).
     """
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     edges = [float(e) for e in edges_hz]
     if len(edges) == 0 or any(not (0 < e < fs / 2) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"edges_hz must be strictly increasing and within (0, fs/2 = {fs / 2}), got {edges}")
@@ -626,7 +620,7 @@ def crossover_plan(
     >>> crossover_plan(48000, (120.0, 1000.0, 6000.0)).dropped
     ()
     """
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     edges = [float(e) for e in edges_hz]
     if any(not (math.isfinite(e) and e > 0) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"edges_hz must be positive, finite and strictly increasing, got {edges}")
@@ -696,7 +690,7 @@ def crossover_filters(
     """
     xp = xp or backend.array_module("cpu")
     if len(edges_hz) == 0:
-        _check_fs(fs)
+        backend.check_fs(fs)
         m = 1 if n_taps is None else int(n_taps)
         if m < 1 or m % 2 == 0:
             raise ValueError(f"n_taps must be odd, got {n_taps!r}")

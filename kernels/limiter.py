@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import backend, units
-from .windows import _attack_lookahead, _check_fs, _check_time, _check_width, _release_linear_db
+from .windows import _attack_lookahead, _check_time, _check_width, _release_linear_db
 
 __all__ = [
     "KnotGain",
@@ -776,7 +776,7 @@ def true_peak_limit(
     (True, True)
     """
     xp = backend.namespace(x)
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
     if not math.isfinite(ceiling_dbtp):

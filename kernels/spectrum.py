@@ -166,12 +166,6 @@ class Spectrogram(NamedTuple):
     hop: int
 
 
-def _check_fs(fs: Any) -> int:
-    if isinstance(fs, bool) or not isinstance(fs, (int, np.integer, float)) or not math.isfinite(fs) or fs <= 0 or int(fs) != fs:
-        raise ValueError(f"fs must be a positive whole number of hertz, got {fs!r}")
-    return int(fs)
-
-
 def _check_fraction(fraction: Any) -> int:
     if fraction not in _K_RANGE:
         raise ValueError(f"fraction must be 1 (octave) or 3 (1/3 octave), got {fraction!r}")
@@ -195,7 +189,7 @@ def band_edges(fs: float, fraction: int = 3) -> Bands:
         Nominal and exact centres, lower and upper edges (hertz) and the
         validity mask (exact centre below Nyquist).
     """
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     fraction = _check_fraction(fraction)
     k0, k1 = _K_RANGE[fraction]
     k = np.arange(k0, k1 + 1, dtype=np.float64)
@@ -230,7 +224,7 @@ def frame_lengths(fs: float, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop_s
     nearest power of two (4096 at 44.1 and 48 kHz, 2048 at 22.05 kHz); the hop
     is ``hop_seconds * fs`` rounded, at least one sample and at most a frame.
     """
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     if not (isinstance(frame_seconds, (int, float)) and math.isfinite(frame_seconds) and frame_seconds > 0):
         raise ValueError(f"frame_seconds must be a positive number of seconds, got {frame_seconds!r}")
     if not (isinstance(hop_seconds, (int, float)) and math.isfinite(hop_seconds) and hop_seconds > 0):
@@ -329,7 +323,7 @@ def stft(x: Any, fs: float, *, frame_seconds: float = DEFAULT_FRAME_SECONDS, hop
     """
     xp = backend.namespace(x)
     x = _as_audio(x)
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     frame, hop = frame_lengths(fs, frame_seconds, hop_seconds)
     x, n_frames = _prepare(x, frame, hop)
     window = _hann(frame, xp)
@@ -391,7 +385,7 @@ def stereo_power_stats(
     lr = _as_audio(lr)
     if lr.shape[0] != 2:
         raise ValueError(f"lr must have shape (2, n), got shape {tuple(lr.shape)}")
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     frame, hop = frame_lengths(fs, frame_seconds, hop_seconds)
     x, n_frames = _prepare(lr, frame, hop)
     window = _hann(frame, xp)
@@ -468,7 +462,7 @@ def band_matrix(freqs: Any, fs: float, fraction: int = 3) -> Any:
         Rows of invalid bands (centre at or above Nyquist) are zero.
     """
     xp = backend.namespace(freqs)
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     bands = band_edges(fs, fraction)
     k = int(freqs.shape[0])
     if k < 2:
@@ -513,7 +507,7 @@ def band_power(power: Any, freqs: Any, fs: float, fraction: int = 3) -> Any:
         bands at or above Nyquist.
     """
     xp = backend.namespace(power)
-    fs = _check_fs(fs)
+    fs = int(backend.check_fs(fs, whole=True))
     if power.shape[-1] != freqs.shape[0]:
         raise ValueError(f"power has {power.shape[-1]} bins but freqs has {freqs.shape[0]}")
     w = xp.astype(band_matrix(freqs, fs, fraction), power.dtype)

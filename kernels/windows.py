@@ -38,7 +38,7 @@ recover by ``release_ref_db`` dB (default 10 dB), i.e. a rate of
 ``release_ref_db / release_s`` dB per second, linear in dB.
 
 The argument checks shared by the compressor and the limiter (``_check_width``,
-``_check_fs``, ``_check_time``) live here too.
+``_check_time``) live here too; the sample-rate check is ``backend.check_fs``.
 """
 
 from __future__ import annotations
@@ -66,12 +66,6 @@ def _check_width(width: Any) -> int:
     if not isinstance(width, (int, np.integer)) or width < 1:
         raise ValueError(f"width must be an integer >= 1 (samples), got {width!r}")
     return int(width)
-
-
-def _check_fs(fs: float) -> float:
-    if not (isinstance(fs, (int, float)) and math.isfinite(fs) and fs > 0):
-        raise ValueError(f"fs must be a positive finite sample rate in hertz, got {fs!r}")
-    return float(fs)
 
 
 def _check_time(name: str, value: float, allow_zero: bool = True) -> float:
@@ -251,7 +245,7 @@ def rms_envelope(x: Any, fs: float, window_s: float, *, link: bool = False) -> A
     1.0
     """
     xp = backend.namespace(x)
-    fs = _check_fs(fs)
+    fs = backend.check_fs(fs)
     _check_time("window_s", window_s, allow_zero=False)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")

@@ -17,7 +17,7 @@ analyse   :func:`analyse`                 :class:`Analysis`
 select    :func:`select`                  :class:`Choice`
 render    :func:`render`                  :class:`~acetate.pipeline.render.MasterResult`
 verify    :func:`verify`                  the master's fingerprint
-write     :func:`write`                   the delivered files (:func:`~acetate.pipeline.render.write_outputs`)
+write     :func:`write`                   the delivered files (:func:`~acetate.pipeline.deliver.write_outputs`)
 ========  ==============================  ====================================
 
 Mono is measured and delivered as dual mono at every entry point
@@ -241,7 +241,7 @@ def verify(result: MasterResult, device: str) -> dict[str, float]:
 
 def write(result: MasterResult, stem: str, formats: Sequence[str]) -> list[dict[str, Any]]:
     """Deliver the master in each format, each file verified as it decodes
-    (:func:`acetate.pipeline.render.write_outputs`)."""
-    from acetate.pipeline import render as chain
+    (:func:`acetate.pipeline.deliver.write_outputs`)."""
+    from acetate.pipeline import deliver
 
-    return chain.write_outputs(result, stem, formats)
+    return deliver.write_outputs(result, stem, formats)

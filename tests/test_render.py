@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from acetate.kernels import dither, loudness, truepeak
-from acetate.pipeline import audio, cli, demo, mastering, render
+from acetate.pipeline import audio, cli, deliver, demo, mastering, render
 from acetate.pipeline.presets import BALANCED
 
 FS = 44100
@@ -201,7 +201,7 @@ def test_master_file_releases_the_input_before_the_limiter(tmp_path, mixes, monk
 
 def test_16_bit_output_is_dithered_and_keeps_the_ceiling(tmp_path, mixes):
     r = render.master(mixes["acoustic"], FS, render.MasterSettings(target_lufs=-16.0, ceiling_dbtp=-1.0))
-    outs = render.write_outputs(r, tmp_path / "a", ("wav16",))
+    outs = deliver.write_outputs(r, tmp_path / "a", ("wav16",))
     y, fs = sf.read(outs[0]["path"], dtype="int16", always_2d=True)
     assert fs == FS and y.shape[0] == mixes["acoustic"].shape[1]
     assert outs[0]["true_peak_dbtp"] <= -1.0
@@ -215,8 +215,8 @@ def test_lossless_files_decode_exactly_and_their_bounds_hold(tmp_path, mixes):
     peak bounds the file's own 16x reading from above (within 0.002 dB) and the
     reported loudness is the file's; MP3 is measured."""
     r = render.master(mixes["electronic"], FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0))
-    outs = render.write_outputs(r, tmp_path / "m", ("wav24", "flac16", "mp3"))
-    outs += render.write_outputs(r, tmp_path / "f", ("wav32f",))
+    outs = deliver.write_outputs(r, tmp_path / "m", ("wav24", "flac16", "mp3"))
+    outs += deliver.write_outputs(r, tmp_path / "f", ("wav32f",))
     for out in outs:
         y, fs = sf.read(out["path"], dtype="float32", always_2d=True)
         tp = float(truepeak.to_db(truepeak.true_peak(y.T, fs, oversample=16).max()))
@@ -248,14 +248,14 @@ def test_a_file_that_does_not_decode_to_the_master_is_an_error(tmp_path, mixes, 
 
     monkeypatch.setattr(render.audio, "decode_blocks", lambda path: flipped_lsb(path, at=50_000))
     with pytest.raises(render.RenderError, match="does not decode to the samples written"):
-        render.write_outputs(r, tmp_path / "c", ("flac24",))
+        deliver.write_outputs(r, tmp_path / "c", ("flac24",))
     # a file that reads back short (or long) is an error too, not a partial comparison
     monkeypatch.setattr(render.audio, "decode_blocks", lambda path: (b for i, b in enumerate(real(path, block=4096)) if i != 3))
     with pytest.raises(render.RenderError, match="frames"):
-        render.write_outputs(r, tmp_path / "d", ("wav24",))
+        deliver.write_outputs(r, tmp_path / "d", ("wav24",))
     monkeypatch.setattr(render.audio, "decode_blocks", lambda path: (b for k in range(2) for b in real(path)))
     with pytest.raises(render.RenderError, match="more than"):
-        render.write_outputs(r, tmp_path / "e", ("wav24",))
+        deliver.write_outputs(r, tmp_path / "e", ("wav24",))
 
 
 def _brute_differences(a, b, c, bits):
@@ -287,7 +287,7 @@ def test_decoded_file_comparison_agrees_with_rounding_the_written_samples(bits):
         cases["tie the other way"][0, 15] = 2 * b[0, 15] - clean[0, 15]
     for name, a in cases.items():
         for c in (b, master):  # the master written as is, or a written copy that differs (dither, gain)
-            got = render._max_abs_differences(a, b, c, bits)
+            got = deliver._max_abs_differences(a, b, c, bits)
             want = _brute_differences(a.astype(np.float64), b, c.astype(np.float64), bits)
             if name == "nan":
                 assert np.isnan(got[0]) and np.isnan(got[1]), (bits, name)
@@ -298,7 +298,7 @@ def test_decoded_file_comparison_agrees_with_rounding_the_written_samples(bits):
 
 def test_mp3_decoded_true_peak_is_checked(tmp_path, mixes):
     r = render.master(mixes["rock"], FS, render.MasterSettings(target_lufs=-9.0, ceiling_dbtp=-0.3))
-    (out,) = render.write_outputs(r, tmp_path / "loud", ("mp3",))
+    (out,) = deliver.write_outputs(r, tmp_path / "loud", ("mp3",))
     y, fs = sf.read(out["path"], always_2d=True)
     assert float(truepeak.to_db(truepeak.true_peak(y.T, fs, oversample=16).max())) <= -0.3
 
