@@ -383,9 +383,11 @@ def encode(x: np.ndarray, fs: int, path: str | os.PathLike, fmt: str = "wav24") 
 def dual_mono(x: np.ndarray) -> np.ndarray:
     """Mono programme as two identical channels; anything else unchanged.
 
-    Acetate delivers mono input as dual-mono stereo, so it is measured that way
-    everywhere (a mono file reads 3.01 LU lower than the same samples in both
-    channels): the CLI, the batch and album gains all see the same programme.
+    Acetate delivers mono input as dual-mono stereo, so every stage that masters or
+    fingerprints a track measures it that way (:func:`acetate.pipeline.stages.decode`:
+    ``master``, ``run`` and its album gains, ``analyze``, ``training-data``); a mono file
+    reads 3.01 LU lower than the same samples in both channels. The meter
+    (``acetate loudness``) and the pairs of ``acetate learn`` measure files as they are.
     """
     return np.concatenate([x, x]) if x.ndim == 2 and x.shape[0] == 1 else x
 

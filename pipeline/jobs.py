@@ -58,6 +58,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from acetate.pipeline import audio, levels, store
+from acetate.pipeline.stages import error_message
 
 __all__ = [
     "JobError",
@@ -546,7 +547,7 @@ def read_table_file(
             table = pf.read(columns=[c for c in columns if cols.count(c) == 1])
             numbered = [(i + 1, r) for i, r in enumerate(table.to_pylist())]
         except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ArrowNotImplementedError, values Python cannot hold
-            msg = str(exc).replace("\n", " ").strip()[:300] or type(exc).__name__
+            msg = error_message(exc)[:300]
             raise JobError(f"{what} {p} is not a readable Parquet file: {msg}") from None
     else:
         with open(p, "rb") as fh:

@@ -48,6 +48,7 @@ __all__ = [
     "eq_curve",
     "master",
     "RenderError",
+    "check_programme",
     "SilentProgramme",
     "resample",
 ]
@@ -287,14 +288,23 @@ def widths_for_correlation(mid_energy: np.ndarray, side_energy: np.ndarray, widt
 # --- the chain --------------------------------------------------------------------
 
 
-def _prepare(x: np.ndarray, fs: int, settings: MasterSettings, xp: Any) -> tuple[Any, int, list[str]]:
-    notes: list[str] = []
+def check_programme(x: Any, fs: int) -> None:
+    """Raise :class:`RenderError` for audio Acetate cannot master: not shaped (channels, samples),
+    more than two channels (no silent downmix), or shorter than one 400 ms loudness block.
+
+    The one such check: the analyse stage and :func:`master` both call it.
+    """
     if x.ndim != 2 or x.shape[0] < 1:
         raise RenderError(f"audio must be shaped (channels, samples), got {x.shape}")
     if x.shape[0] > 2:
         raise RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
-    if x.shape[1] < int(0.4 * fs):
+    if x.shape[1] < round(0.4 * fs):
         raise RenderError(f"{x.shape[1] / fs:.3f} s of audio: shorter than one 400 ms loudness block")
+
+
+def _prepare(x: np.ndarray, fs: int, settings: MasterSettings, xp: Any) -> tuple[Any, int, list[str]]:
+    notes: list[str] = []
+    check_programme(x, fs)
     xd = backend.to_device(x, xp, dtype="float32")
     if x.shape[0] == 1:
         xd = xp.concat([xd, xd], axis=0)

@@ -185,10 +185,7 @@ def analyse(x: Any, fs: int, device: str = "cpu") -> Analysis:
     from acetate.pipeline import analyse as features
     from acetate.pipeline import meter, render
 
-    if x.shape[0] > 2:
-        raise render.RenderError(f"{x.shape[0]}-channel input: only mono and stereo masters are supported yet (no silent downmix)")
-    if x.shape[1] < round(0.4 * fs):
-        raise render.RenderError(f"{x.shape[1] / fs:.3f} s of audio: shorter than one 400 ms loudness block")
+    render.check_programme(x, fs)
     xd = backend.to_device(x, backend.array_module(device))
     report, stats = meter.measure_report(xd, fs)
     if report["integrated_lufs"] is None:
