@@ -162,7 +162,7 @@ options:
 
 
 def run_acetate(manifest: Path, out_dir: Path, workers: int | None, threads: int, progress: bool) -> dict:
-    from acetate.pipeline import batch, cluster, jobs
+    from acetate.pipeline.catalogue import batch, cluster, jobs
 
     job_path = manifest.parent / "bench-job.yaml"
     job_path.write_text(JOB_YAML.format(progress="true" if progress else "false"))
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = a.threads_per_worker
     if threads is None:
         try:
-            from acetate.pipeline import cluster
+            from acetate.pipeline.catalogue import cluster
 
             threads = int(cluster.load_cluster_config(ROOT / "cluster.yaml")["local"]["threads_per_worker"] or 2)
         except Exception:

@@ -121,7 +121,8 @@ def _cpu_children() -> float:
 
 
 def run_acetate(path: str, out_dir: Path) -> tuple[str, dict]:
-    from acetate.pipeline import mastering, render
+    from acetate.pipeline import mastering
+    from acetate.pipeline.chain import render
 
     row = mastering.master_file(
         path, out_dir, render.MasterSettings(target_lufs=TARGET_LUFS, ceiling_dbtp=CEILING_DBTP), formats=("flac24",), preset="auto"
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out_root / t, ignore_errors=True)
         (out_root / t).mkdir(parents=True)
 
-    from acetate.pipeline import runtime
+    from acetate.pipeline.catalogue import runtime
 
     runtime.keep_arrays_in_heap()  # as the acetate command sets its process up
     # Warm-up (untimed): imports, filter design, preset bank, and a process heap grown to a

@@ -11,7 +11,7 @@ What is measured (best of ``--repeat`` rounds, each running every contender once
 * ``acetate meter``: :func:`acetate.kernels.loudness.measure` (integrated,
   M/S maxima on a 1 ms grid, LRA) + :func:`acetate.kernels.truepeak.true_peak` (4x);
   also each part alone;
-* ``acetate fingerprint``: :func:`acetate.pipeline.analyse.fingerprint`
+* ``acetate fingerprint``: :func:`acetate.pipeline.chain.analyse.fingerprint`
   (which includes the meter);
 * ``libebur128``: pyebur128 with MODE_I | MODE_LRA | MODE_TRUE_PEAK on
   interleaved float32 (the same work as the acetate meter, LRA at 1 Hz);
@@ -158,7 +158,7 @@ def acetate_true_peak(x, fs):
 
 
 def acetate_fingerprint(x, fs):
-    from acetate.pipeline import analyse
+    from acetate.pipeline.chain import analyse
 
     return analyse.fingerprint(x, fs)
 
@@ -272,7 +272,7 @@ def run_gpu(args) -> None:
     import cupy
 
     from acetate.kernels import loudness, truepeak
-    from acetate.pipeline import analyse
+    from acetate.pipeline.chain import analyse
 
     x_host, fs, desc = five_minute_track()
     dur = x_host.shape[1] / fs
@@ -299,7 +299,7 @@ def run_gpu(args) -> None:
         ("  truepeak.true_peak 4x", lambda: truepeak.true_peak(x, fs)),
         ("fingerprint (incl. meter)", lambda: analyse.fingerprint(x, fs)),
     ]
-    from acetate.pipeline import render
+    from acetate.pipeline.chain import render
 
     fp = analyse.fingerprint(x, fs)
     settings = render.MasterSettings(device="gpu", target_lufs=-14.0, ceiling_dbtp=-1.0)

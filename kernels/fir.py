@@ -538,7 +538,7 @@ def _crossover_lowpasses(fs: float, edges_hz: Sequence[float], n_taps: int | Non
 
 #: Highest crossover edge a plan keeps, as a fraction of the sample rate (0.8 of Nyquist):
 #: above it the top band would be a sliver between the edge's transition and Nyquist, where
-#: resamplers and anti-alias filters roll off (and :func:`acetate.pipeline.render.eq_curve`
+#: resamplers and anti-alias filters roll off (and :func:`acetate.pipeline.chain.render.eq_curve`
 #: stops at 0.45 fs): nothing a band compressor or a width stage could use.
 MAX_CROSSOVER_FRACTION = 0.4
 

@@ -28,7 +28,8 @@ def _add_loudness(sub) -> None:
 def _cmd_loudness(args) -> int:
     import json
 
-    from acetate.pipeline import audio, meter
+    from acetate.pipeline.chain import meter
+    from acetate.pipeline.io import audio
 
     reports = [meter.measure_file(p, oversample=args.oversample) for p in audio.list_audio(args.paths)]
     failed = any("error" in r for r in reports)
@@ -61,7 +62,8 @@ def _cmd_analyze(args) -> int:
 
     import pyarrow.parquet as pq
 
-    from acetate.pipeline import analyse, audio, files, store
+    from acetate.pipeline.chain import analyse
+    from acetate.pipeline.io import audio, files, store
     from acetate.schemas.features import features_table
 
     out = os.path.abspath(args.out)
@@ -95,8 +97,8 @@ def _lower(v: str) -> str:
 
 
 def _add_master(sub) -> None:
-    from acetate.pipeline.audio import FORMATS
-    from acetate.pipeline.render import TARGETS
+    from acetate.pipeline.chain.render import TARGETS
+    from acetate.pipeline.io.audio import FORMATS
 
     targets = ", ".join(f"{n} ({lufs:g} LUFS, {c:g} dBTP)" for n, (lufs, c) in TARGETS.items())
     formats = ", ".join(FORMATS)
@@ -150,7 +152,9 @@ def _add_master(sub) -> None:
 
 def _master_plan(args):
     """Everything `acetate master` checks before decoding anything: levels, formats, preset, --out."""
-    from acetate.pipeline import audio, levels, mastering, presets, render, store
+    from acetate.pipeline import mastering
+    from acetate.pipeline.chain import levels, presets, render
+    from acetate.pipeline.io import audio, store
 
     target = args.target.strip().lower() if isinstance(args.target, str) else args.target
     target, ceiling = render.resolve_target(target, args.ceiling)
@@ -177,14 +181,15 @@ def _master_plan(args):
 def _cmd_master(args) -> int:
     import json
 
-    from acetate.pipeline import audio, mastering
+    from acetate.pipeline import mastering
+    from acetate.pipeline.io import audio
 
     try:
         settings, formats, bank, preset, out = _master_plan(args)
     except ValueError as exc:
         print(f"acetate master: {exc}", file=sys.stderr)
         return 2
-    from acetate.pipeline.jobs import _inside
+    from acetate.pipeline.catalogue.jobs import _inside
 
     paths = audio.list_audio(args.inputs)
     ours = [p for p in paths if _inside(p, out)]
@@ -242,7 +247,8 @@ def _cmd_run(args) -> int:
     import contextlib
     import os
 
-    from acetate.pipeline import batch, cluster, jobs, store
+    from acetate.pipeline.catalogue import batch, cluster, jobs
+    from acetate.pipeline.io import store
 
     with contextlib.ExitStack() as stack:
         try:
@@ -305,7 +311,7 @@ def _add_presets(sub) -> None:
 def _cmd_presets(args) -> int:
     import json
 
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     try:
         bank = presets.load_bank(args.bank)
@@ -348,7 +354,8 @@ def _add_learn(sub) -> None:
 def _cmd_learn(args) -> int:
     import json
 
-    from acetate.pipeline import learn, presets
+    from acetate.pipeline.chain import presets
+    from acetate.pipeline.learning import learn
 
     progress = None if args.json else print
     try:
@@ -395,7 +402,8 @@ def _add_training_data(sub) -> None:
 
 
 def _cmd_training_data(args) -> int:
-    from acetate.pipeline import store, training
+    from acetate.pipeline.io import store
+    from acetate.pipeline.learning import training
 
     try:
         store.check_output_root(args.out)
@@ -437,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     # call costs more than it gains (Dask workers get the same from their nanny).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    from acetate.pipeline import runtime
+    from acetate.pipeline.catalogue import runtime
 
     runtime.keep_arrays_in_heap()  # track after track in this process: reuse the large arrays' pages
     parser = build_parser()

@@ -1,7 +1,7 @@
 """``acetate master`` for one file: the stages of :mod:`acetate.pipeline.stages`, then a report row.
 
 :func:`master_file` is what ``acetate master`` runs per input (batch workers run
-the same stages through :func:`acetate.pipeline.track.run_track`); it returns a
+the same stages through :func:`acetate.pipeline.catalogue.track.run_track`); it returns a
 small JSON-able row and never raises for a bad input (the row carries ``error``
 and the ``stage`` that failed). Also here: how a preset name is resolved in a
 bank, and how inputs are named as outputs.
@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from acetate.pipeline import render, stages
-from acetate.pipeline.presets import load_bank
-from acetate.pipeline.runtime import track_scope
+from acetate.pipeline import stages
+from acetate.pipeline.catalogue.runtime import track_scope
+from acetate.pipeline.chain import render
+from acetate.pipeline.chain.presets import load_bank
 
 __all__ = ["resolve_preset", "output_stems", "delivered_met", "master_file", "summary_row"]
 
@@ -57,7 +58,7 @@ def output_stems(paths: Sequence[str]) -> dict[str, str]:
     import hashlib
     import os
 
-    from acetate.pipeline.store import name_key
+    from acetate.pipeline.io.store import name_key
 
     def groups(names: dict[str, str]) -> dict[str, list[str]]:
         g: dict[str, list[str]] = {}
@@ -79,7 +80,7 @@ def output_stems(paths: Sequence[str]) -> dict[str, str]:
 
 
 def _report_subset(r: Mapping[str, Any]) -> dict[str, Any]:
-    from acetate.pipeline.meter import LOUDNESS_FIGURES
+    from acetate.pipeline.chain.meter import LOUDNESS_FIGURES
 
     return {k: r.get(k) for k in LOUDNESS_FIGURES}
 

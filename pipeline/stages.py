@@ -1,7 +1,7 @@
 """The stages of one track, shared by every entry point: check -> decode -> analyse -> select -> render -> verify -> write.
 
 ``acetate master`` (:func:`acetate.pipeline.mastering.master_file`), the batch
-workers of ``acetate run`` (:func:`acetate.pipeline.track.run_track`),
+workers of ``acetate run`` (:func:`acetate.pipeline.catalogue.track.run_track`),
 ``acetate analyze`` and ``acetate training-data`` call these functions, in this
 order, through :func:`stage` (which turns any exception into a
 :class:`StageFailure` naming the stage). Each returns a small typed result; the
@@ -15,13 +15,13 @@ input     :func:`check_input`             (raises for a non-regular file)
 decode    :func:`decode`                  :class:`Programme` (dual mono applied)
 analyse   :func:`analyse`                 :class:`Analysis`
 select    :func:`select`                  :class:`Choice`
-render    :func:`render`                  :class:`~acetate.pipeline.render.MasterResult`
+render    :func:`render`                  :class:`~acetate.pipeline.chain.render.MasterResult`
 verify    :func:`verify`                  the master's fingerprint
-write     :func:`write`                   the delivered files (:func:`~acetate.pipeline.deliver.write_outputs`)
+write     :func:`write`                   the delivered files (:func:`~acetate.pipeline.chain.deliver.write_outputs`)
 ========  ==============================  ====================================
 
 Mono is measured and delivered as dual mono at every entry point
-(:func:`acetate.pipeline.audio.decode_programme`).
+(:func:`acetate.pipeline.io.audio.decode_programme`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 
 from acetate.kernels import backend
-from acetate.pipeline import audio
+from acetate.pipeline.io import audio
 
 if TYPE_CHECKING:  # annotations only (render imports much; these modules import it lazily)
-    from acetate.pipeline.render import MasterResult, MasterSettings
+    from acetate.pipeline.chain.render import MasterResult, MasterSettings
 
 __all__ = [
     "STAGES",
@@ -146,9 +146,9 @@ class Choice:
 
 
 def check_input(path: str) -> None:
-    """Raise :class:`~acetate.pipeline.audio.AudioError` unless ``path`` is a regular file (a FIFO,
+    """Raise :class:`~acetate.pipeline.io.audio.AudioError` unless ``path`` is a regular file (a FIFO,
     device, socket, folder, dangling link or link loop is named), before anything opens it."""
-    from acetate.pipeline.files import input_problem
+    from acetate.pipeline.io.files import input_problem
 
     problem = input_problem(path)
     if problem is not None:
@@ -166,7 +166,7 @@ def decode(path: str, *, device: str = "cpu", output_rate: int | None = None) ->
     del x
     notes = []
     if output_rate and int(output_rate) != fs:
-        from acetate.pipeline.render import resample
+        from acetate.pipeline.chain.render import resample
 
         notes.append(f"resampled {fs} Hz -> {int(output_rate)} Hz before mastering")
         xd, fs = resample(xd, fs, int(output_rate)), int(output_rate)
@@ -182,8 +182,8 @@ def analyse(x: Any, fs: int, device: str = "cpu") -> Analysis:
         More channels than a master supports, shorter than one 400 ms block, or a
         silent programme (no 400 ms block above the -70 LUFS gate): nothing to master.
     """
-    from acetate.pipeline import analyse as features
-    from acetate.pipeline import meter, render
+    from acetate.pipeline.chain import analyse as features
+    from acetate.pipeline.chain import meter, render
 
     render.check_programme(x, fs)
     xd = backend.to_device(x, backend.array_module(device))
@@ -208,12 +208,12 @@ def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any) -> C
 
 
 def render(programme: Programme, analysis: Analysis, choice: Choice, settings: MasterSettings, *, hand_over: bool = True) -> MasterResult:
-    """Master the programme (:func:`acetate.pipeline.render.master`) with the chosen preset.
+    """Master the programme (:func:`acetate.pipeline.chain.render.master`) with the chosen preset.
 
     With ``hand_over`` (the last render of a track) the programme gives its audio up to
     the renderer, which frees it once its chain has run.
     """
-    from acetate.pipeline import render as chain
+    from acetate.pipeline.chain import render as chain
 
     # The audio goes straight into the call (no name for it in this frame), so a handed-over
     # input has no reference left but the renderer's own.
@@ -227,7 +227,7 @@ def render(programme: Programme, analysis: Analysis, choice: Choice, settings: M
 def verify(result: MasterResult, device: str) -> dict[str, float]:
     """The master's fingerprint, on the device it was rendered on (its loudness figures from
     the renderer's own output report: no second meter pass)."""
-    from acetate.pipeline import analyse as features
+    from acetate.pipeline.chain import analyse as features
 
     rep = result.output_report
     given = {k: (math.nan if rep.get(k) is None else rep[k]) for k in features.LOUDNESS_KEYS if k in rep}
@@ -238,7 +238,7 @@ def verify(result: MasterResult, device: str) -> dict[str, float]:
 
 def write(result: MasterResult, stem: str, formats: Sequence[str]) -> list[dict[str, Any]]:
     """Deliver the master in each format, each file verified as it decodes
-    (:func:`acetate.pipeline.deliver.write_outputs`)."""
-    from acetate.pipeline import deliver
+    (:func:`acetate.pipeline.chain.deliver.write_outputs`)."""
+    from acetate.pipeline.chain import deliver
 
     return deliver.write_outputs(result, stem, formats)

@@ -9,7 +9,7 @@ people, like the shipped default bank).
 
 Columns (one row per preset)
 ----------------------------
-Preset fields (see :class:`acetate.pipeline.presets.Preset`):
+Preset fields (see :class:`acetate.pipeline.chain.presets.Preset`):
 ``name`` (string, not null, unique), ``description``, ``source`` (where the
 target curve comes from), ``target_mid_db`` / ``target_side_db`` (list of 31
 float64: band energy on the 1/3-octave grid 20 Hz .. 20 kHz, dB re. the

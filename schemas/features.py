@@ -3,7 +3,7 @@
 This module is the single source of truth for the feature names, their order
 and their units: :data:`FEATURE_NAMES` is built here from the band grids of
 :mod:`acetate.kernels.spectrum` (the only import from outside ``schemas``: a
-dependency-free constants module), and :mod:`acetate.pipeline.analyse`
+dependency-free constants module), and :mod:`acetate.pipeline.chain.analyse`
 computes exactly these names.
 
 Columns
@@ -159,7 +159,7 @@ def features_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     rows : iterable of dict
         Each with ``path`` (required), optionally ``track_id`` and ``error``,
         and any of :data:`FEATURE_NAMES` (as from
-        :func:`acetate.pipeline.analyse.fingerprint`).  Missing keys become
+        :func:`acetate.pipeline.chain.analyse.fingerprint`).  Missing keys become
         null; NaN stays NaN.
 
     Raises

@@ -13,7 +13,7 @@ Columns
 ``run_id``, ``track_id`` (null on album rows), ``album``, ``scope``
 (``track`` | ``album``), ``stage`` (``input`` | ``output``), ``target`` (name
 of the delivery target), ``path`` (the file measured), the report's figures
-(see :data:`acetate.pipeline.meter.REPORT_KEYS`; null when undefined), then
+(see :data:`acetate.pipeline.chain.meter.REPORT_KEYS`; null when undefined), then
 the target: ``target_lufs``, ``target_true_peak_dbtp``, ``tolerance_lu``,
 ``delta_lu`` (integrated minus target), ``passed`` (integrated loudness
 within the tolerance and true peak at or below the ceiling; on input rows it
@@ -37,7 +37,7 @@ __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "LOUDNESS_SCHEMA", "REPORT_FIELDS", 
 SCHEMA_NAME = "loudness"
 SCHEMA_VERSION = "1.0"
 
-#: Report figures, as :func:`acetate.pipeline.meter.loudness_report` names them.
+#: Report figures, as :func:`acetate.pipeline.chain.meter.loudness_report` names them.
 REPORT_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("integrated_lufs", pa.float64(), "LUFS"),
     ("loudness_range_lu", pa.float64(), "LU"),

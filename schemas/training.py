@@ -1,6 +1,6 @@
 """The training-data table: one row per rendered variant of an input track.
 
-Written by ``acetate training-data`` (:mod:`acetate.pipeline.training`) for
+Written by ``acetate training-data`` (:mod:`acetate.pipeline.learning.training`) for
 teams who train their own models: the input's fingerprint, what was applied,
 and what came out.
 

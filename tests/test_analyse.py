@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import pink_noise, silence, sine
 
 from acetate.kernels import backend
-from acetate.pipeline import analyse
+from acetate.pipeline.chain import analyse
 from acetate.schemas import features as fschema
 
 FS = 48000

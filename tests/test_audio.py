@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acetate.pipeline import audio, mastering, render
+from acetate.pipeline import mastering
+from acetate.pipeline.chain import render
+from acetate.pipeline.io import audio
 
 FS = 44100
 

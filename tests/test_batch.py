@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from acetate.pipeline import audio, batch, cluster, demo, jobs, store, track
+from acetate.pipeline.catalogue import batch, cluster, demo, jobs, track
+from acetate.pipeline.io import audio, store
 from acetate.schemas import registry
 
 GOOD = [f"{s}-01" for s in demo.STYLES]
@@ -252,7 +253,7 @@ def test_interrupted_run_resumes(handle, tmp_path):
 def test_several_targets_forced_preset_and_training_data(handle, tmp_path):
     cat = demo.make_catalogue(tmp_path / "cat", seconds=2.0, per_style=1, include_bad=False)
     out = tmp_path / "out"
-    bank_first = __import__("acetate.pipeline.presets", fromlist=["x"]).load_bank(None).names[0]
+    bank_first = __import__("acetate.pipeline.chain.presets", fromlist=["x"]).load_bank(None).names[0]
     job = _job(cat, out, album_mode=False, target=["streaming", "apple"], presets={"preset": bank_first}, options={"progress": False})
     res, _ = _run(job, handle.client)
     assert (res.done, res.failed) == (5, 0)
@@ -332,7 +333,7 @@ def test_run_track_hands_the_input_to_its_last_render(tmp_path, monkeypatch):
     import weakref
 
     from acetate.kernels import limiter as tp_limiter
-    from acetate.pipeline import render
+    from acetate.pipeline.chain import render
 
     path = tmp_path / "mix.wav"
     audio.encode(demo.render_style("rock", 4.0, 44100, seed=4), 44100, path, "wav24")

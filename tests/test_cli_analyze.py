@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from acetate.pipeline import cli, demo
+from acetate.pipeline import cli
+from acetate.pipeline.catalogue import demo
 from acetate.schemas.features import FEATURE_NAMES, FEATURES_SCHEMA
 
 

@@ -11,7 +11,8 @@ import time
 import pytest
 import yaml
 
-from acetate.pipeline import cluster, demo, jobs, store
+from acetate.pipeline.catalogue import cluster, demo, jobs
+from acetate.pipeline.io import store
 
 
 def test_default_is_local():
@@ -162,7 +163,7 @@ def test_job_through_a_separate_scheduler_and_worker(tmp_path):
         assert runs[0]["cluster"].startswith("address tcp://127.0.0.1") and runs[0]["workers"] == 1 and runs[0]["done"] == 5
         # device: gpu on a cluster without GPU workers is refused with a clear message
         gpu_job = jobs.parse_job({"inputs": {"manifest": str(manifest)}, "output": str(tmp_path / "o2"), "options": {"device": "gpu"}})
-        from acetate.pipeline import batch
+        from acetate.pipeline.catalogue import batch
 
         with cluster.connect(cluster.load_cluster_config(cfg)) as h:
             with pytest.raises(jobs.JobError, match="resource GPU"):

@@ -341,7 +341,7 @@ def test_validation():
 
 
 def test_compress_at_control_rate_matches_per_sample_detector():
-    from acetate.pipeline import demo
+    from acetate.pipeline.catalogue import demo
 
     fs = 48000
     x = demo.render_style("rock", 6.0, fs, seed=5)
@@ -463,7 +463,7 @@ def test_limiter_gain_is_computed_around_its_needs_only(xp, monkeypatch):
 def test_limiter_input_gain_is_limiting_the_gained_signal(xp):
     """``input_gain_db`` folds the gain in (no gained copy of the track): the result is
     limiting ``x * gain`` itself, to float32 rounding, and keeps the ceiling at 16x."""
-    from acetate.pipeline import demo
+    from acetate.pipeline.catalogue import demo
 
     x = demo.render_style("rock", 6.0, FS, seed=2).astype(np.float32)
     for gain_db in (0.0, 12.5):

@@ -39,7 +39,9 @@ import yaml
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from acetate.pipeline import audio, jobs, presets
+from acetate.pipeline.catalogue import jobs
+from acetate.pipeline.chain import presets
+from acetate.pipeline.io import audio
 from acetate.schemas import bank as bank_schema
 
 pytestmark = pytest.mark.fuzz
@@ -1226,7 +1228,8 @@ def test_parquet_banks_with_wrong_types_or_metadata_are_named(tmp_path):
 def test_a_bank_at_the_edges_of_what_loads_still_renders(tmp_path, bank_doc):
     """The bank's limits are what the renderer can take: a preset at every extreme still
     masters a real signal to a finite file at the target."""
-    from acetate.pipeline import mastering, render
+    from acetate.pipeline import mastering
+    from acetate.pipeline.chain import render
 
     d = copy.deepcopy(bank_doc)
     r = d["presets"][0]

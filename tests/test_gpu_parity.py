@@ -23,7 +23,8 @@ import scipy.signal
 from conftest import pink_noise
 
 from acetate.kernels import backend, compressor, fir, limiter, loudness, truepeak
-from acetate.pipeline import analyse, demo, render
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.chain import analyse, render
 from acetate.schemas.features import FEATURE_NAMES, FEATURE_UNITS
 
 FS = 44100

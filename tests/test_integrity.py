@@ -24,7 +24,10 @@ import pytest
 import soundfile as sf
 
 from acetate.kernels import loudness
-from acetate.pipeline import audio, batch, cli, cluster, files, jobs, mastering, render, store, track
+from acetate.pipeline import cli, mastering
+from acetate.pipeline.catalogue import batch, cluster, jobs, track
+from acetate.pipeline.chain import render
+from acetate.pipeline.io import audio, files, store
 
 
 def _mix(seconds: float, fs: int = 44100, seed: int = 0) -> np.ndarray:
@@ -354,7 +357,7 @@ def test_second_run_on_one_output_folder_is_refused_naming_the_first(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from acetate.pipeline import store\n"
+            "import sys, time; from acetate.pipeline.io import store\n"
             "with store.output_lock(sys.argv[1], run_id='first-run'):\n    print('held', flush=True); time.sleep(60)",
             str(out),
         ],
@@ -443,7 +446,7 @@ def test_levels_presets_and_names_are_checked_before_decoding(tmp_path, capsys, 
     assert decoded == []  # nothing was decoded for any of them
     assert not os.path.exists(out) or not os.listdir(out)
     # names are matched without regard to case; the bank's names are listed on a miss
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     name = presets.load_bank(None).names[0]
     cli.main(["master", str(src), "--out", out, "--preset", name.upper(), "--target", "Streaming", "--format", "FLAC24", "--json"])

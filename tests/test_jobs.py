@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from acetate.pipeline import jobs
+from acetate.pipeline.catalogue import jobs
 
 
 def _write_manifest(path, rows, cols=("track_id", "path", "album")):

@@ -12,7 +12,7 @@ Layers, lowest first:
 Each rule is one :class:`Rule` in :data:`RULES`: the files it covers (glob patterns
 relative to the repository root), the modules they must not import, and whether an
 import inside a function or a ``try:``/``if`` is allowed. Adding a rule is one line,
-for example ``Rule("stages", ("pipeline/render.py",), ("acetate.pipeline.batch",))``.
+for example ``Rule("stages", ("pipeline/chain/render.py",), ("acetate.pipeline.catalogue.batch",))``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Import(NamedTuple):
     """One module a source file imports."""
 
-    module: str  # absolute dotted name ("acetate.pipeline.render", "cupy", ...)
+    module: str  # absolute dotted name ("acetate.pipeline.chain.render", "cupy", ...)
     line: int
     import_time: bool  # runs unconditionally when the file is imported (not in a def, try or if)
 
@@ -67,6 +67,13 @@ RULES = (
     Rule("kernels-are-pure", ("kernels/*.py",), KERNEL_FORBIDDEN),
     Rule("kernels-import-cupy-lazily", ("kernels/*.py",), ("cupy", "cupyx"), import_time_only=True),
     Rule("schemas-below-pipeline", ("schemas/*.py",), ("acetate.pipeline",)),
+    # the stages and what they are made of know nothing of jobs, Dask, learning or the CLI
+    Rule(
+        "stages-below-batch",
+        ("pipeline/stages.py", "pipeline/chain/*.py", "pipeline/io/*.py"),
+        ("acetate.pipeline.catalogue", "acetate.pipeline.learning", "acetate.pipeline.cli", "distributed", "dask"),
+    ),
+    Rule("io-below-stages", ("pipeline/io/*.py",), ("acetate.pipeline.chain", "acetate.pipeline.mastering")),
 )
 
 
@@ -83,6 +90,9 @@ def _package_of(path: Path) -> str:
     dirs = _package_dirs()
     if rel in dirs:
         return dirs[rel]
+    parent, _, sub = rel.rpartition("/")
+    if parent in dirs and (path.resolve().parent / "__init__.py").exists():  # a subpackage of a mapped folder
+        return f"{dirs[parent]}.{sub}"
     raise LookupError(f"{path}: folder {rel!r} is not a package in pyproject.toml")
 
 

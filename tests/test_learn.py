@@ -23,7 +23,10 @@ import pytest
 
 from acetate.kernels import compressor, fir, loudness
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
-from acetate.pipeline import analyse, audio, demo, learn, presets
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.chain import analyse, presets
+from acetate.pipeline.io import audio
+from acetate.pipeline.learning import learn
 from acetate.schemas.features import THIRD_OCTAVE_LABELS
 
 FS = 44100

@@ -331,7 +331,7 @@ def test_integrated_agrees_with_pyloudnorm_deman_on_real_music(path):
     # some (apt-get install hyperrogue-music fb-music-high nexuiz-music), and skips otherwise.
     if path is None:
         pytest.skip("no real music installed under /usr/share")
-    from acetate.pipeline import audio
+    from acetate.pipeline.io import audio
 
     x, fs = audio.decode(path)
     hop = int(round(0.1 * fs))

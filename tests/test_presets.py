@@ -8,8 +8,9 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from acetate.pipeline import demo, presets
-from acetate.pipeline.presets import SELECTION_FEATURES, Bank, load_bank, save_bank, selection_vector
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.chain import presets
+from acetate.pipeline.chain.presets import SELECTION_FEATURES, Bank, load_bank, save_bank, selection_vector
 from acetate.schemas import bank as bank_schema
 
 REQUIRED_STYLES = {"balanced", "warm", "bright", "bass_heavy", "dynamic_acoustic", "dense_loud", "vocal_forward", "spoken_word"}
@@ -17,7 +18,7 @@ REQUIRED_STYLES = {"balanced", "warm", "bright", "bass_heavy", "dynamic_acoustic
 
 @pytest.fixture(scope="module")
 def demo_fps():
-    from acetate.pipeline.analyse import fingerprint
+    from acetate.pipeline.chain.analyse import fingerprint
 
     return {s: fingerprint(demo.render_style(s, 8.0, 44100, seed=0), 44100) for s in demo.STYLES}
 
@@ -31,7 +32,7 @@ def test_default_bank_ships_the_required_styles_with_sources():
         assert p.source and bank.meta["sources"][p.name] == p.source
         assert len(p.target_mid_db) == 31 and all(math.isfinite(v) for v in p.target_mid_db)
     # the shipped file is exactly the documented builder's output
-    from acetate.pipeline.default_bank import build_default_bank
+    from acetate.pipeline.chain.default_bank import build_default_bank
 
     built = build_default_bank()
     assert built.to_rows() == bank.to_rows()

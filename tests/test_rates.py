@@ -17,8 +17,10 @@ import pytest
 import soundfile as sf
 
 from acetate.kernels import fir, loudness, truepeak
-from acetate.pipeline import analyse, demo, mastering, presets, render
-from acetate.pipeline.presets import BALANCED, Preset
+from acetate.pipeline import mastering
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.chain import analyse, presets, render
+from acetate.pipeline.chain.presets import BALANCED, Preset
 
 #: The rates the README names, 8 kHz .. 192 kHz.
 RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)

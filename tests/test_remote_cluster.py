@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from acetate.pipeline import audio, batch, cluster, demo, jobs, store, track
+from acetate.pipeline.catalogue import batch, cluster, demo, jobs, track
+from acetate.pipeline.io import audio, store
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,11 @@ import pytest
 import soundfile as sf
 
 from acetate.kernels import dither, loudness, truepeak
-from acetate.pipeline import audio, cli, deliver, demo, mastering, render
-from acetate.pipeline.presets import BALANCED
+from acetate.pipeline import cli, mastering
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.chain import deliver, render
+from acetate.pipeline.chain.presets import BALANCED
+from acetate.pipeline.io import audio
 
 FS = 44100
 
@@ -330,7 +333,7 @@ def test_bad_programme_is_a_clear_error(x, match):
 
 
 def test_eq_curve_moves_toward_target_and_never_boosts_missing_bands():
-    from acetate.pipeline.analyse import fingerprint
+    from acetate.pipeline.chain.analyse import fingerprint
 
     # A dull mix: a tone-rich signal low-passed at 3 kHz.
     x = demo.render_style("pop", 6.0, FS, seed=3)
@@ -394,7 +397,7 @@ def test_block_context_covers_a_long_release(monkeypatch):
     whole-track result; a block with too little context would not (the test can fail)."""
     import dataclasses
 
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     rng = np.random.default_rng(7)
     n = 10 * FS
@@ -440,11 +443,12 @@ def test_width_never_lowers_correlation_below_the_input():
 
 def test_bass_heavy_track_keeps_its_low_end_with_the_bass_heavy_preset():
     from acetate.kernels.spectrum import BAND_CENTRES_HZ, band_labels
-    from acetate.pipeline.analyse import fingerprint
+    from acetate.pipeline.chain.analyse import fingerprint
 
     x = demo.render_style("electronic", 10.0, FS, seed=2) + 0.5 * demo.render_style("pop", 10.0, FS, seed=2)
     fp = fingerprint(x, FS)
-    from acetate.pipeline import presets, stages
+    from acetate.pipeline import stages
+    from acetate.pipeline.chain import presets
 
     preset = stages.select(fp, "bass_heavy", presets.load_bank(None)).preset
     r = render.master(x, FS, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), preset=preset, fingerprint=fp)
@@ -474,7 +478,7 @@ def test_gc_pause_counts_overlapping_tracks_in_threads():
     import gc
     import threading
 
-    from acetate.pipeline.runtime import track_scope
+    from acetate.pipeline.catalogue.runtime import track_scope
 
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
@@ -506,7 +510,7 @@ def test_width_only_plan_on_a_long_track_passes_through(monkeypatch):
     a block still goes through (the block context is not asked of a missing filter)."""
     import dataclasses
 
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     monkeypatch.setattr(render, "BLOCK_S", 1.0)
     x = (0.1 * np.random.default_rng(3).standard_normal((2, 3 * FS))).astype(np.float32)
@@ -528,7 +532,7 @@ def test_dc_removal_reads_the_fingerprints_mean_only_when_it_describes_the_sampl
     """The renderer takes the programme's DC from its fingerprint (no second pass): the
     master is bit-identical to one whose DC is measured afresh; a fingerprint of other
     samples (another length or rate, a resampled render) or without the means is not used."""
-    from acetate.pipeline import analyse
+    from acetate.pipeline.chain import analyse
 
     x = mixes["rock"] + np.float32(0.01)  # a DC offset to remove
     fp = analyse.fingerprint(x, FS)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from acetate.pipeline import runtime
+from acetate.pipeline.catalogue import runtime
 
 glibc = pytest.mark.skipif(runtime._glibc() is None, reason="needs glibc (mallopt, mallinfo2, malloc_trim)")
 
@@ -18,7 +18,7 @@ _FAULTS = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from acetate.pipeline import runtime
+    from acetate.pipeline.catalogue import runtime
     if sys.argv[1] == "heap":
         assert runtime.keep_arrays_in_heap()
     def track():
@@ -38,7 +38,7 @@ _FAULTS = textwrap.dedent(
 _RELEASE = textwrap.dedent(
     """
     import numpy as np
-    from acetate.pipeline import runtime
+    from acetate.pipeline.catalogue import runtime
     assert runtime.keep_arrays_in_heap()
     big = np.ones(25 << 20)  # 200 MB
     pin = np.ones(1 << 17)  # 1 MB allocated above it: the freed chunk is mid-heap

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from acetate.pipeline import files, store
+from acetate.pipeline.io import files, store
 from acetate.schemas import failures, loudness, presets, registry, runs
 from acetate.schemas.features import FEATURE_NAMES
 
@@ -199,7 +199,7 @@ def test_json_records_are_atomic(tmp_path):
 def test_reports_and_ledgers_get_the_usual_file_mode(tmp_path):
     """Parquet parts and ledgers are readable like any file the process creates (0666 & ~umask),
     not mkstemp's 0600: the rest of a label's team reads the reports."""
-    from acetate.pipeline import files
+    from acetate.pipeline.io import files
 
     part = store.write_part(tmp_path, "runs", _rows()["runs"], "r1")
     ledger = store.write_json(tmp_path / ".acetate" / "ledger" / "t.json", {"status": "done"})

@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from acetate.pipeline import audio, demo, training
+from acetate.pipeline.catalogue import demo
+from acetate.pipeline.io import audio
+from acetate.pipeline.learning import training
 from acetate.schemas.features import FEATURE_NAMES
 from acetate.schemas.training import SCHEMA_VERSION, TRAINING_SCHEMA, training_table
 

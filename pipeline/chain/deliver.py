@@ -18,14 +18,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from acetate.kernels import backend, dither, truepeak, units
-from acetate.pipeline import audio, meter
-from acetate.pipeline.render import CEILING_MARGIN_DB, TARGET_TOLERANCE_LU, VERIFY_OVERSAMPLE, MasterResult, RenderError, resample
+from acetate.pipeline.chain import meter
+from acetate.pipeline.chain.render import CEILING_MARGIN_DB, TARGET_TOLERANCE_LU, VERIFY_OVERSAMPLE, MasterResult, RenderError, resample
+from acetate.pipeline.io import audio
 
 __all__ = ["write_outputs"]
 
 
 #: 16-bit delivery is dithered (TPDF) onto its grid; 24-bit is rounded by the encoder
-#: (:func:`acetate.pipeline.audio.encode`). Either way a lossless file decodes to exactly
+#: (:func:`acetate.pipeline.io.audio.encode`). Either way a lossless file decodes to exactly
 #: ``quantize(written, bits)`` (``written`` as is for float WAV).
 _DITHER_BITS = 16
 
@@ -64,7 +65,7 @@ def _max_abs_differences(a: np.ndarray, b: np.ndarray, c: np.ndarray, bits: int 
 def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, path: str | os.PathLike) -> tuple[float, float] | None:
     """Verify a lossless file against the samples written; bound its loudness and true peak.
 
-    The file is read back a block at a time (:func:`acetate.pipeline.audio.decode_blocks`:
+    The file is read back a block at a time (:func:`acetate.pipeline.io.audio.decode_blocks`:
     no second copy of the track) and must reproduce ``written`` as the encoder rounds it
     to the format's grid, bit for bit, or the file is corrupt (:class:`RenderError`).
     Then the file's true peak is bounded

@@ -29,10 +29,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from acetate.pipeline import analyse, audio, stages
-from acetate.pipeline.files import atomic_write
+from acetate.pipeline import stages
+from acetate.pipeline.chain import analyse
+from acetate.pipeline.chain.presets import Bank, load_bank
+from acetate.pipeline.io import audio
+from acetate.pipeline.io.files import atomic_write
 from acetate.pipeline.mastering import output_stems
-from acetate.pipeline.presets import Bank, load_bank
 from acetate.schemas.training import training_table
 
 __all__ = ["INTENSITIES", "RANDOM_LUFS_RANGE", "variants", "generate"]
@@ -117,7 +119,7 @@ def generate(
     ValueError
         Unknown preset (named), intensity or format; no inputs.
     """
-    from acetate.pipeline import render
+    from acetate.pipeline.chain import render
 
     if fmt not in AUDIO_FORMATS:
         raise ValueError(f"fmt must be one of {AUDIO_FORMATS}, got {fmt!r}")

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from acetate.kernels import dither
-from acetate.pipeline import files
+from acetate.pipeline.io import files
 
 __all__ = [
     "AudioError",
@@ -59,7 +59,7 @@ class AudioInfo:
 
 def info(path: str | os.PathLike) -> AudioInfo:
     """Header information of ``path`` without decoding it (a file that is not regular is refused unopened)."""
-    from acetate.pipeline.files import input_problem
+    from acetate.pipeline.io.files import input_problem
 
     problem = input_problem(path)
     if problem is not None:  # opening a FIFO would block, a device never end
@@ -87,7 +87,7 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
         than ``max_seconds`` of audio, or non-finite samples.
     """
     p = os.fspath(path)
-    from acetate.pipeline.files import input_problem
+    from acetate.pipeline.io.files import input_problem
 
     problem = input_problem(p)
     if problem is not None:

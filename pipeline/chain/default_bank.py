@@ -1,6 +1,6 @@
 """The recipe of the shipped default bank (``pipeline/data/default_bank.json``).
 
-The bank itself is data: :func:`acetate.pipeline.presets.load_bank` reads the JSON file.
+The bank itself is data: :func:`acetate.pipeline.chain.presets.load_bank` reads the JSON file.
 This module is how that file was made, from documented sources: eight production styles,
 each a parametric target curve with its source, a prototype (the mix it suits) and a seeded
 synthetic population that fits the selection's scaler. ``tests/test_presets.py`` checks that
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
-from acetate.pipeline.presets import (
+from acetate.pipeline.chain.presets import (
     SELECTION_BANDS,
     SELECTION_CLIP,
     SELECTION_FEATURES,

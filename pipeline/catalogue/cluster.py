@@ -38,7 +38,7 @@ one is used; unknown keys are an error naming the key)::
 GPU workers carry the resource ``GPU`` with one unit per worker thread: each
 thread can hold a track, and a per-process lock lets one at a time use the
 device while the others decode and encode; a task decides NumPy or CuPy from
-its own worker's resources (see :mod:`acetate.pipeline.track`).  CUDA is never
+its own worker's resources (see :mod:`acetate.pipeline.catalogue.track`).  CUDA is never
 touched in the client: workers start as separate (spawned) processes.
 """
 
@@ -227,7 +227,7 @@ def _gpu(cfg: dict[str, Any], workers: int | None) -> ClusterHandle:
         memory_limit=cfg["memory_limit"],
         dashboard_address=cfg["dashboard_address"],
         # One unit of GPU per thread: every thread may hold a track (decode, encode) while
-        # the worker's lock lets one of them at a time use the device (pipeline/track.py).
+        # the worker's lock lets one of them at a time use the device (pipeline/catalogue/track.py).
         resources={"GPU": threads},
         **kwargs,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acetate.pipeline import audio
+from acetate.pipeline.io import audio
 
 __all__ = ["STYLES", "render_style", "make_catalogue"]
 

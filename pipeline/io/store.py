@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from acetate.pipeline import files
+from acetate.pipeline.io import files
 from acetate.schemas import registry
 
 __all__ = [
@@ -139,7 +139,7 @@ def dataset_dir(out_root: str | os.PathLike, dataset: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`acetate.pipeline.files.atomic_write`)."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`acetate.pipeline.io.files.atomic_write`)."""
     data = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode()
 
     def _w(tmp: str) -> None:

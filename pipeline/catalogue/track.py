@@ -2,7 +2,7 @@
 
 ``hash -> decode -> analyse -> select -> render -> verify -> write``
 
-A worker receives a track spec (a dict of :class:`acetate.pipeline.jobs.TrackSpec`)
+A worker receives a track spec (a dict of :class:`acetate.pipeline.catalogue.jobs.TrackSpec`)
 and the job's settings, reads the audio from the shared path itself, writes
 its masters and its Parquet part files under the output root itself, and
 returns only a small summary dict.  Every exception is caught per stage and
@@ -48,8 +48,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from acetate.pipeline import audio, stages, store
-from acetate.pipeline.runtime import track_scope
+from acetate.pipeline import stages
+from acetate.pipeline.catalogue.runtime import track_scope
+from acetate.pipeline.io import audio, store
 from acetate.pipeline.stages import StageFailure, error_message
 from acetate.pipeline.stages import stage as _stage
 
@@ -106,9 +107,9 @@ def planned_outputs(
 
 
 def _check_room(out_root: str, path: str) -> None:
-    """Raise :class:`~acetate.pipeline.files.DiskFull` when the output file system has less room
+    """Raise :class:`~acetate.pipeline.io.files.DiskFull` when the output file system has less room
     than the input file takes (a master is at least about that size, or the disk is simply full)."""
-    from acetate.pipeline import files
+    from acetate.pipeline.io import files
 
     where = Path(out_root)
     while not where.exists() and where.parent != where:  # not made yet: its file system
@@ -209,7 +210,7 @@ class _DeviceSection:
 
 
 def _analyse(prog: stages.Programme, device: str) -> dict[str, Any]:
-    """Input loudness report, fingerprint and gating blocks (:func:`acetate.pipeline.stages.analyse`), as the cache keeps them."""
+    """Input loudness report, fingerprint and gating blocks (:func:`acetate.pipeline.chain.analyse`), as the cache keeps them."""
     with _DeviceSection(device):
         found = stages.analyse(prog.audio, prog.fs, device)
     return {"report": found.report, "fingerprint": found.fingerprint, "blocks": [round(float(b), 4) for b in found.blocks]}
@@ -277,7 +278,7 @@ def measure_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root
 
 def _load_bank(settings: Mapping[str, Any]) -> Any:
     """The job's preset bank (``None``: the shipped default), loaded once per worker process and bank content."""
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     key = f"{settings.get('preset_bank')}:{settings.get('preset_bank_hash')}"
     if key not in _BANK_CACHE:
@@ -308,7 +309,7 @@ def _loudness_row(
     passed = None
     if i is not None:
         passed = abs(i - target_lufs) <= tspec["tolerance_lu"] and (tp is None or tp <= tspec["true_peak_dbtp"] + 1e-6)
-    from acetate.pipeline.meter import REPORT_KEYS
+    from acetate.pipeline.chain.meter import REPORT_KEYS
 
     row = {k: report.get(k) for k in REPORT_KEYS if k != "path"}
     row.update(
@@ -385,9 +386,9 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     Parameters
     ----------
     spec : mapping
-        :meth:`acetate.pipeline.jobs.TrackSpec.to_dict` (absolute ``path``).
+        :meth:`acetate.pipeline.catalogue.jobs.TrackSpec.to_dict` (absolute ``path``).
     settings : mapping
-        :meth:`acetate.pipeline.jobs.Job.settings` (plus ``preset_bank_hash``).
+        :meth:`acetate.pipeline.catalogue.jobs.Job.settings` (plus ``preset_bank_hash``).
     out_root : str
         The output root (a path every worker sees).
     run_id : str
@@ -611,7 +612,7 @@ def _render(
     device: str,
     last: bool,
 ) -> Any:
-    """:func:`acetate.pipeline.stages.render` with the job's target, ceiling, intensity and device.
+    """:func:`acetate.pipeline.chain.render` with the job's target, ceiling, intensity and device.
 
     On the ``last`` target the programme hands its audio over, so render frees the
     input once its chain has run, before the limiter phase, the memory peak.
@@ -620,7 +621,7 @@ def _render(
     album gain, so the album's relative loudness survives the chain; render's
     loudness stage lands on it and its limiter holds the ceiling.
     """
-    from acetate.pipeline import render
+    from acetate.pipeline.chain import render
 
     ms = render.MasterSettings(
         target_lufs=float(target_lufs),
@@ -644,13 +645,13 @@ def _write(result: Any, stem: str, formats: list[str]) -> list[dict[str, Any]]:
 
 
 def _training(path: str, out_dir: str, settings: Mapping[str, Any], device: str) -> str:
-    """``training-data`` mode: :func:`acetate.pipeline.training.generate` for one track into ``out_dir``.
+    """``training-data`` mode: :func:`acetate.pipeline.learning.training.generate` for one track into ``out_dir``.
 
     Writes ``out_dir/training.parquet`` (schema ``training``) and the variants
     under ``out_dir/audio/``; the job's ``training`` section gives presets,
     intensities, random draws, seed and format.
     """
-    from acetate.pipeline import training
+    from acetate.pipeline.learning import training
 
     t = dict(settings.get("training") or {})
     return training.generate(

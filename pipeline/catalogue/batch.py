@@ -2,11 +2,11 @@
 
 :func:`run_job` is what ``acetate run`` calls.  It
 
-1. resolves the job's tracks (:func:`acetate.pipeline.jobs.resolve_tracks`);
+1. resolves the job's tracks (:func:`acetate.pipeline.catalogue.jobs.resolve_tracks`);
 2. in album mode (``mode: master`` and albums in the inputs) runs the first
-   phase, :func:`acetate.pipeline.track.measure_track`, for the album tracks
+   phase, :func:`acetate.pipeline.catalogue.track.measure_track`, for the album tracks
    and pools each album's gating blocks into its input loudness;
-3. submits :func:`acetate.pipeline.track.run_track` for every track, at most
+3. submits :func:`acetate.pipeline.catalogue.track.run_track` for every track, at most
    ``max_in_flight`` at a time (``client.submit`` + ``as_completed``), each
    task keyed by the run and track; workers read and write the shared paths,
    only small summaries come back, and the client lets go of each future as
@@ -15,7 +15,7 @@
    ``allowed-failures``) as ``failures`` rows with stage ``worker``;
 5. writes the album loudness rows and the ``runs`` row.
 
-Resume is per track (see :mod:`acetate.pipeline.track`): rerunning a job
+Resume is per track (see :mod:`acetate.pipeline.catalogue.track`): rerunning a job
 skips what is done with the same key, redoes what changed and retries what
 failed.  Ctrl-C cancels the outstanding tasks, writes the ``runs`` row with
 status ``interrupted`` and re-raises.
@@ -39,7 +39,8 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
-from acetate.pipeline import jobs, store, track
+from acetate.pipeline.catalogue import jobs, track
+from acetate.pipeline.io import store
 
 __all__ = ["RunResult", "Progress", "run_job", "album_loudness", "code_version", "new_run_id"]
 
@@ -82,7 +83,7 @@ def code_version() -> str:
         v = version("acetate")
     except Exception:
         v = "unknown"
-    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    head = Path(__file__).resolve().parents[2] / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
         if ref.startswith("ref: "):
@@ -323,7 +324,7 @@ def _run_locked(
     cluster_desc: str,
 ) -> RunResult:
     """:func:`run_job` with the output root locked for this run."""
-    from acetate.pipeline import files
+    from acetate.pipeline.io import files
 
     gone = files.remove_stale_temporaries(_state_folders(out_root))
     if gone:
@@ -331,7 +332,7 @@ def _run_locked(
     specs, album_on = jobs.resolve_tracks(job)
     album_on = album_on and job.mode == "master"
     settings = job.settings()
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
 
     settings["preset_bank_hash"] = _file_hash(settings.get("preset_bank") or str(presets.DEFAULT_BANK_PATH))
     info = client.scheduler_info().get("workers", {})

@@ -19,7 +19,7 @@ The chain (each stage a kernel in :mod:`acetate.kernels`, NumPy or CuPy):
    than the preset allows), the ceiling wins and the report says so.
 
 Writing the delivered files (dither, encoding, the read-back checks) is the
-write stage's, :mod:`acetate.pipeline.deliver`. Data stays on one device from decode to the final
+write stage's, :mod:`acetate.pipeline.chain.deliver`. Data stays on one device from decode to the final
 host copy: no round trips inside the chain.
 """
 
@@ -36,8 +36,9 @@ import numpy as np
 
 from acetate.kernels import backend, blocks, compressor, fir, image, limiter, loudness, truepeak, units
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
-from acetate.pipeline import audio, levels, meter
-from acetate.pipeline.presets import BALANCED, Preset
+from acetate.pipeline.chain import levels, meter
+from acetate.pipeline.chain.presets import BALANCED, Preset
+from acetate.pipeline.io import audio
 
 __all__ = [
     "TARGETS",
@@ -134,7 +135,7 @@ class MasterSettings:
         if self.intensity not in INTENSITY:
             raise ValueError(f"intensity must be one of {sorted(INTENSITY)}, got {self.intensity!r}")
         # The hard limits (what can be rendered at all); what is *safe* is the callers' policy
-        # (acetate.pipeline.levels.check_levels: the CLI and job files refuse louder without a flag).
+        # (acetate.pipeline.chain.levels.check_levels: the CLI and job files refuse louder without a flag).
         lo_c, hi_c = levels.HARD_CEILING_DBTP
         lo_t, hi_t = levels.HARD_TARGET_LUFS
         if self.ceiling_dbtp is not None and not (lo_c <= self.ceiling_dbtp <= hi_c):
@@ -681,7 +682,7 @@ def master(
     preset : Preset
         The style (from a bank's selection, or forced).
     fingerprint : mapping, optional
-        The track's fingerprint (:func:`acetate.pipeline.analyse.fingerprint`)
+        The track's fingerprint (:func:`acetate.pipeline.chain.analyse.fingerprint`)
         at the *delivery* rate; computed here when missing.
 
     Returns
@@ -704,7 +705,7 @@ def master(
     params: dict[str, Any] = {"preset": preset.name, "intensity": settings.intensity, "amount": amount}
 
     if fingerprint is None and (settings.eq or settings.dynamics or settings.width):
-        from acetate.pipeline.analyse import fingerprint as _fingerprint
+        from acetate.pipeline.chain.analyse import fingerprint as _fingerprint
 
         fingerprint = _fingerprint(xd, out_fs)
     # The fingerprint already holds the input's loudness: no second measurement.

@@ -3,7 +3,7 @@
 A :class:`Preset` says what a style sounds like (a target long-term spectrum of
 mid and side on the fingerprint's 1/3-octave grid) and how to get there
 (dynamics per band, width per band, loudness target, limiter character). The
-renderer (:mod:`acetate.pipeline.render`) turns a preset plus a track's
+renderer (:mod:`acetate.pipeline.chain.render`) turns a preset plus a track's
 fingerprint into chain parameters.
 
 Presets serialise to plain JSON-able dicts (:meth:`Preset.to_dict`,
@@ -209,8 +209,8 @@ BALANCED = Preset(name="balanced", description="Even tonal balance, gentle glue,
 # =====================================================================================
 
 
-#: Shipped default bank (JSON, human-readable; regenerate with :func:`acetate.pipeline.default_bank.build_default_bank`).
-DEFAULT_BANK_PATH = _Path(__file__).with_name("data") / "default_bank.json"
+#: Shipped default bank (JSON, human-readable; regenerate with :func:`acetate.pipeline.chain.default_bank.build_default_bank`).
+DEFAULT_BANK_PATH = _Path(__file__).resolve().parent.parent / "data" / "default_bank.json"
 
 #: 1/3-octave bands used for selection: 31.5 Hz .. 16 kHz (the music's range; the
 #: 20/25 Hz and 20 kHz bands are mostly rumble, resampling edges or absent).
@@ -283,7 +283,7 @@ def selection_vector(
     Parameters
     ----------
     fp : mapping
-        A fingerprint (:func:`acetate.pipeline.analyse.fingerprint`) or any
+        A fingerprint (:func:`acetate.pipeline.chain.analyse.fingerprint`) or any
         mapping holding ``features``.
     features : sequence of str
         Feature names (a bank's ``selection.features``).

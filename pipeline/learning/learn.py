@@ -7,7 +7,7 @@
    sums (FFT, first ``window_s`` seconds, offsets up to ``max_offset_s``); the
    overlapping span is kept.
 2. **Estimate the transform** (:func:`estimate_transform`): fingerprint both
-   (:func:`acetate.pipeline.analyse.fingerprint`) and take differences --
+   (:func:`acetate.pipeline.chain.analyse.fingerprint`) and take differences --
    the EQ curve of mid and side (master minus mix long-term spectrum, both
    re. their own overall level, smoothed over 1/3-octave neighbours; bands
    below -70 dB re. the level or out of range are NaN), the loudness change,
@@ -50,8 +50,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from acetate.kernels.spectrum import BAND_CENTRES_HZ, OCTAVE_CENTRES_HZ
-from acetate.pipeline import analyse, audio
-from acetate.pipeline.presets import (
+from acetate.pipeline.chain import analyse
+from acetate.pipeline.chain.presets import (
     DEFAULT_CROSSOVERS_HZ,
     SELECTION_BANDS,
     SELECTION_CLIP,
@@ -61,6 +61,7 @@ from acetate.pipeline.presets import (
     Preset,
     selection_vector,
 )
+from acetate.pipeline.io import audio
 from acetate.schemas.features import OCTAVE_LABELS, THIRD_OCTAVE_LABELS
 
 __all__ = [
@@ -152,7 +153,7 @@ def read_manifest(path: str | os.PathLike) -> list[Pair]:
     FileNotFoundError
         No manifest.
     """
-    from acetate.pipeline.jobs import read_table_file
+    from acetate.pipeline.catalogue.jobs import read_table_file
 
     path = Path(path)
     if not path.exists():

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from acetate.kernels import backend, loudness, truepeak
-from acetate.pipeline import audio
+from acetate.pipeline.io import audio
 
 __all__ = [
     "LOUDNESS_FIGURES",

@@ -13,7 +13,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
     targets:                      # delivery targets by name (built-ins: render.TARGETS)
       streaming: {integrated_lufs: -14.0, true_peak_dbtp: -1.0, tolerance_lu: 0.1}
     target: streaming             # target(s) of tracks whose manifest row names none (name or list)
-    formats: [wav24]              # see acetate.pipeline.audio.FORMATS
+    formats: [wav24]              # see acetate.pipeline.io.audio.FORMATS
     presets:
       bank: null                  # a preset bank file, or null for the built-in presets
       preset: null                # force this preset for every track
@@ -27,7 +27,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       progress: true              # progress bar on stderr
       verify: true                # fingerprint the masters too (features stage "output")
       allow_unsafe_levels: false  # accept targets louder than -5 LUFS, ceilings above 0 dBTP
-    training:                     # mode training-data only: variants per track (acetate.pipeline.training)
+    training:                     # mode training-data only: variants per track (acetate.pipeline.learning.training)
       presets: null               # preset names (default: the whole bank)
       intensities: [low, medium, high]
       n_random: null              # random draws per track instead of the grid
@@ -57,7 +57,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from acetate.pipeline import audio, levels, store
+from acetate.pipeline.chain import levels
+from acetate.pipeline.io import audio, store
 from acetate.pipeline.stages import error_message
 
 __all__ = [
@@ -85,7 +86,7 @@ _TOLERANCES: dict[str, float] = {}
 
 
 def _builtin_targets() -> dict[str, dict[str, float]]:
-    from acetate.pipeline.render import TARGETS  # one list of named targets for `acetate master` and jobs
+    from acetate.pipeline.chain.render import TARGETS  # one list of named targets for `acetate master` and jobs
 
     return {
         n: {"integrated_lufs": float(lufs), "true_peak_dbtp": float(tp), "tolerance_lu": _TOLERANCES.get(n, 0.1)}
@@ -215,7 +216,7 @@ def load_job(path: str | os.PathLike) -> Job:
             p = builtin_job_path(p)
         else:
             raise JobError(f"file not found: {p} (built-in jobs: {', '.join(builtin_job_names())})")
-    from acetate.pipeline.files import input_problem
+    from acetate.pipeline.io.files import input_problem
 
     problem = input_problem(p)
     if problem is not None:
@@ -465,7 +466,7 @@ def check_job(job: Job) -> Any:
     Returns the loaded bank. Raises :class:`JobError` naming the problem and, for a
     preset, the bank's names.
     """
-    from acetate.pipeline import presets
+    from acetate.pipeline.chain import presets
     from acetate.pipeline.mastering import resolve_preset
 
     try:
@@ -529,7 +530,7 @@ def read_table_file(
     import codecs
     import io
 
-    from acetate.pipeline.files import input_problem
+    from acetate.pipeline.io.files import input_problem
 
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -701,7 +702,7 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
     """
     inputs = job.inputs
     if inputs.get("demo"):
-        from acetate.pipeline import demo
+        from acetate.pipeline.catalogue import demo
 
         d = inputs["demo"]
         manifest = demo.make_catalogue(
