@@ -200,6 +200,25 @@ def _expected_csv(plan: dict, base: Path) -> list[dict] | None:
     return out
 
 
+def _read_back(work, name: str, data: bytes, expected) -> None:
+    """Write ``data`` as manifest ``name``; it reads as ``expected`` (when that is known, None:
+    a damaged file) or is refused with a JobError that names it -- never a clean file refused."""
+    arm()
+    path = work / name
+    path.write_bytes(data)
+    try:
+        rows = jobs.read_manifest(path)
+    except jobs.JobError as exc:
+        assert str(exc).startswith("manifest ") and str(path) in str(exc), exc
+        assert expected is None, f"a clean manifest was refused: {exc}"
+        event("JobError")
+        return
+    _check_manifest_rows(rows, work)
+    event("rows, checked exactly" if expected is not None else "rows")
+    if expected is not None:
+        assert rows == expected
+
+
 def _check_manifest_rows(rows, base: Path) -> None:
     assert isinstance(rows, list)
     ids = [r["track_id"] for r in rows]
@@ -215,21 +234,7 @@ def _check_manifest_rows(rows, base: Path) -> None:
 @given(m=csv_manifests())
 def test_csv_manifests_read_or_name_the_problem(work, m):
     data, plan = m
-    arm()
-    path = work / "manifest.csv"
-    path.write_bytes(data)
-    try:
-        rows = jobs.read_manifest(path)
-    except jobs.JobError as exc:
-        assert str(exc).startswith("manifest ") and str(path) in str(exc), exc
-        assert _expected_csv(plan, work.resolve()) is None, f"a clean manifest was refused: {exc}"
-        event("JobError")
-        return
-    _check_manifest_rows(rows, work)
-    expected = _expected_csv(plan, work.resolve())
-    event("rows, checked exactly" if expected is not None else "rows")
-    if expected is not None:
-        assert rows == expected
+    _read_back(work, "manifest.csv", data, _expected_csv(plan, work.resolve()))
 
 
 @pytest.mark.parametrize(
@@ -348,21 +353,7 @@ def _expected_parquet(m: dict, base: Path) -> list[dict] | None:
 def test_parquet_manifests_read_or_name_the_problem(work, m):
     data, plan = m
     note(repr(plan["plan"]))
-    arm()
-    path = work / "manifest.parquet"
-    path.write_bytes(data)
-    try:
-        rows = jobs.read_manifest(path)
-    except jobs.JobError as exc:
-        assert str(exc).startswith("manifest ") and str(path) in str(exc), exc
-        assert _expected_parquet(plan, work.resolve()) is None, f"a clean manifest was refused: {exc}"
-        event("JobError")
-        return
-    _check_manifest_rows(rows, work)
-    expected = _expected_parquet(plan, work.resolve())
-    event("rows, checked exactly" if expected is not None else "rows")
-    if expected is not None:
-        assert rows == expected
+    _read_back(work, "manifest.parquet", data, _expected_parquet(plan, work.resolve()))
 
 
 def test_parquet_manifest_cells_that_are_not_text_are_named(tmp_path):
