@@ -180,6 +180,7 @@ def _master_plan(args):
 
 def _cmd_master(args) -> int:
     import json
+    import os
 
     from acetate.pipeline import mastering
     from acetate.pipeline.io import audio
@@ -191,12 +192,25 @@ def _cmd_master(args) -> int:
         return 2
     from acetate.pipeline.catalogue.jobs import _inside
 
-    paths = audio.list_audio(args.inputs)
-    ours = [p for p in paths if _inside(p, out)]
-    if ours:  # an output folder inside an input folder: its masters are not inputs
+    # An output folder inside an input folder: its masters are not inputs (a folder's files only;
+    # an output folder that holds the inputs' folder leaves them alone).
+    nested = [d for d in args.inputs if os.path.isdir(d) and _inside(str(out), d) and not _inside(d, str(out))]
+    paths, seen = [], set()
+    for p in audio.list_audio(args.inputs):
+        real = os.path.realpath(p)
+        if real in seen:  # one file named twice is one input
+            continue
+        seen.add(real)
+        paths.append(p)
+    ours = [p for p in paths if nested and _inside(p, str(out))]
+    if ours:
         print(f"acetate master: left out {len(ours)} file(s) under the output folder {out}", file=sys.stderr)
         paths = [p for p in paths if p not in ours]
     stems = mastering.output_stems(paths)
+    clobbered = [p for p in paths for f in formats if os.path.realpath(out / f"{stems[p]}.{audio.FORMATS[f][0]}") == os.path.realpath(p)]
+    if clobbered:
+        print(f"acetate master: the master of {clobbered[0]} would overwrite it; choose another --out", file=sys.stderr)
+        return 2
     rows = []
     for path in stems:
         row = mastering.master_file(path, out, settings, formats=formats, preset=preset, bank=bank, stem=stems[path])
@@ -254,18 +268,23 @@ def _cmd_run(args) -> int:
         try:
             job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
             # Refused before a cluster starts: an output that cannot be written, or one another run holds.
-            stack.enter_context(store.output_lock(store.check_output_root(job.output, "--out" if args.out else "output")))
+            run_id = batch.new_run_id()
+            stack.enter_context(store.output_lock(store.check_output_root(job.output, "--out" if args.out else "output"), run_id=run_id))
             jobs.check_job(job)
             cfg = cluster.load_cluster_config(args.cluster or ("cluster.yaml" if os.path.isfile("cluster.yaml") else None))
             handle = stack.enter_context(cluster.connect(cfg, workers=args.workers))
-        except (jobs.JobError, cluster.ClusterError, store.OutputBusy, ValueError) as exc:
+        except (jobs.JobError, cluster.ClusterError, store.OutputBusy, ValueError, OSError) as exc:
             print(f"acetate run: {exc}", file=sys.stderr)
             return 2
         print(f"acetate run: job {job.name!r} ({job.mode}) on {handle.description}", flush=True)
         print(f"dashboard: {_dashboard_line(handle)}", flush=True)
         try:
             result = batch.run_job(
-                job, handle.client, progress=False if args.no_progress else None, cluster_desc=f"{handle.kind} {handle.scheduler_address}"
+                job,
+                handle.client,
+                run_id=run_id,
+                progress=False if args.no_progress else None,
+                cluster_desc=f"{handle.kind} {handle.scheduler_address}",
             )
         except KeyboardInterrupt:
             print("acetate run: interrupted; run the same command again to finish the catalogue", file=sys.stderr)

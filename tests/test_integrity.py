@@ -632,3 +632,95 @@ def test_loudness_and_analyze_refuse_a_fifo_without_opening_it(tmp_path, capsys)
     assert "not a regular file: a FIFO" in row["error"]
     assert cli.main(["analyze", str(fifo), "--out", str(tmp_path / "f.parquet")]) == 1
     assert "not a regular file: a FIFO" in capsys.readouterr().out
+
+
+# --- found by review: a done track's delivery is never lost to a bad rerun ----------------------
+
+
+def test_a_done_track_keeps_its_masters_when_its_input_is_gone_or_the_disk_is_full(client, tmp_path, monkeypatch):
+    src = _write(tmp_path / "in" / "a.wav", 1.0)
+    out = tmp_path / "out"
+    job = _job(out, manifest=str(_manifest(tmp_path / "m.csv", [("a", str(src))])))
+    assert _run(job, client)[0].done == 1
+    led = track.read_ledger(out, "a")
+    master = Path(led["outputs"][0])
+    os.rename(src.parent, tmp_path / "away")  # the source share is not mounted tonight
+    res, _ = _run(job, client)
+    assert res.failed == 1 and res.failures[0]["stage"] == "input"
+    assert master.exists() and track.read_ledger(out, "a") == led  # last night's delivery stands
+    os.rename(tmp_path / "away", src.parent)
+    res, _ = _run(job, client)
+    assert res.skipped == 1  # and is still recognised as done
+
+
+def test_a_copied_output_folder_never_deletes_the_original_masters(client, tmp_path):
+    import shutil
+
+    src = _write(tmp_path / "a.wav", 1.0)
+    a, b = tmp_path / "outA", tmp_path / "outB"
+    m = _manifest(tmp_path / "m.csv", [("a", str(src))])
+    assert _run(_job(a, manifest=str(m)), client)[0].done == 1
+    shutil.copytree(a, b, symlinks=True)
+    job_b = jobs.parse_job(
+        {"name": "t", "inputs": {"manifest": str(m)}, "output": str(b), "formats": ["wav16"], "options": {"progress": False}}
+    )
+    assert _run(job_b, client)[0].done == 1  # other settings: redone in B
+    assert (a / "masters" / "a.wav").exists() and (b / "masters" / "a.wav").exists()
+
+
+def test_an_output_folder_holding_the_inputs_keeps_them_as_inputs(client, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    _write(lib / "album" / "s1.wav", 1.0, seed=1)
+    _write(lib / "album" / "s2.wav", 1.1, seed=2)
+    res, _ = _run(_job(lib, paths=[str(lib / "album")]), client)
+    assert (res.tracks, res.done) == (2, 2)
+    assert cli.main(["master", str(lib / "album" / "s1.wav"), str(lib / "album" / "s2.wav"), "--out", str(lib), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    # and a master never overwrites its own input
+    assert cli.main(["master", str(lib / "album" / "s1.wav"), "--out", str(lib / "album")]) == 2
+    assert "would overwrite it" in capsys.readouterr().err
+
+
+def test_a_failure_after_the_masters_leaves_no_master_beside_its_ledger(tmp_path, monkeypatch):
+    src = _write(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "out"
+    job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(src)]}, "output": str(out)})
+    settings = dict(job.settings(), preset_bank_hash="test")
+    real = store.write_json
+
+    def failing(path, obj):
+        if isinstance(obj, dict) and obj.get("status") == "done":
+            raise OSError(5, "Input/output error")
+        return real(path, obj)
+
+    monkeypatch.setattr(store, "write_json", failing)
+    spec = jobs.TrackSpec(track_id="a", path=str(src), targets=("streaming",)).to_dict()
+    summary = track.run_track(spec, settings, str(out), "run-1")
+    assert summary["status"] == "failed" and summary["stage"] == "write"
+    assert not list((out / "masters").glob("*.wav")) and track.read_ledger(out, "a")["status"] == "failed"
+    assert not (out / "loudness").exists() or not list((out / "loudness").glob("*.parquet"))
+
+
+def test_another_thread_is_another_run_for_the_lock(tmp_path):
+    out = tmp_path / "out"
+    got: list = []
+    with store.output_lock(out, run_id="first"):
+        th = threading.Thread(target=lambda: got.append(_try_lock(out)))
+        th.start()
+        th.join(10)
+    assert got and "in use by run first" in got[0]
+
+
+def _try_lock(out) -> str:
+    try:
+        with store.output_lock(out, run_id="second"):
+            return "held"
+    except store.OutputBusy as exc:
+        return str(exc)
+
+
+def test_mp3_between_mpeg_rates_is_delivered_at_the_next_one_up(tmp_path):
+    src = _write(tmp_path / "in.wav", 2.0, fs=37800, seed=3)
+    row = mastering.master_file(str(src), tmp_path / "o", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), formats=["mp3"])
+    assert "error" not in row, row
+    assert audio.decode(row["outputs"][0]["path"])[1] == 44100 and row["outputs"][0]["ceiling_met"]

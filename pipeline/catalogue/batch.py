@@ -294,6 +294,8 @@ def run_job(
     except store.OutputBusy as exc:
         raise jobs.JobError(str(exc)) from None
     try:
+        if held.get("unlocked"):
+            say(f"warning: {held['unlocked']}")
         if held.get("stale"):
             st = held["stale"]
             say(

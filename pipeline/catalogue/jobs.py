@@ -626,7 +626,7 @@ def _inside(path: str, folder: str) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
-def _rows_from_paths(paths: list[str], *, exclude: str | None = None) -> list[dict[str, str | None]]:
+def _rows_from_paths(paths: list[str], *, exclude: Sequence[str] = ()) -> list[dict[str, str | None]]:
     """Tracks of folders, globs and files: ids from the path without its extension.
 
     A folder's files are named by their path inside it (``a/b.wav`` -> ``a__b``), a
@@ -636,9 +636,9 @@ def _rows_from_paths(paths: list[str], *, exclude: str | None = None) -> list[di
     (``song.wav``, ``song.flac``; ``d1__song.wav``, ``d2__song.wav``), so the ids depend
     on the files alone, and no input is refused or shadowed; ids that still meet
     (``x/y.wav`` beside ``x__y.wav``) get 8 hex digits of their path's hash. A file
-    listed twice (by the same resolved path) is one track. Files under ``exclude`` (the
-    job's own output folder, when it lies inside an input folder) are never inputs: a
-    rerun does not master its own masters.
+    listed twice (by the same resolved path) is one track. Files under the folders of
+    ``exclude`` (acetate's own folders of the output root, when it lies inside an input
+    folder) are never inputs: a rerun does not master its own masters.
     """
     items: list[tuple[str, str, str]] = []  # (file, id, id with the extension)
     seen_paths: set[str] = set()
@@ -657,7 +657,7 @@ def _rows_from_paths(paths: list[str], *, exclude: str | None = None) -> list[di
         else:
             raise JobError(f"input {entry!r} is not a file, folder or glob that matches anything")
         for f, tid, full in got:
-            if exclude is not None and _inside(f, exclude):
+            if any(_inside(f, e) for e in exclude):
                 continue
             key = os.path.realpath(f) if os.path.exists(f) else os.path.abspath(f)
             if key in seen_paths:
@@ -716,7 +716,10 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
     elif inputs.get("manifest"):
         rows = read_manifest(inputs["manifest"])
     elif inputs.get("paths"):
-        rows = _rows_from_paths(inputs["paths"], exclude=job.output)
+        # acetate's own folders under the output root are never inputs (a rerun must not master
+        # its masters); the rest of it may hold the label's music (``--out lib --input lib/album``)
+        own = [os.path.join(job.output, d) for d in ("masters", "training", "demo-input", store.STATE_DIR)]
+        rows = _rows_from_paths(inputs["paths"], exclude=own)
     else:
         raise JobError("the job has no inputs: give inputs.manifest, inputs.paths or inputs.demo (or --input)")
 

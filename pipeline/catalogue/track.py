@@ -119,8 +119,16 @@ def _check_room(out_root: str, path: str) -> None:
         raise files.DiskFull(Path(out_root) / "masters")
 
 
-def _remove_files(paths: Any) -> None:
+def _inside_root(path: str, out_root: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(out_root).rstrip(os.sep) + os.sep)
+
+
+def _remove_files(paths: Any, out_root: str) -> None:
+    """Delete the files of ``paths`` that lie inside ``out_root``: a ledger copied with its
+    output folder names the original folder's masters, which are never this run's to delete."""
     for path in paths or ():
+        if not _inside_root(path, out_root):
+            continue
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -420,14 +428,17 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     ledger = read_ledger(out_root, track_id) or {}
     key = None
     attempt = 1
+    started = False  # whether this attempt took the track over (its ledger says running)
     try:
         _stage("input", lambda: stages.check_input(path))
-        if mode == "master":  # a full disk fails the track now, not after its decode and render
-            _stage("write", lambda: _check_room(out_root, path))
         chash = _stage("hash", lambda: content_hash(path))
         key = f"{chash}:{settings_hash(settings, spec)}"
         summary["key"] = key
-        if ledger.get("status") == "done" and ledger.get("key") == key and all(os.path.exists(p) for p in ledger.get("outputs", [])):
+        if (
+            ledger.get("status") == "done"
+            and ledger.get("key") == key
+            and all(os.path.exists(p) and _inside_root(p, out_root) for p in ledger.get("outputs", []))
+        ):
             summary.update(
                 status="skipped",
                 duration_s=float(ledger.get("duration_s") or 0.0),
@@ -443,14 +454,17 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             return summary
         attempt = int(ledger.get("attempts", 0)) + 1 if ledger.get("key") == key and ledger.get("status") != "done" else 1
         summary["attempt"] = attempt
+        if mode == "master":  # a full disk fails the track now, not after its decode and render
+            _stage("write", lambda: _check_room(out_root, path))
         # Not done with this key: the ledger's masters are not this track's delivery. Those
         # of an earlier key (the file or the settings changed) and those an attempt left
         # while its ledger still said ``running`` (a worker or client killed between the
         # masters and the ledger) are removed and the track is redone: only a ``done``
         # ledger vouches for its masters and rows. A failure now never leaves audio that
         # looks delivered.
-        _remove_files(ledger.get("outputs", []))
-        _remove_files(ledger.get("planned", []))
+        started = True
+        _remove_files(ledger.get("outputs", []), out_root)
+        _remove_files(ledger.get("planned", []), out_root)
         planned = (
             planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or []) if mode == "master" else []
         )
@@ -543,60 +557,79 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         blocks_file = None
         if output_blocks:
             blocks_file = str(Path(out_root) / store.STATE_DIR / "blocks" / f"{part}.json")
-            store.write_json(blocks_file, {t: [round(float(b), 4) for b in v] for t, v in output_blocks.items()})
-        store.write_json(
-            ledger_path(out_root, track_id),
-            {
-                "track_id": track_id,
-                "status": "done",
-                "key": key,
-                "attempts": attempt,
-                "run_id": run_id,
-                "finished": _now().isoformat(),
-                "duration_s": summary["duration_s"],
-                "outputs": summary["outputs"],
-                "output_blocks_file": blocks_file,
-            },
-        )
+            _stage("write", lambda: store.write_json(blocks_file, {t: [round(float(b), 4) for b in v] for t, v in output_blocks.items()}))
+        _stage("write", lambda: _write_done_ledger(out_root, track_id, key, attempt, run_id, summary, blocks_file))
         summary.update(status="done", output_blocks=output_blocks)
-    except StageFailure as f:
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row, never a lost task
+        f = exc if isinstance(exc, StageFailure) else StageFailure("job", type(exc).__name__, error_message(exc))
         summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)
         try:
             write_failure(out_root, run_id, spec, f, attempt, key)
-            _remove_files(summary["outputs"])  # a half-delivered track (one target of two) is not delivered
-            for name in ("features", "presets", "loudness"):
-                store.remove_part(out_root, name, part)
-            # a failed ledger vouches for no master: none of an earlier attempt's stays beside it
-            _remove_files(ledger.get("outputs", []))
-            _remove_files(
-                planned_outputs(out_root, track_id, list(spec.get("targets") or []), settings.get("formats") or [])
-                if mode == "master"
-                else []
-            )
-            store.write_json(
-                ledger_path(out_root, track_id),
-                {
-                    "track_id": track_id,
-                    "status": "failed",
-                    "key": key,
-                    "attempts": attempt,
-                    "run_id": run_id,
-                    "stage": f.stage,
-                    "error_type": f.error_type,
-                    "message": f.message,
-                    "finished": _now().isoformat(),
-                },
-            )
-        except Exception as exc:  # noqa: BLE001 - the output root itself is broken; report that too
-            summary["message"] = f"{f.message} (and writing the failure failed: {type(exc).__name__}: {error_message(exc)})"
-    except Exception as exc:  # noqa: BLE001 - a bug outside the staged code; still a row, never a lost task
-        summary.update(status="failed", stage="job", error_type=type(exc).__name__, message=error_message(exc), attempt=attempt)
-        try:
-            write_failure(out_root, run_id, spec, StageFailure("job", type(exc).__name__, error_message(exc)), attempt, key)
-        except Exception:
-            pass
+            if started:  # this attempt took the track over: nothing it or an earlier attempt wrote stays delivered
+                _fail_track(out_root, track_id, part, mode, spec, settings, ledger, summary, key, attempt, run_id, f)
+            # else: the track failed before its key was checked against its ledger (the input is
+            # gone or unreadable now, the disk is full): the last delivery and its ledger stay
+        except Exception as exc2:  # noqa: BLE001 - the output root itself is broken; report that too
+            summary["message"] = f"{f.message} (and writing the failure failed: {type(exc2).__name__}: {error_message(exc2)})"
     summary["seconds"] = time.perf_counter() - t0
     return summary
+
+
+def _write_done_ledger(
+    out_root: str, track_id: str, key: str, attempt: int, run_id: str, summary: Mapping[str, Any], blocks_file: str | None
+) -> None:
+    store.write_json(
+        ledger_path(out_root, track_id),
+        {
+            "track_id": track_id,
+            "status": "done",
+            "key": key,
+            "attempts": attempt,
+            "run_id": run_id,
+            "finished": _now().isoformat(),
+            "duration_s": summary["duration_s"],
+            "outputs": summary["outputs"],
+            "output_blocks_file": blocks_file,
+        },
+    )
+
+
+def _fail_track(
+    out_root: str,
+    track_id: str,
+    part: str,
+    mode: str,
+    spec: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    ledger: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    key: str | None,
+    attempt: int,
+    run_id: str,
+    f: StageFailure,
+) -> None:
+    """A failed attempt's clean-up: its masters (a half-delivered track, one target of two, is
+    not delivered), its part files and an earlier attempt's masters go; the ledger says failed."""
+    _remove_files(summary["outputs"], out_root)
+    for name in ("features", "presets", "loudness"):
+        store.remove_part(out_root, name, part)
+    _remove_files(ledger.get("outputs", []), out_root)
+    targets = list(spec.get("targets") or [])
+    _remove_files(planned_outputs(out_root, track_id, targets, settings.get("formats") or []) if mode == "master" else [], out_root)
+    store.write_json(
+        ledger_path(out_root, track_id),
+        {
+            "track_id": track_id,
+            "status": "failed",
+            "key": key,
+            "attempts": attempt,
+            "run_id": run_id,
+            "stage": f.stage,
+            "error_type": f.error_type,
+            "message": f.message,
+            "finished": _now().isoformat(),
+        },
+    )
 
 
 # --- adapters to render ------------------------------------------------------------

@@ -114,6 +114,29 @@ def _exact_check(result: MasterResult, fmt: str, written: np.ndarray, path: str 
 _MAX_ENCODES = 5
 #: Formats that cannot hold every rate: the highest they can (MPEG-1 Layer III: 48 kHz).
 _FORMAT_MAX_RATE = {"mp3": 48000}
+#: The rates a format holds at all (MPEG-1, 2 and 2.5 Layer III), where it is not every rate.
+_FORMAT_RATES = {"mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)}
+
+
+def _delivery_rate(fmt: str, fs: int) -> int:
+    """The rate ``fmt`` is delivered at for a master at ``fs``: ``fs`` itself where the format holds
+    it; above the format's top rate, 44.1 kHz for the 44.1 kHz family and the top rate otherwise;
+    between its rates, the next rate up (nothing of the master is lost).
+
+    Examples
+    --------
+    >>> _delivery_rate("mp3", 44100), _delivery_rate("mp3", 96000), _delivery_rate("mp3", 176400), _delivery_rate("mp3", 37800)
+    (44100, 48000, 44100, 44100)
+    """
+    rates = _FORMAT_RATES.get(fmt)
+    if rates is None or fs in rates:
+        return fs
+    top = _FORMAT_MAX_RATE[fmt]
+    if fs > top:
+        return 44100 if fs % 11025 == 0 else top
+    return min(r for r in rates if r > fs)
+
+
 #: A lossy file is re-encoded toward the target when it lands further than this from it.
 _LOSSY_AIM_LU = 0.05
 
@@ -189,11 +212,10 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
         lossy = not audio.is_lossless(fmt)
         report: dict[str, Any] = {}
         src, fs_out = base, result.fs
-        top = _FORMAT_MAX_RATE.get(fmt)
-        if top is not None and result.fs > top:  # the format cannot hold the rate: the highest it can, said
-            fs_out = 44100 if result.fs % 11025 == 0 else top  # 88.2/176.4 kHz -> 44.1, the rest -> 48
+        fs_out = _delivery_rate(fmt, result.fs)
+        if fs_out != result.fs:  # the format cannot hold the master's rate: the nearest it can, said
             src = np.ascontiguousarray(backend.to_host(resample(base, result.fs, fs_out)), dtype=np.float32)
-            result.notes.append(f"{fmt}: delivered at {fs_out} Hz (the format holds at most {top} Hz; the master is {result.fs} Hz)")
+            result.notes.append(f"{fmt}: delivered at {fs_out} Hz (the format cannot hold the master's {result.fs} Hz)")
         was_over = False
         for attempt in range(_MAX_ENCODES):
             y = src if adjust == 0.0 else (src * units.db_to_amplitude(adjust)).astype(np.float32)

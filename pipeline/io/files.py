@@ -30,8 +30,23 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-#: This host, as the temporaries' names carry it (8 hex digits of its name's hash).
-_HOST = __import__("hashlib").blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+def _host_token() -> str:
+    """8 hex digits naming this host *and* this process's PID namespace and boot: a pid in a
+    temporary's name means a process only where all three agree (a container sharing the
+    host's name, or a cloned VM, has another namespace or boot id)."""
+    import hashlib
+
+    parts = [socket.gethostname()]
+    for probe in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(open(probe).read().strip() if probe.endswith("boot_id") else os.readlink(probe))
+        except OSError:
+            parts.append("?")
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=4).hexdigest()
+
+
+#: This host, PID namespace and boot, as the temporaries' names carry it.
+_HOST = _host_token()
 
 #: The names :func:`atomic_write` gives its temporaries: ``.<final name>.acetate-<host>-<pid>-<random>.tmp``.
 #: Only names of this form are ever cleaned up (:func:`remove_stale_temporaries`): never a user's file.
@@ -99,6 +114,8 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     """Whether ``exc`` (an OSError, or a codec's opaque "System error.") is a full disk."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
+    if "system error" not in str(exc).lower():  # any other error keeps its own name
+        return False
     try:  # libsndfile reports ENOSPC as "System error.": ask the file system
         st = os.statvfs(folder)
     except (OSError, AttributeError):

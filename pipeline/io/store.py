@@ -245,14 +245,19 @@ def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> It
     killed outright leaves the file but no lock, and the next run takes it over (the
     file's old holder is then *stale*, and the returned record says so). The file
     says who holds it -- pid, host, run id and since when -- for the message another
-    run gets. Re-entrant within one process. Yields the lock record, with ``stale``
-    (the previous holder's record, or None).
+    run gets. Re-entrant within one thread (another thread of the process is another
+    run: it is refused like one). On a file system without locks (``flock`` answers
+    neither "held" nor "granted") the run goes on unlocked, and the record's ``unlocked``
+    says why. Yields the lock record, with ``stale`` (the previous holder's record, or None).
     """
     import fcntl
+    import threading
 
     root = Path(out_root)
-    key = os.path.realpath(root)
+    key = f"{os.path.realpath(root)}:{threading.get_ident()}"
     if key in _HELD:
+        if run_id and not _HELD[key][2].get("run_id"):
+            _HELD[key][2]["run_id"] = run_id
         _HELD[key][1] += 1
         try:
             yield _HELD[key][2]
@@ -262,16 +267,22 @@ def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> It
     path = root / STATE_DIR / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
+    unlocked = None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = _parse_lock(fh.read())
-        fh.close()
-        who = "another acetate run"
-        if holder:
-            who = f"run {holder.get('run_id') or '?'} (pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')})"
-        raise OutputBusy(f"the output folder {root} is in use by {who}; wait for it to finish or use another --out") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no locks here (ENOLCK, ENOSYS ...)
+            unlocked = f"the file system of {root} does not support locks ({exc.strerror or exc}): make sure no other run uses it"
+        else:
+            fh.seek(0)
+            holder = _parse_lock(fh.read())
+            fh.close()
+            who = "another acetate run"
+            if holder:
+                who = (
+                    f"run {holder.get('run_id') or '?'} (pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')})"
+                )
+            raise OutputBusy(f"the output folder {root} is in use by {who}; wait for it to finish or use another --out") from None
     fh.seek(0)
     stale = _parse_lock(fh.read()) or None
     record = {
@@ -284,7 +295,7 @@ def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> It
     fh.truncate()
     fh.write(json.dumps(record))
     fh.flush()
-    record = {**record, "stale": stale}
+    record = {**record, "stale": stale, "unlocked": unlocked}
     _HELD[key] = [fh, 1, record]
     try:
         yield record
