@@ -724,3 +724,16 @@ def test_mp3_between_mpeg_rates_is_delivered_at_the_next_one_up(tmp_path):
     row = mastering.master_file(str(src), tmp_path / "o", render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), formats=["mp3"])
     assert "error" not in row, row
     assert audio.decode(row["outputs"][0]["path"])[1] == 44100 and row["outputs"][0]["ceiling_met"]
+
+
+def test_a_nightly_folder_keeps_each_files_id_when_a_sibling_with_its_stem_arrives(client, tmp_path):
+    inc = tmp_path / "incoming"
+    _write(inc / "song.wav", 1.0, seed=1)
+    out = tmp_path / "out"
+    job = _job(out, paths=[str(inc)])
+    assert _run(job, client)[0].done == 1  # night 1: "song"
+    sf.write(str(inc / "song.flac"), _mix(1.2, seed=2).T, 44100, subtype="PCM_16")
+    res, _ = _run(job, client)  # night 2: song.wav is still "song", the newcomer is "song.flac"
+    assert (res.skipped, res.done) == (1, 1)
+    assert sorted(p.name for p in (out / "masters").iterdir()) == ["song.flac.wav", "song.wav"]
+    assert audio.decode(track.read_ledger(out, "song.flac")["outputs"][0])[0].shape[1] == int(round(1.2 * 44100))

@@ -332,6 +332,7 @@ def _run_locked(
     if gone:
         say(f"removed {len(gone)} temporary file(s) an interrupted run left behind")
     specs, album_on = jobs.resolve_tracks(job)
+    jobs.record_track_ids(job, specs)
     album_on = album_on and job.mode == "master"
     settings = job.settings()
     from acetate.pipeline.chain import presets

@@ -626,7 +626,9 @@ def _inside(path: str, folder: str) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
-def _rows_from_paths(paths: list[str], *, exclude: Sequence[str] = ()) -> list[dict[str, str | None]]:
+def _rows_from_paths(
+    paths: list[str], *, exclude: Sequence[str] = (), known: Mapping[str, str] | None = None
+) -> list[dict[str, str | None]]:
     """Tracks of folders, globs and files: ids from the path without its extension.
 
     A folder's files are named by their path inside it (``a/b.wav`` -> ``a__b``), a
@@ -634,7 +636,9 @@ def _rows_from_paths(paths: list[str], *, exclude: Sequence[str] = ()) -> list[d
     beside ``song.flac``, or ``d1/song.wav`` and ``d2/song.flac`` given as files), each
     keeps its extension and, if that is not enough, the folders that tell them apart
     (``song.wav``, ``song.flac``; ``d1__song.wav``, ``d2__song.wav``), so the ids depend
-    on the files alone, and no input is refused or shadowed; ids that still meet
+    on the files alone, and no input is refused or shadowed (``known``, path -> id, holds the
+    ids earlier runs gave: a file keeps its id, and only a newcomer that meets it is renamed,
+    so adding ``song.flac`` beside last night's ``song.wav`` does not re-id ``song``); ids that still meet
     (``x/y.wav`` beside ``x__y.wav``) get 8 hex digits of their path's hash. A file
     listed twice (by the same resolved path) is one track. Files under the folders of
     ``exclude`` (acetate's own folders of the output root, when it lies inside an input
@@ -664,12 +668,19 @@ def _rows_from_paths(paths: list[str], *, exclude: Sequence[str] = ()) -> list[d
                 continue
             seen_paths.add(key)
             items.append((f, tid, full))
+    known = dict(known or {})
+    kept: list[str | None] = []  # ids earlier runs gave these files (each id to one file only)
+    for f, _, _ in items:
+        k = known.get(os.path.abspath(f))
+        kept.append(k if isinstance(k, str) and k not in kept else None)
+    taken = {k for k in kept if k is not None}
     by_id: dict[str, list[int]] = {}
     for i, (_, tid, _) in enumerate(items):
-        by_id.setdefault(tid, []).append(i)
-    ids = [tid for _, tid, _ in items]
-    for members in by_id.values():
-        if len(members) < 2:
+        if kept[i] is None:
+            by_id.setdefault(tid, []).append(i)
+    ids = [kept[i] if kept[i] is not None else tid for i, (_, tid, _) in enumerate(items)]
+    for tid, members in by_id.items():
+        if len(members) < 2 and tid not in taken:
             continue
         fulls = [items[i][2] for i in members]
         if len(set(fulls)) < len(fulls):  # the same name in different folders: the folders too
@@ -682,7 +693,7 @@ def _rows_from_paths(paths: list[str], *, exclude: Sequence[str] = ()) -> list[d
     for tid in ids:
         counts[tid] = counts.get(tid, 0) + 1
     for i, tid in enumerate(ids):  # still the same ('x/y.wav' beside 'x__y.wav'): the path's hash decides
-        if counts[tid] > 1:
+        if counts[tid] > 1 and kept[i] is None:
             h = hashlib.blake2b(os.path.abspath(items[i][0]).encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
             ids[i] = f"{tid}-{h}"
     dup: dict[str, int] = {}
@@ -719,7 +730,8 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
         # acetate's own folders under the output root are never inputs (a rerun must not master
         # its masters); the rest of it may hold the label's music (``--out lib --input lib/album``)
         own = [os.path.join(job.output, d) for d in ("masters", "training", "demo-input", store.STATE_DIR)]
-        rows = _rows_from_paths(inputs["paths"], exclude=own)
+        known = store.read_json(track_ids_path(job))
+        rows = _rows_from_paths(inputs["paths"], exclude=own, known=known if isinstance(known, dict) else None)
     else:
         raise JobError("the job has no inputs: give inputs.manifest, inputs.paths or inputs.demo (or --input)")
 
@@ -757,6 +769,23 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
     has_albums = any(s.album for s in specs)
     album = has_albums if job.album_mode == "auto" else bool(job.album_mode) and has_albums
     return specs, album
+
+
+def track_ids_path(job: Job) -> str:
+    """``OUT/.acetate/track_ids.json``: the id each input file of a folder or glob was given (path -> id)."""
+    return os.path.join(job.output, store.STATE_DIR, "track_ids.json")
+
+
+def record_track_ids(job: Job, specs: Sequence[TrackSpec]) -> None:
+    """Remember the ids of a run's folder and glob inputs, so later runs give each file the same id
+    (called by the batch, under the output folder's lock)."""
+    if not job.inputs.get("paths"):
+        return
+    known = store.read_json(track_ids_path(job))
+    known = known if isinstance(known, dict) else {}
+    merged = {**known, **{s.path: s.track_id for s in specs}}
+    if merged != known:
+        store.write_json(track_ids_path(job), merged)
 
 
 def config_hash(job: Job) -> str:
