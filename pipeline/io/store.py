@@ -2,10 +2,15 @@
 
 Layout of an output root ``OUT``::
 
-    OUT/masters/<track_id>.<ext>          masters (written by render / audio.encode, atomic)
+    OUT/masters/<name>.<ext>              masters (the write stage, chain.deliver; atomic)
     OUT/<dataset>/<part>.parquet          one part file per track (or per run), see schemas.registry
-    OUT/.acetate/ledger/<track_id>.json   per-track state: key, status, attempts (the resume ledger)
+    OUT/.acetate/ledger/<name>.json       per-track state: key, status, attempts, planned or
+                                          delivered files (the resume ledger)
     OUT/.acetate/measure/<hash>.json      cached input measurements, by content hash
+    OUT/.acetate/track_ids.json           the id each folder or glob input was given (path -> id)
+    OUT/.acetate/lock                     the running run's advisory lock (run, pid, host, since)
+
+``<name>`` is :func:`safe_name` of the track id.
 
 Every file is written under a temporary name that starts with ``.`` in the
 same folder, then moved into place with :func:`os.replace`; readers skip
