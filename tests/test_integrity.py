@@ -737,3 +737,17 @@ def test_a_nightly_folder_keeps_each_files_id_when_a_sibling_with_its_stem_arriv
     assert (res.skipped, res.done) == (1, 1)
     assert sorted(p.name for p in (out / "masters").iterdir()) == ["song.flac.wav", "song.wav"]
     assert audio.decode(track.read_ledger(out, "song.flac")["outputs"][0])[0].shape[1] == int(round(1.2 * 44100))
+
+
+def test_a_task_of_an_interrupted_run_writes_nothing_into_a_rerun_s_folder(tmp_path):
+    """Ctrl-C leaves tasks running on a shared cluster; once a rerun holds the folder they stop."""
+    src = _write(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "out"
+    job = jobs.parse_job({"name": "t", "inputs": {"paths": [str(src)]}, "output": str(out)})
+    settings = dict(job.settings(), preset_bank_hash="test")
+    spec = jobs.TrackSpec(track_id="a", path=str(src), targets=("streaming",)).to_dict()
+    with store.output_lock(out, run_id="rerun"):
+        summary = track.run_track(spec, settings, str(out), "interrupted")
+        assert summary["status"] == "failed" and "superseded by run rerun" in summary["message"]
+        assert track.read_ledger(out, "a") is None and not (out / "masters").exists() and not (out / "failures").exists()
+        assert track.run_track(spec, settings, str(out), "rerun")["status"] == "done"  # the holder's own tasks run

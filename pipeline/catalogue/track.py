@@ -119,6 +119,18 @@ def _check_room(out_root: str, path: str) -> None:
         raise files.DiskFull(Path(out_root) / "masters")
 
 
+class Superseded(Exception):
+    """A task of a run whose client is gone, while another run holds the output folder."""
+
+
+def _check_not_superseded(out_root: str, run_id: str) -> None:
+    """Raise :class:`Superseded` when another run holds the output folder's lock: a task that an
+    interrupted client left running on a shared cluster must not write into a rerun's folder."""
+    holder = store.lock_holder(out_root).get("run_id")
+    if holder and run_id and holder != run_id:
+        raise Superseded(f"run {run_id} was superseded by run {holder}, which holds {out_root}; nothing written")
+
+
 def _inside_root(path: str, out_root: str) -> bool:
     return os.path.realpath(path).startswith(os.path.realpath(out_root).rstrip(os.sep) + os.sep)
 
@@ -430,6 +442,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
     attempt = 1
     started = False  # whether this attempt took the track over (its ledger says running)
     try:
+        _check_not_superseded(out_root, run_id)
         _stage("input", lambda: stages.check_input(path))
         chash = _stage("hash", lambda: content_hash(path))
         key = f"{chash}:{settings_hash(settings, spec)}"
@@ -553,6 +566,7 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 )
                 del result
         prog = None
+        _check_not_superseded(out_root, run_id)
         _stage("write", lambda: _write_parts(out_root, part, run_id, rows))
         blocks_file = None
         if output_blocks:
@@ -560,6 +574,10 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
             _stage("write", lambda: store.write_json(blocks_file, {t: [round(float(b), 4) for b in v] for t, v in output_blocks.items()}))
         _stage("write", lambda: _write_done_ledger(out_root, track_id, key, attempt, run_id, summary, blocks_file))
         summary.update(status="done", output_blocks=output_blocks)
+    except Superseded as exc:  # another run owns the folder now: write nothing, touch nothing
+        summary.update(status="failed", stage="job", error_type="Superseded", message=str(exc), attempt=attempt)
+        if started:
+            _remove_files(summary["outputs"], out_root)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row, never a lost task
         f = exc if isinstance(exc, StageFailure) else StageFailure("job", type(exc).__name__, error_message(exc))
         summary.update(status="failed", stage=f.stage, error_type=f.error_type, message=f.message, attempt=attempt)

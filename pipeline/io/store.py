@@ -56,6 +56,7 @@ __all__ = [
     "list_parts",
     "OutputBusy",
     "output_lock",
+    "lock_holder",
     "check_output_root",
 ]
 
@@ -311,6 +312,15 @@ def output_lock(out_root: str | os.PathLike, *, run_id: str | None = None) -> It
             fh.truncate()  # an empty lock file: nobody holds it, nothing stale
         finally:
             fh.close()  # releases the flock
+
+
+def lock_holder(out_root: str | os.PathLike) -> dict[str, Any]:
+    """The record of the run that holds (or last held, if it was killed) ``OUT/.acetate/lock``; ``{}`` when none."""
+    try:
+        with open(Path(out_root) / STATE_DIR / LOCK_NAME) as fh:
+            return _parse_lock(fh.read())
+    except OSError:
+        return {}
 
 
 def _parse_lock(text: str) -> dict[str, Any]:
