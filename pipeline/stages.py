@@ -34,6 +34,7 @@ import numpy as np
 
 from acetate.kernels import backend
 from acetate.pipeline.io import audio
+from acetate.pipeline.io.files import error_message  # the one message clean-up, re-exported for the stages' callers
 
 if TYPE_CHECKING:  # annotations only (render imports much; these modules import it lazily)
     from acetate.pipeline.chain.render import MasterResult, MasterSettings
@@ -67,12 +68,6 @@ class StageFailure(Exception):
     def __init__(self, stage: str, error_type: str, message: str) -> None:
         super().__init__(f"{stage}: {error_type}: {message}")
         self.stage, self.error_type, self.message = stage, error_type, message
-
-
-def error_message(exc: BaseException) -> str:
-    """``exc`` as one line a label's engineer can read (its class name when it says nothing)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def stage(name: str, fn: Callable[[], T]) -> T:

@@ -73,7 +73,7 @@ RULES = (
         ("pipeline/stages.py", "pipeline/chain/*.py", "pipeline/io/*.py"),
         ("acetate.pipeline.catalogue", "acetate.pipeline.learning", "acetate.pipeline.cli", "distributed", "dask"),
     ),
-    Rule("io-below-stages", ("pipeline/io/*.py",), ("acetate.pipeline.chain", "acetate.pipeline.mastering")),
+    Rule("io-below-stages", ("pipeline/io/*.py",), ("acetate.pipeline.stages", "acetate.pipeline.chain", "acetate.pipeline.mastering")),
 )
 
 

@@ -211,8 +211,7 @@ def write_outputs(result: MasterResult, out_stem: str | os.PathLike, formats: Se
         dithered = audio.pcm_bits(fmt) == _DITHER_BITS
         lossy = not audio.is_lossless(fmt)
         report: dict[str, Any] = {}
-        src, fs_out = base, result.fs
-        fs_out = _delivery_rate(fmt, result.fs)
+        src, fs_out = base, _delivery_rate(fmt, result.fs)
         if fs_out != result.fs:  # the format cannot hold the master's rate: the nearest it can, said
             src = np.ascontiguousarray(backend.to_host(resample(base, result.fs, fs_out)), dtype=np.float32)
             result.notes.append(f"{fmt}: delivered at {fs_out} Hz (the format cannot hold the master's {result.fs} Hz)")

@@ -56,6 +56,7 @@ def check_levels(target_lufs: float | None, ceiling_dbtp: float | None, *, allow
         "target",
         target_lufs,
         "LUFS",
+        1,
         HARD_TARGET_LUFS,
         SAFE_MAX_TARGET_LUFS,
         "louder than {safe:g} LUFS, which no delivery asks for",
@@ -66,6 +67,7 @@ def check_levels(target_lufs: float | None, ceiling_dbtp: float | None, *, allow
         "ceiling",
         ceiling_dbtp,
         "dBTP",
+        2,
         HARD_CEILING_DBTP,
         SAFE_MAX_CEILING_DBTP,
         "above {safe:g} dBTP: inter-sample peaks over full scale clip in decoders and converters",
@@ -75,12 +77,13 @@ def check_levels(target_lufs: float | None, ceiling_dbtp: float | None, *, allow
 
 
 def _check(
-    what: str, value: float | None, unit: str, hard: tuple[float, float], safe: float, why: str, allow_unsafe: bool, where: str
+    what: str, value: float | None, unit: str, digits: int, hard: tuple[float, float], safe: float, why: str, allow_unsafe: bool, where: str
 ) -> None:
+    """Raise for ``value`` outside ``hard``, or above ``safe`` without ``allow_unsafe`` (shown with ``digits`` decimals)."""
     if value is None:
         return
     v = float(value)
-    shown = f"{v:+.1f}" if what == "target" else f"{v:+.2f}"
+    shown = f"{v:+.{digits}f}"
     if not math.isfinite(v) or not hard[0] <= v <= hard[1]:
         raise ValueError(f"{where}{what} {shown} {unit} is outside {hard[0]:g}..{hard[1]:g} {unit}")
     if v > safe and not allow_unsafe:

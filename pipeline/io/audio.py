@@ -59,22 +59,22 @@ class AudioInfo:
 
 def info(path: str | os.PathLike) -> AudioInfo:
     """Header information of ``path`` without decoding it (a file that is not regular is refused unopened)."""
-    from acetate.pipeline.io.files import input_problem
+    _refuse_non_regular(path)
+    return _header(path)
 
-    problem = input_problem(path)
+
+def _refuse_non_regular(path: str | os.PathLike) -> None:
+    problem = files.input_problem(path)
     if problem is not None:  # opening a FIFO would block, a device never end
         raise AudioError(problem)
+
+
+def _header(path: str | os.PathLike) -> AudioInfo:
     try:
         i = sf.info(str(path))
     except Exception as exc:  # libsndfile's errors are RuntimeError/LibsndfileError
-        raise AudioError(f"cannot read {os.fspath(path)!s}: {_clean(exc)}") from exc
+        raise AudioError(f"cannot read {os.fspath(path)!s}: {files.error_message(exc)}") from exc
     return AudioInfo(str(path), int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
-
-
-def _clean(exc: BaseException) -> str:
-    from acetate.pipeline.stages import error_message
-
-    return error_message(exc)
 
 
 def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> tuple[np.ndarray, int]:
@@ -87,14 +87,10 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
         than ``max_seconds`` of audio, or non-finite samples.
     """
     p = os.fspath(path)
-    from acetate.pipeline.io.files import input_problem
-
-    problem = input_problem(p)
-    if problem is not None:
-        raise AudioError(problem)
+    _refuse_non_regular(p)
     if os.path.getsize(p) == 0:
         raise AudioError(f"empty file (0 bytes): {p}")
-    meta = info(p)
+    meta = _header(p)
     if not (MIN_RATE <= meta.sample_rate <= MAX_RATE):
         raise AudioError(f"sample rate {meta.sample_rate} Hz is outside the supported {MIN_RATE}-{MAX_RATE} Hz: {p}")
     if meta.channels < 1:
@@ -106,7 +102,7 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
     try:
         x = _read_planar(p, meta)
     except Exception as exc:
-        raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
+        raise AudioError(f"cannot decode {p}: {files.error_message(exc)}") from exc
     if x.shape[1] == 0:
         raise AudioError(f"no audio samples: {p}")
     if not np.isfinite(x).all():
@@ -311,7 +307,7 @@ def decode_blocks(path: str | os.PathLike, block: int = _IO_BLOCK) -> Iterator[n
                 planar[:, :m] = inter.T
                 yield planar[:, :m]
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"cannot decode {p}: {_clean(exc)}") from exc
+        raise AudioError(f"cannot decode {p}: {files.error_message(exc)}") from exc
 
 
 #: Word length of the fixed-point subtypes that :func:`encode` rounds to.

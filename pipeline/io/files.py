@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-__all__ = ["atomic_write", "DiskFull", "input_problem", "TEMP_PATTERN", "remove_stale_temporaries", "no_space_message"]
+__all__ = ["atomic_write", "DiskFull", "error_message", "input_problem", "TEMP_PATTERN", "remove_stale_temporaries", "no_space_message"]
 
 # The process umask, read once at import (os.umask can only be read by setting it,
 # which would race with other threads creating files).
@@ -103,6 +103,18 @@ class DiskFull(OSError):
 
     def __str__(self) -> str:
         return self.strerror
+
+
+def error_message(exc: BaseException) -> str:
+    """``exc`` as one line a label's engineer can read (its class name when it says nothing).
+
+    Examples
+    --------
+    >>> error_message(ValueError("two  spaced\tlines")), error_message(KeyError())
+    ('two spaced lines', 'KeyError')
+    """
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def no_space_message(path: str | os.PathLike) -> str:
