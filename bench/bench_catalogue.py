@@ -2,6 +2,15 @@
 
     python bench/bench_catalogue.py [--tracks 50] [--seconds 60] [--workers N]
                                     [--threads-per-worker T] [--mixes 10] [--skip-floor]
+                                    [--device cpu|gpu] [--generate] [--floor-processes P]
+
+``--generate`` uses synthetic mixes instead of the corpus (``acetate.pipeline.catalogue.demo``
+styles, 48 kHz stereo, FLAC 24, cached in ``.bench-data/catalogue/gen-<N>x<S>s``): for a
+machine without the corpus packages (a GPU node). ``--device gpu`` runs the job as
+``acetate run --device gpu`` does on the default local cluster: one worker per visible GPU
+(``--workers``: how many GPUs), its threads the cores shared out (``--threads-per-worker``);
+the workers import CuPy and touch the device once before the timing (``client.run``), and
+each says which device it sees.
 
 The catalogue (cached in ``.bench-data/catalogue/seg<S>s``) is cut from the benchmark
 corpus (``bench/corpus.py``): the mastered Ogg soundtracks under ``/usr/share`` (>= 500 kB)
@@ -85,6 +94,41 @@ def build_catalogue(seconds: float, n_mixes: int) -> list[tuple[str, float]]:
     return order
 
 
+def _generate_one(args: tuple[str, str, float, int, int]) -> float:
+    from acetate.pipeline.catalogue import demo
+    from acetate.pipeline.io import audio
+
+    path, style, seconds, fs, seed = args
+    x = demo.render_style(style, seconds, fs, seed=seed)
+    tmp = path + ".part.flac"
+    audio.encode(x, fs, tmp, "flac24")
+    os.replace(tmp, path)
+    return x.shape[1] / fs
+
+
+def generated_catalogue(n: int, seconds: float, fs: int = 48000, processes: int | None = None) -> list[tuple[str, float]]:
+    """``n`` synthetic unmastered mixes of ``seconds`` s (the demo's styles in turn, a seed each), FLAC 24; cached."""
+    import multiprocessing as mp
+
+    from acetate.pipeline.catalogue import demo
+
+    out = DATA / "catalogue" / f"gen-{n}x{seconds:g}s-{fs}"
+    out.mkdir(parents=True, exist_ok=True)
+    todo, cat = [], []
+    for i in range(n):
+        style = demo.STYLES[i % len(demo.STYLES)]
+        path = out / f"{style}-{i:03d}.flac"
+        cat.append((str(path), float(round(seconds * fs) / fs)))
+        if not path.exists():
+            todo.append((str(path), style, seconds, fs, 1000 + i))
+    if todo:
+        t0 = time.perf_counter()
+        with mp.get_context("spawn").Pool(min(len(todo), processes or os.cpu_count() or 1)) as pool:
+            pool.map(_generate_one, todo, chunksize=1)
+        print(f"generated {len(todo)} synthetic mixes of {seconds:g} s in {time.perf_counter() - t0:.1f} s ({out})", flush=True)
+    return cat
+
+
 def _floor_one(args: tuple[str, str]) -> tuple[float, float]:
     import soundfile as sf
 
@@ -153,7 +197,7 @@ presets:
   intensity: medium
 album_mode: false
 options:
-  device: cpu
+  device: {device}
   strict: false
   retries: 2
   progress: {progress}
@@ -161,20 +205,47 @@ options:
 """
 
 
-def run_acetate(manifest: Path, out_dir: Path, workers: int | None, threads: int, progress: bool) -> dict:
+def _warm_gpu() -> str:
+    """In a worker: import CuPy, run one kernel, say which device(s) this process sees."""
+    import cupy
+
+    cupy.ones(1 << 20, dtype=cupy.float32).sum().item()
+    n = cupy.cuda.runtime.getDeviceCount()
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}: {n} device(s), device 0 {name}"
+
+
+def run_acetate(
+    manifest: Path, out_dir: Path, workers: int | None, threads: int | None, progress: bool, device: str = "cpu", workers_per_gpu: int = 1
+) -> dict:
     from acetate.pipeline.catalogue import batch, cluster, jobs
 
     job_path = manifest.parent / "bench-job.yaml"
-    job_path.write_text(JOB_YAML.format(progress="true" if progress else "false"))
+    job_path.write_text(JOB_YAML.format(progress="true" if progress else "false", device=device))
     shutil.rmtree(out_dir, ignore_errors=True)
     job = jobs.apply_overrides(jobs.load_job(job_path), input=str(manifest), out=str(out_dir), strict=None)
-    cfg = cluster.parse_cluster_config({"kind": "local", "local": {"threads_per_worker": threads, "dashboard_address": ":0"}})
+    # `acetate run` on the default cluster file: kind local; device gpu lays it out one worker per GPU.
+    cfg = cluster.parse_cluster_config(
+        {
+            "kind": "local",
+            "local": {"threads_per_worker": threads or 2, "dashboard_address": ":0"},
+            "gpu": {"threads_per_worker": threads, "workers_per_gpu": workers_per_gpu, "dashboard_address": ":0"},
+        }
+    )
     t0 = time.perf_counter()
-    handle = cluster.connect(cfg, workers=workers)
+    handle = cluster.connect(cfg, workers=workers, device=device)
     startup = time.perf_counter() - t0
     with handle:
         print(f"  cluster: {handle.description} (started in {startup:.1f} s)", flush=True)
-        n_workers = len(handle.client.scheduler_info()["workers"])
+        info = handle.client.scheduler_info()["workers"]
+        n_workers = len(info)
+        slots = sum(int(w.get("nthreads", 1)) for w in info.values())
+        if device == "gpu":
+            t1 = time.perf_counter()
+            for addr, line in sorted(handle.client.run(_warm_gpu).items()):
+                print(f"  worker {info[addr].get('name', addr)}: {line}", flush=True)
+            print(f"  (CuPy imported and the device touched in every worker in {time.perf_counter() - t1:.1f} s, untimed)", flush=True)
         rss0 = handle.client.run(_maxrss_kib)
         cpu0 = handle.client.run(_cpu_s)
         t0 = time.perf_counter()
@@ -190,7 +261,18 @@ def run_acetate(manifest: Path, out_dir: Path, workers: int | None, threads: int
         rss1 = handle.client.run(_maxrss_kib)
         now = handle.client.run(_rss_now_kib)
     cpu = sum(cpu1[w] - cpu0.get(w, 0.0) for w in cpu1)
-    return {"result": res, "wall": wall, "cpu": cpu, "startup": startup, "rss0": rss0, "rss1": rss1, "rss_now": now, "workers": n_workers}
+    return {
+        "result": res,
+        "wall": wall,
+        "cpu": cpu,
+        "startup": startup,
+        "rss0": rss0,
+        "rss1": rss1,
+        "rss_now": now,
+        "workers": n_workers,
+        "slots": slots,
+        "description": handle.description,
+    }
 
 
 def landing(out_dir: Path) -> str:
@@ -219,66 +301,40 @@ def landing(out_dir: Path) -> str:
     return s
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tracks", type=int, default=50, metavar="N", help="catalogue size (default 50)")
-    ap.add_argument(
-        "--seconds", type=float, default=60.0, metavar="S", help="longest track: sources are cut into segments of at most S s (default 60)"
-    )
-    ap.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="worker processes (default: the floor one per core; acetate what `acetate run` starts here, cores // threads per worker)",
-    )
-    ap.add_argument(
-        "--threads-per-worker",
-        type=int,
-        default=None,
-        metavar="T",
-        help="Dask threads per worker (default: cluster.yaml's local.threads_per_worker, else 2)",
-    )
-    ap.add_argument("--mixes", type=int, default=10, metavar="M", help="fluidsynth mixes in the corpus (default 10)")
-    ap.add_argument("--skip-floor", action="store_true")
-    ap.add_argument("--progress", action="store_true", help="show the job's progress bar")
-    a = ap.parse_args(argv)
-
-    threads = a.threads_per_worker
-    if threads is None:
-        try:
-            from acetate.pipeline.catalogue import cluster
-
-            threads = int(cluster.load_cluster_config(ROOT / "cluster.yaml")["local"]["threads_per_worker"] or 2)
-        except Exception:
-            threads = 2
-
-    print("bench_catalogue: a catalogue through `acetate run` vs the codec floor (decode + encode FLAC 24)")
-    print(provenance())
-    cat = build_catalogue(a.seconds, a.mixes)
-    if len(cat) < a.tracks:
-        print(f"note: the corpus gives only {len(cat)} segments of <= {a.seconds:g} s; use --mixes or a shorter --seconds for more")
-    cat = cat[: a.tracks]
-    files = [p for p, _ in cat]
-    audio_total = sum(d for _, d in cat)
-    n_ogg = sum(1 for p in files if not Path(p).name.startswith("fluid-song"))
-    print(
-        f"catalogue: {len(files)} tracks, {audio_total:.0f} s of audio ({audio_total / len(files):.1f} s mean): {n_ogg} cut from mastered Ogg soundtracks, "
-        f"{len(files) - n_ogg} from fluidsynth mixes; sources cut into segments of at most {a.seconds:g} s to keep the run short; FLAC 24 in and out"
-    )
-    manifest = DATA / "catalogue" / f"manifest-{len(files)}-{a.seconds:g}s.csv"
+def write_manifest(files: list[str], name: str) -> Path:
+    manifest = DATA / "catalogue" / name
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     with open(manifest, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["track_id", "path"])
         for p in files:
             w.writerow([Path(p).stem, p])
+    return manifest
+
+
+def measure(
+    files: list[str],
+    manifest: Path,
+    *,
+    device: str = "cpu",
+    workers: int | None = None,
+    threads: int | None = None,
+    floor_processes: int | None = None,
+    skip_floor: bool = False,
+    progress: bool = False,
+    workers_per_gpu: int = 1,
+) -> dict:
+    """The floor and ``acetate run`` on the same files; prints both and their ratio; returns the figures."""
     for p in files:  # warm the page cache for both measurements
         Path(p).read_bytes()
-
+    audio_total = 0.0
     cores = os.cpu_count() or 1
-    floor_workers = a.workers or cores
-    floor = None
-    if not a.skip_floor:
+    # The floor has the machine's cores, one process each: as many as acetate's worker threads where
+    # the cluster is sized by default (cores // threads workers on a CPU, one worker of cores // GPUs
+    # threads per GPU).
+    floor_workers = floor_processes or (workers if workers and device == "cpu" else cores)
+    floor = floor_cpu = None
+    if not skip_floor:
         print(f"\nfloor: soundfile decode + encode FLAC 24, multiprocessing.Pool({floor_workers}), best of 3 passes", flush=True)
         aud, wall, fcpu = run_floor(files, floor_workers, DATA / "catalogue" / "floor-out")
         floor, floor_cpu = aud / wall, aud / fcpu
@@ -289,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     # The local cluster sized as `acetate run` sizes it (pipeline.cluster), unless --workers: more
     # processes x threads than cores only oversubscribes them (measured: 2 x 2 on 2 cores
     # 127.8x, 1 x 2 140.6x, 2 x 1 143.1x).
-    print(f"\nacetate run: {threads} thread(s) per worker, manifest {manifest.relative_to(ROOT)}", flush=True)
+    tdesc = f"{threads} thread(s) per worker" if threads else "threads per worker as the cluster sizes them"
+    print(f"\nacetate run --device {device}: {tdesc}, manifest {manifest}", flush=True)
     out_dir = DATA / "catalogue" / "acetate-out"
-    r = run_acetate(manifest, out_dir, a.workers, threads, a.progress)
-    ac_workers = r["workers"]
+    r = run_acetate(manifest, out_dir, workers, threads, progress, device, workers_per_gpu)
     res = r["result"]
+    audio_total = res.audio_seconds
     x_ac = res.audio_seconds / r["wall"] if r["wall"] > 0 else 0.0
     x_ac_cpu = res.audio_seconds / r["cpu"] if r["cpu"] > 0 else 0.0
     print(
@@ -308,17 +365,106 @@ def main(argv: list[str] | None = None) -> int:
             f"  worker {addr}: peak RSS {r['rss1'][addr] / 1024:.0f} MiB (after start-up {r['rss0'].get(addr, 0) / 1024:.0f} MiB, now {r['rss_now'].get(addr, 0) / 1024:.0f} MiB)"
         )
     peak = max(r["rss1"].values()) / 1024 if r["rss1"] else math.nan
+    threads_used = r["slots"] // max(1, r["workers"])
     print(
-        f"\nsummary: {len(files)} tracks ({audio_total:.0f} s); floor {floor_workers} processes, acetate {ac_workers} x {threads} threads"
+        f"\nsummary ({device}): {len(files)} tracks ({audio_total:.0f} s); floor {floor_workers} processes, "
+        f"acetate {r['workers']} worker(s) x {threads_used} threads = {r['slots']} slots ({r['description']})"
     )
     if floor:
         print(f"  floor    {floor:8.1f}x realtime   {floor_cpu:8.1f}x realtime per CPU-second")
     print(f"  acetate  {x_ac:8.1f}x realtime   {x_ac_cpu:8.1f}x realtime per CPU-second   peak RSS per worker <= {peak:.0f} MiB")
+    ratio = None
     if floor:
         ratio = x_ac / floor
-        print(
-            f"  ratio acetate / floor: {ratio:.3f} wall, {x_ac_cpu / floor_cpu:.3f} CPU  (goal on CPU >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})"
+        goal = "on CPU >= 0.5" if device == "cpu" else "on a GPU: approach 1"
+        met = f": {'met' if ratio >= 0.5 else 'NOT met'}" if device == "cpu" else ""
+        print(f"  ratio acetate / floor: {ratio:.3f} wall, {x_ac_cpu / floor_cpu:.3f} CPU  (goal {goal}{met})")
+    return {
+        "tracks": len(files),
+        "done": res.done,
+        "failed": res.failed,
+        "audio_s": audio_total,
+        "acetate_x": x_ac,
+        "floor_x": floor,
+        "ratio": ratio,
+        "workers": r["workers"],
+        "slots": r["slots"],
+        "floor_processes": floor_workers,
+        "wall_s": r["wall"],
+        "startup_s": r["startup"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=50, metavar="N", help="catalogue size (default 50)")
+    ap.add_argument(
+        "--seconds", type=float, default=60.0, metavar="S", help="longest track: sources are cut into segments of at most S s (default 60)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes, or GPUs with --device gpu (default: the floor one per core; acetate what `acetate run` starts here)",
+    )
+    ap.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        metavar="T",
+        help="Dask threads per worker (default: cluster.yaml's local.threads_per_worker, else 2; with --device gpu: cores // GPUs)",
+    )
+    ap.add_argument("--mixes", type=int, default=10, metavar="M", help="fluidsynth mixes in the corpus (default 10)")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="the job's options.device (default cpu)")
+    ap.add_argument("--generate", action="store_true", help="synthetic mixes (--tracks x --seconds, 48 kHz) instead of the corpus")
+    ap.add_argument(
+        "--floor-processes", type=int, default=None, metavar="P", help="floor processes (default: --workers on CPU, else cores)"
+    )
+    ap.add_argument("--skip-floor", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="show the job's progress bar")
+    a = ap.parse_args(argv)
+
+    threads = a.threads_per_worker
+    if threads is None and a.device == "cpu":
+        try:
+            from acetate.pipeline.catalogue import cluster
+
+            threads = int(cluster.load_cluster_config(ROOT / "cluster.yaml")["local"]["threads_per_worker"] or 2)
+        except Exception:
+            threads = 2
+
+    print("bench_catalogue: a catalogue through `acetate run` vs the codec floor (decode + encode FLAC 24)")
+    print(provenance())
+    if a.generate:
+        cat = generated_catalogue(a.tracks, a.seconds)
+        desc = f"synthetic mixes (acetate's demo styles), {a.seconds:g} s each, 48 kHz stereo"
+    else:
+        cat = build_catalogue(a.seconds, a.mixes)
+        if len(cat) < a.tracks:
+            print(f"note: the corpus gives only {len(cat)} segments of <= {a.seconds:g} s; use --mixes or a shorter --seconds for more")
+        cat = cat[: a.tracks]
+        n_ogg = sum(1 for p, _ in cat if not Path(p).name.startswith("fluid-song"))
+        desc = (
+            f"{n_ogg} cut from mastered Ogg soundtracks, {len(cat) - n_ogg} from fluidsynth mixes; "
+            f"sources cut into segments of at most {a.seconds:g} s to keep the run short"
         )
+    files = [p for p, _ in cat]
+    audio_total = sum(d for _, d in cat)
+    print(
+        f"catalogue: {len(files)} tracks, {audio_total:.0f} s of audio ({audio_total / len(files):.1f} s mean): {desc}; FLAC 24 in and out"
+    )
+    manifest = write_manifest(files, f"manifest-{'gen-' if a.generate else ''}{len(files)}-{a.seconds:g}s.csv")
+    measure(
+        files,
+        manifest,
+        device=a.device,
+        workers=a.workers,
+        threads=threads,
+        floor_processes=a.floor_processes,
+        skip_floor=a.skip_floor,
+        progress=a.progress,
+    )
     return 0
 
 

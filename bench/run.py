@@ -3,8 +3,17 @@
 One command (from the repository root)::
 
     python bench/run.py            # CPU, pinned to one core; peers: libebur128 (pyebur128), pyloudnorm
-    python bench/run.py --gpu      # CuPy, data already in device memory (skipped with a message without a GPU)
+    python bench/run.py --gpu      # the GPU figures in one run (skipped with a message, exit 0, without a GPU)
     python bench/run.py --quick    # fewer repeats, corpus limited to a few files
+
+``--gpu`` prints, in one run: the fingerprint, the meter and the render chain
+x-realtime on a 300 s track already in device memory (CuPy, timed to the stream's
+end), with the memory pool's peak per case; then a catalogue through ``acetate run
+--device gpu`` (``--tracks`` x ``--seconds`` synthetic 48 kHz mixes, FLAC 24 in and
+out, the default local cluster laid out one worker per GPU) next to the codec floor
+(soundfile decode + encode of the same files, one process per core), their ratio,
+and the device memory peak during the job (NVML, else ``cudaMemGetInfo``, sampled
+every 20 ms); ``--json FILE`` writes the figures too.
 
 What is measured (best of ``--repeat`` rounds, each running every contender once, wall clock, one core):
 
@@ -77,6 +86,10 @@ def five_minute_track() -> tuple[np.ndarray, int, str]:
     if os.path.exists(TRACK_5MIN):
         x, fs0 = _decode(TRACK_5MIN)
         name = os.path.basename(TRACK_5MIN)
+    elif not glob.glob(CORPUS_GLOBS[0]):  # no corpus on this machine (a GPU node): a synthetic mix
+        from acetate.pipeline.catalogue import demo
+
+        return demo.render_style("pop", 300.0, fs, seed=7), fs, "synthetic pop mix (no corpus here), 48 kHz, 300 s, stereo"
     else:  # concatenate whatever real music there is
         parts = [_decode(p) for p in sorted(glob.glob(CORPUS_GLOBS[0]))]
         fs0 = parts[0][1]
@@ -262,70 +275,191 @@ def _table(times: dict, dur: float) -> None:
         print(f"{name:36s} {t:9.3f} {dur / t:11.0f} {ebu / t:13.2f}x {pyl / t:13.2f}x")
 
 
-def run_gpu(args) -> None:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+class DeviceMemorySampler:
+    """Peak memory in use on the GPUs while the ``with`` block runs (all processes), sampled in a thread:
+    NVML (nvidia-ml-py) where it loads, which needs no CUDA context; else ``cudaMemGetInfo`` of device 0."""
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        import threading
+
+        self.period_s = period_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.source = "cudaMemGetInfo (device 0)"
+        self._handles: list = []
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self._nvml = pynvml
+            self.source = f"NVML, {len(self._handles)} GPU(s)"
+        except Exception:
+            self._handles = []
+        self.base = self.used()
+        self.peak = self.base
+
+    def used(self) -> int:
+        if self._handles:
+            return sum(int(self._nvml.nvmlDeviceGetMemoryInfo(h).used) for h in self._handles)
+        import cupy
+
+        free, total = cupy.cuda.runtime.memGetInfo()
+        return int(total - free)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.period_s):
+            try:
+                self.peak = max(self.peak, self.used())
+            except Exception:
+                return
+
+    def __enter__(self) -> "DeviceMemorySampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.used())
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def run_gpu(args) -> int:
     from acetate.kernels import backend
 
     if not backend.gpu_available():
         print("--gpu: skipped: no CuPy / CUDA device on this machine (CPU figures: run without --gpu)")
-        return
+        return 0
+    import json
+
     import cupy
 
     from acetate.kernels import loudness, truepeak
-    from acetate.pipeline.chain import analyse
+    from acetate.pipeline.chain import analyse, render
 
+    figures: dict = {"device": {}, "kernels": {}, "catalogue": None}
     x_host, fs, desc = five_minute_track()
     dur = x_host.shape[1] / fs
     x = cupy.asarray(x_host)  # already in device memory before timing
     stream = cupy.cuda.get_current_stream()
-    dev = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    print(f"# GPU: {dev.decode() if isinstance(dev, bytes) else dev}, CuPy {cupy.__version__}, numpy {np.__version__}")
-    print(f"## 5-minute track on the device: {desc} (best of {args.repeat}, synchronised on the stream)")
+    pool = cupy.get_default_memory_pool()
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    dev = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    free, total = cupy.cuda.runtime.memGetInfo()
+    figures["device"] = {"name": dev, "memory_total": int(total), "cupy": cupy.__version__, "count": cupy.cuda.runtime.getDeviceCount()}
+    print(f"# GPU: {dev} ({_gib(total)}, {figures['device']['count']} visible), CuPy {cupy.__version__}, numpy {np.__version__}")
+    print(f"# host: {os.cpu_count()} logical CPU(s)")
+    print(f"\n## 5-minute track on the device: {desc} (best of {args.repeat}, synchronised on the stream)")
 
     def timed(fn):
-        fn()
+        fn()  # warm-up: CuPy compiles (or loads from its cache) each kernel the first time
         stream.synchronize()
+        pool.free_all_blocks()
+        base = pool.total_bytes()  # the input track (and anything else held)
         best = float("inf")
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             fn()
             stream.synchronize()
             best = min(best, time.perf_counter() - t0)
-        return best
+        return best, pool.total_bytes() - base  # the pool keeps freed blocks: its growth is the case's peak
 
+    fp = analyse.fingerprint(x, fs)
+    settings = render.MasterSettings(device="gpu", target_lufs=-14.0, ceiling_dbtp=-1.0)
     cases = [
         ("meter (measure + true_peak)", lambda: (loudness.measure(x, fs), truepeak.true_peak(x, fs))),
         ("  loudness.measure", lambda: loudness.measure(x, fs)),
         ("  truepeak.true_peak 4x", lambda: truepeak.true_peak(x, fs)),
         ("fingerprint (incl. meter)", lambda: analyse.fingerprint(x, fs)),
+        ("render chain (master, input on device)", lambda: render.master(x, fs, settings, fingerprint=fp)),
     ]
-    from acetate.pipeline.chain import render
 
-    fp = analyse.fingerprint(x, fs)
-    settings = render.MasterSettings(device="gpu", target_lufs=-14.0, ceiling_dbtp=-1.0)
-    cases.append(("render chain (master, input on device)", lambda: render.master(x, fs, settings, fingerprint=fp)))
-    print(f"{'':36s} {'seconds':>9s} {'x-realtime':>11s}")
+    def save() -> None:  # after each part: a session cut short keeps what was measured
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(figures, fh, indent=2, default=float)
+
+    print(f"{'':40s} {'seconds':>9s} {'x-realtime':>11s} {'pool peak':>11s}")
     for name, fn in cases:
-        t = timed(fn)
-        print(f"{name:36s} {t:9.4f} {dur / t:11.0f}")
+        try:
+            t, mem = timed(fn)
+        except Exception as exc:  # one broken case does not cost the others
+            figures["kernels"][name.strip()] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name:40s} FAILED {type(exc).__name__}: {exc}")
+            continue
+        figures["kernels"][name.strip()] = {"seconds": t, "x_realtime": dur / t, "pool_peak_bytes": int(mem)}
+        print(f"{name:40s} {t:9.4f} {dur / t:11.0f} {_gib(mem):>11s}")
+    save()
+    print(f"input track on the device: {_gib(x.nbytes)}; pool peak = growth of CuPy's memory pool during the timed calls")
     print("goals: meter + fingerprint >= 20,000x realtime (issue 2); render chain >= 10,000x (issue 3;")
     print("       the master includes its output report, 16x verification and the copy back to the host)")
+    x = fp = cases = None  # the track and the cases' results leave the device before the catalogue
+    pool.free_all_blocks()
+    cupy.get_default_pinned_memory_pool().free_all_blocks()
+
+    if args.tracks:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_catalogue as bc
+
+        print(f"\n## catalogue through `acetate run --device gpu`: {args.tracks} x {args.seconds:g} s synthetic mixes, FLAC 24 -> FLAC 24")
+        cat = bc.generated_catalogue(args.tracks, args.seconds)
+        files = [p for p, _ in cat]
+        manifest = bc.write_manifest(files, f"manifest-gen-{len(files)}-{args.seconds:g}s.csv")
+        try:
+            with DeviceMemorySampler() as mem:
+                summary = bc.measure(files, manifest, device="gpu", threads=args.gpu_threads, workers_per_gpu=args.workers_per_gpu)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            figures["catalogue"] = {"error": f"{type(exc).__name__}: {exc}"}
+            save()
+            return 1
+        summary["gpu_memory_peak_bytes"] = mem.peak
+        summary["gpu_memory_base_bytes"] = mem.base
+        figures["catalogue"] = summary
+        print(
+            f"  GPU memory in use during the job ({mem.source}): peak {_gib(mem.peak)}, "
+            f"{_gib(mem.peak - mem.base)} above the {_gib(mem.base)} in use before it (this process's context and pool)"
+        )
+        ratio = summary["ratio"]
+        k = figures["kernels"]
+        print(
+            f"\nRESULT gpu catalogue: acetate {summary['acetate_x']:.1f}x realtime, floor {summary['floor_x'] or 0:.1f}x "
+            f"({summary['floor_processes']} processes), ratio {ratio if ratio is None else round(ratio, 3)}; "
+            f"render chain {k.get('render chain (master, input on device)', {}).get('x_realtime', float('nan')):.0f}x, "
+            f"fingerprint {k.get('fingerprint (incl. meter)', {}).get('x_realtime', float('nan')):.0f}x; GPU memory peak {_gib(mem.peak)}"
+        )
+    save()
+    if args.json:
+        print(f"figures written to {args.json}")
+    return 0
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpu", action="store_true", help="benchmark on the GPU (CuPy, data on the device)")
     p.add_argument("--repeat", type=int, default=5, help="rounds per measurement; the best is kept (default 5)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many corpus files")
     p.add_argument("--quick", action="store_true", help="--repeat 1 --limit 4")
+    g = p.add_argument_group("--gpu catalogue")
+    g.add_argument("--tracks", type=int, default=48, metavar="N", help="tracks of the catalogue (default 48; 0: no catalogue)")
+    g.add_argument("--seconds", type=float, default=60.0, metavar="S", help="seconds per track (default 60)")
+    g.add_argument("--gpu-threads", type=int, default=None, metavar="T", help="threads per GPU worker (default: cores // GPUs)")
+    g.add_argument("--workers-per-gpu", type=int, default=1, metavar="W", help="GPU worker processes per GPU (default 1)")
+    g.add_argument("--json", metavar="FILE", default=None, help="also write the figures as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.repeat, args.limit = 1, 4
     if args.gpu:
-        run_gpu(args)
-    else:
-        run_cpu(args)
+        return run_gpu(args)
+    run_cpu(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -252,6 +252,13 @@ def _add_run(sub) -> None:
     p.add_argument(
         "--workers", type=int, metavar="N", default=None, help="local workers / GPUs / Slurm jobs to start, or workers to wait for"
     )
+    p.add_argument(
+        "--device",
+        type=_lower,
+        choices=("cpu", "gpu", "auto"),
+        default=None,
+        help="override options.device; gpu (or auto, where CuPy is installed) on a local cluster starts one worker per visible GPU",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any track failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
@@ -267,12 +274,14 @@ def _cmd_run(args) -> int:
     with contextlib.ExitStack() as stack:
         try:
             job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
+            if args.device is not None:
+                job.options["device"] = args.device
             # Refused before a cluster starts: an output that cannot be written, or one another run holds.
             run_id = batch.new_run_id()
             stack.enter_context(store.output_lock(store.check_output_root(job.output, "--out" if args.out else "output"), run_id=run_id))
             jobs.check_job(job)
             cfg = cluster.load_cluster_config(args.cluster or ("cluster.yaml" if os.path.isfile("cluster.yaml") else None))
-            handle = stack.enter_context(cluster.connect(cfg, workers=args.workers))
+            handle = stack.enter_context(cluster.connect(cfg, workers=args.workers, device=job.options["device"]))
         except (jobs.JobError, cluster.ClusterError, store.OutputBusy, ValueError, OSError) as exc:
             print(f"acetate run: {exc}", file=sys.stderr)
             return 2
