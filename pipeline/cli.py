@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Mapping
 
 # --- sub-commands -----------------------------------------------------------------
 # (each _add_* registers one sub-command; keep handlers thin)
@@ -146,6 +147,13 @@ def _add_master(sub) -> None:
         "--device", type=_lower, choices=("cpu", "gpu", "auto"), default="cpu", help="array backend for the kernels (default cpu)"
     )
     p.add_argument("--allow-unsafe-levels", action="store_true", help="accept a target louder than -5 LUFS or a ceiling above 0 dBTP")
+    p.add_argument(
+        "--max-limiting",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="most limiter gain reduction allowed to reach the target (default: the preset's); beyond it the chain's compression is pushed first",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
     p.set_defaults(func=_cmd_master)
 
@@ -173,7 +181,12 @@ def _master_plan(args):
     preset = mastering.resolve_preset(bank, args.preset)
     out = store.check_output_root(args.out)
     settings = render.MasterSettings(
-        target_lufs=target, ceiling_dbtp=ceiling, intensity=args.intensity, output_rate=args.rate, device=args.device
+        target_lufs=target,
+        ceiling_dbtp=ceiling,
+        intensity=args.intensity,
+        output_rate=args.rate,
+        device=args.device,
+        max_limiting_db=args.max_limiting,
     )
     return settings, formats, bank, preset, out
 
@@ -404,13 +417,39 @@ def _cmd_learn(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:
-        print(
-            f"wrote {args.out}: {len(bank)} presets from {report['n_pairs']} pairs ({report['n_groups']} groups), K={report['k']} ({report['k_criterion']})"
+        print(_learn_summary(args.out, bank, report))
+    for w in report.get("warnings") or []:
+        print(f"acetate learn: warning: {w}", file=sys.stderr)
+    return 3 if args.strict and report.get("warnings") else 0
+
+
+def _learn_summary(out: str, bank: Any, report: Mapping[str, Any]) -> str:
+    """What ``acetate learn`` says about the bank it wrote: K and why, held-out accuracy beside
+    chance, and the held-out errors (EQ transfer; masters vs true masters) against the baselines."""
+    model = report.get("model") or {}
+    lines = [
+        f"wrote {out}: {len(bank)} presets from {report['n_pairs']} pairs ({report['n_groups']} groups)",
+        f"K={report['k']} ({report['k_criterion']}); selection {model.get('method')} with a blend of {model.get('blend_k')}",
+        f"per preset {report['per_preset']}",
+    ]
+    if report.get("accuracy") is not None:
+        split = report["split"]
+        lines.append(
+            f"held out {split['test_pairs']} pairs of {split['test_groups']} groups: accuracy {report['accuracy']:.2f} (chance {report['chance']:.2f})"
         )
-        print(f"held-out accuracy {report['accuracy']} (chance {report['chance']}); per preset {report['per_preset']}")
-        if report["skipped"]:
-            print(f"skipped {len(report['skipped'])} pair(s): see the bank's report")
-    return 0
+        tr = report["transfer"]
+        lines.append(f"EQ transfer error: learned {tr['learned_db']} dB, default bank {tr['default_db']} dB, no EQ {tr['none_db']} dB")
+        r = report.get("rendered")
+        if r:
+            lines.append(
+                f"masters vs true masters (band spectrum, intensity {r['intensity']}): raw mixes {r['raw_db']} dB, "
+                f"learned bank {r['learned_db']} dB (ratio {r['ratio']}), default bank {r['default_db']} dB (ratio {r['default_ratio']})"
+            )
+            for name, row in (r.get("per_preset") or {}).items():
+                lines.append(f"  {name}: {row['n']} pairs, raw {row['raw_db']} dB -> learned {row['learned_db']} dB")
+    if report["skipped"]:
+        lines.append(f"skipped {len(report['skipped'])} pair(s): see the bank's report")
+    return "\n".join(lines)
 
 
 def _add_training_data(sub) -> None:

@@ -121,20 +121,39 @@ class Analysis:
 
 @dataclass(frozen=True)
 class Choice:
-    """The preset a track is mastered with, and how it was chosen."""
+    """The preset a track is mastered with, and how it was chosen.
+
+    ``preset`` is what is rendered (a bank preset, a blend of the nearest ones or the
+    gentle fallback); ``nearest`` the bank's nearest preset's name (None when forced);
+    ``confidence`` 0..1 (None when forced); ``weights`` the blend; ``notes`` why the
+    rendered preset is not simply the nearest.
+    """
 
     preset: Any
     forced: bool
     distance: float | None
     runners_up: list[tuple[str, float]]
+    confidence: float | None = None
+    nearest: str | None = None
+    weights: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return str(getattr(self.preset, "name", self.preset))
 
     def record(self) -> dict[str, Any]:
-        """The JSON-able selection record (``preset, forced, distance, runners_up``)."""
-        return {"preset": self.name, "forced": self.forced, "distance": self.distance, "runners_up": list(self.runners_up)}
+        """The JSON-able selection record (``preset, forced, distance, confidence, nearest, weights, runners_up, notes``)."""
+        return {
+            "preset": self.name,
+            "forced": self.forced,
+            "distance": self.distance,
+            "confidence": self.confidence,
+            "nearest": self.nearest,
+            "weights": [{"name": n, "weight": round(w, 4)} for n, w in self.weights],
+            "runners_up": list(self.runners_up),
+            "notes": list(self.notes),
+        }
 
 
 # --- the stages -------------------------------------------------------------------------------
@@ -190,16 +209,27 @@ def analyse(x: Any, fs: int, device: str = "cpu") -> Analysis:
     return Analysis(report, fp, meter.gating_blocks(stats))
 
 
-def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any) -> Choice:
+def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any, **options: Any) -> Choice:
     """The preset for a track: ``preset`` forced by name (matched without regard to case), or with
-    ``"auto"`` / None the bank's nearest style to ``fingerprint``."""
+    ``"auto"`` / None the bank's selection from ``fingerprint`` (:meth:`~acetate.pipeline.chain.presets.Bank.select`:
+    the nearest preset, or the blend of the nearest, or the gentle fallback when not confident;
+    ``options``: its ``blend_k``, ``temperature``, ``min_confidence``)."""
     from acetate.pipeline.mastering import resolve_preset
 
     if preset and preset.strip().lower() != "auto":
         name = resolve_preset(bank, preset)
         return Choice(bank[name], True, None, [])
-    sel = bank.select(fingerprint)
-    return Choice(sel.preset, False, float(sel.distance), [(str(n), float(d)) for n, d in sel.runners_up])
+    sel = bank.select(fingerprint, **{k: v for k, v in options.items() if v is not None})
+    return Choice(
+        sel.rendered,
+        False,
+        float(sel.distance),
+        [(str(n), float(d)) for n, d in sel.runners_up],
+        confidence=float(sel.confidence),
+        nearest=sel.preset.name,
+        weights=[(str(n), float(w)) for n, w in sel.weights],
+        notes=list(sel.notes),
+    )
 
 
 def render(programme: Programme, analysis: Analysis, choice: Choice, settings: MasterSettings, *, hand_over: bool = True) -> MasterResult:
@@ -215,7 +245,7 @@ def render(programme: Programme, analysis: Analysis, choice: Choice, settings: M
     result = chain.master(
         programme.take() if hand_over else programme.audio, programme.fs, settings, preset=choice.preset, fingerprint=analysis.fingerprint
     )
-    result.notes[:0] = programme.notes
+    result.notes[:0] = [*programme.notes, *choice.notes]
     return result
 
 

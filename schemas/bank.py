@@ -17,7 +17,10 @@ overall level), ``eq_max_db``, ``eq_phase``, ``crossovers_hz`` (list),
 ``threshold_rel_db``, ``ratio``, ``knee_db``, ``attack_s``, ``release_s``,
 ``width`` (lists, one value per dynamics band), ``target_lufs``,
 ``ceiling_dbtp``, ``limiter_lookahead_s``, ``limiter_release_s``,
-``max_limiting_db``.
+``max_limiting_db``; since 1.1 (optional, so 1.0 files read as before):
+``eq_mode`` (``"target"``: EQ toward ``target_mid_db``; ``"relative"``: apply
+``correction_mid_db``, a learned preset's move), ``correction_mid_db`` (list of 31
+float64, dB; empty for target presets) and ``content`` (``"music"`` or ``"speech"``).
 
 Selection data:
 ``prototype`` (list of float64, the selection features in the order of the
@@ -39,7 +42,8 @@ Metadata
 :data:`SCHEMA_VERSION`, ``acetate.bank`` = a JSON object: ``name``,
 ``description``, ``kind`` (``"default"`` or ``"learned"``),
 ``band_centres_hz``, ``selection`` (``features``, ``weights``, ``clip``,
-``method``) and anything else the bank's author documents (``sources``,
+``method``; optional ``k``, ``blend_k``, ``temperature``, ``min_confidence``:
+see :meth:`acetate.pipeline.chain.presets.Bank.select`) and anything else the bank's author documents (``sources``,
 ``report`` of a learned bank...).
 
 Examples
@@ -72,7 +76,7 @@ __all__ = [
 ]
 
 SCHEMA_NAME = "bank"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 _F64 = pa.float64()
 _LIST = pa.list_(pa.float64())
@@ -98,7 +102,14 @@ PRESET_COLUMNS: dict[str, pa.DataType] = {
     "limiter_release_s": _F64,
     "max_limiting_db": _F64,
     "source": pa.string(),
+    "eq_mode": pa.string(),
+    "correction_mid_db": _LIST,
+    "content": pa.string(),
 }
+#: Preset columns added in 1.1: optional (a 1.0 file lacks them; the preset's defaults apply).
+OPTIONAL_PRESET_COLUMNS = ("eq_mode", "correction_mid_db", "content")
+#: The values the string columns may take (null: the default).
+_CHOICES = {"eq_mode": ("target", "relative"), "content": ("music", "speech")}
 #: Selection columns.
 SELECTION_COLUMNS: dict[str, pa.DataType] = {"prototype": _LIST, "members": pa.list_(_LIST)}
 #: Learned-transform columns (nullable; null in hand-made banks).
@@ -111,7 +122,7 @@ LEARNED_COLUMNS: dict[str, pa.DataType] = {
     "lra_change_lu": _F64,
     "width_change_db": _F64,
 }
-_REQUIRED = tuple(PRESET_COLUMNS) + tuple(SELECTION_COLUMNS)
+_REQUIRED = tuple(k for k in PRESET_COLUMNS if k not in OPTIONAL_PRESET_COLUMNS) + tuple(SELECTION_COLUMNS)
 
 
 def bank_schema(meta: Mapping[str, Any] | None = None) -> pa.Schema:
@@ -198,6 +209,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "limiter_lookahead_s": (0.0, 0.1, False),
     "limiter_release_s": (0.0, 10.0, False),
     "max_limiting_db": (0.0, 100.0, True),
+    "correction_mid_db": (-48.0, 48.0, True),
     "prototype": (-1e6, 1e6, True),
     "members": (-1e6, 1e6, True),
     "eq_mid_db": (-200.0, 200.0, True),
@@ -228,6 +240,8 @@ def _check_values(name: str, k: str, v: Any) -> None:
             where = f"[{lo}, {hi}]" if lo_in else f"({lo}, {hi}]"
             raise ValueError(f"preset {name!r}: {k} must hold finite values in {where}, got {_short(a)}")
     if k in ("target_mid_db", "target_side_db", "eq_mid_db", "eq_side_db") and len(v) != N_BANDS:
+        raise ValueError(f"preset {name!r}: {k} needs {N_BANDS} bands, got {len(v)}")
+    if k == "correction_mid_db" and len(v) not in (0, N_BANDS):
         raise ValueError(f"preset {name!r}: {k} needs {N_BANDS} bands, got {len(v)}")
     if k == "crossovers_hz":
         if len(v) > MAX_CROSSOVERS:
@@ -276,6 +290,15 @@ def _check_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     k = sel.get("k")
     if "k" in sel and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100_000):
         raise ValueError(f"bank metadata: selection.k must be a whole number in [1, 100000], got {_short(k)}")
+    bk = sel.get("blend_k")
+    if "blend_k" in sel and (isinstance(bk, bool) or not isinstance(bk, int) or not 1 <= bk <= 1000):
+        raise ValueError(f"bank metadata: selection.blend_k must be a whole number in [1, 1000], got {_short(bk)}")
+    t = sel.get("temperature")
+    if "temperature" in sel and not (_finite_number(t) and t > 0):
+        raise ValueError(f"bank metadata: selection.temperature must be a positive number, got {_short(t)}")
+    mc = sel.get("min_confidence")
+    if "min_confidence" in sel and not (_finite_number(mc) and 0 <= mc <= 1):
+        raise ValueError(f"bank metadata: selection.min_confidence must be within [0, 1], got {_short(mc)}")
     return dict(meta)
 
 
@@ -322,6 +345,8 @@ def bank_table(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any]) -> pa
             if t == pa.string():
                 if v is not None and not isinstance(v, str):
                     raise ValueError(f"preset {name!r}: {k} must be a string, got {v!r}")
+                if v is not None and k in _CHOICES and v not in _CHOICES[k]:
+                    raise ValueError(f"preset {name!r}: {k} must be one of {_CHOICES[k]}, got {_short(v)}")
             elif t == _LIST:
                 v = _numbers(k, v, i)
             elif t == pa.list_(_LIST):

@@ -9,7 +9,12 @@ applied), ``forced`` (true when the manifest or job named the preset rather
 than the selector choosing it), ``distance`` (selector distance of the chosen
 preset from the track's fingerprint; NaN when forced or unknown),
 ``runners_up`` (list of ``struct<name: string, distance: float64>``, nearest
-first), ``params`` (JSON text of the chain parameters render applied).
+first), ``params`` (JSON text of the chain parameters render applied); since
+1.1: ``confidence`` (0..1, the selection's confidence; null when forced),
+``nearest`` (the bank's nearest preset; ``preset`` differs from it when the
+track got a blend or the low-confidence fallback) and ``blend`` (list of
+``struct<name: string, weight: float64>``: the presets blended and their
+weights, heaviest first; empty when forced). A 1.0 file lacks the three.
 
 Metadata: ``acetate.schema`` = ``presets``, ``acetate.schema_version`` =
 :data:`SCHEMA_VERSION`.
@@ -24,12 +29,13 @@ import pyarrow as pa
 
 from acetate.schemas._rows import checked_rows
 
-__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "RUNNER_UP", "PRESETS_SCHEMA", "presets_table"]
+__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "RUNNER_UP", "BLEND_ITEM", "PRESETS_SCHEMA", "presets_table"]
 
 SCHEMA_NAME = "presets"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 RUNNER_UP = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("distance", pa.float64())])
+BLEND_ITEM = pa.struct([pa.field("name", pa.string(), nullable=False), pa.field("weight", pa.float64())])
 
 PRESETS_SCHEMA = pa.schema(
     [
@@ -41,6 +47,9 @@ PRESETS_SCHEMA = pa.schema(
         pa.field("distance", pa.float64()),
         pa.field("runners_up", pa.list_(RUNNER_UP)),
         pa.field("params", pa.string(), metadata={b"format": b"JSON"}),
+        pa.field("confidence", pa.float64()),
+        pa.field("nearest", pa.string()),
+        pa.field("blend", pa.list_(BLEND_ITEM)),
     ],
     metadata={b"acetate.schema": SCHEMA_NAME.encode(), b"acetate.schema_version": SCHEMA_VERSION.encode()},
 )
@@ -71,6 +80,15 @@ def presets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
             else:
                 raise ValueError(f"presets row {i}: runners_up[{j}] must be {{name, distance}} or a pair, got {item!r}")
         row["runners_up"] = ru
+        bl = []
+        for j, item in enumerate(row.get("blend") or []):
+            if isinstance(item, dict):
+                bl.append({"name": str(item["name"]), "weight": _float(item.get("weight"))})
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                bl.append({"name": str(item[0]), "weight": _float(item[1])})
+            else:
+                raise ValueError(f"presets row {i}: blend[{j}] must be {{name, weight}} or a pair, got {item!r}")
+        row["blend"] = bl
     return pa.Table.from_pylist(out, schema=PRESETS_SCHEMA)
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from acetate.schemas import failures, features, loudness, presets, runs
 
-__all__ = ["DATASETS", "FEATURES_DATASET_SCHEMA", "FEATURE_STAGES", "schema", "version", "check", "features_dataset_table"]
+__all__ = ["DATASETS", "FEATURES_DATASET_SCHEMA", "FEATURE_STAGES", "schema", "version", "check", "is_older", "features_dataset_table"]
 
 FEATURE_STAGES = ("input", "output")
 
@@ -58,9 +58,37 @@ def version(name: str) -> str:
     return schema(name).metadata[b"acetate.schema_version"].decode()
 
 
-def check(name: str, got: pa.Schema) -> None:
-    """Raise ``ValueError`` naming the first difference between ``got`` and the registry's schema of ``name``."""
+def is_older(name: str, got: pa.Schema) -> bool:
+    """True when ``got`` is an earlier minor version of dataset ``name``'s schema that
+    :func:`check` accepts with ``older=True`` (the same major version, a lower minor one)."""
     want = schema(name)
+    v_got = (got.metadata or {}).get(b"acetate.schema_version", b"").decode()
+    v_want = want.metadata[b"acetate.schema_version"].decode()
+    try:
+        (maj_g, min_g), (maj_w, min_w) = (tuple(int(a) for a in v.split(".")) for v in (v_got, v_want))
+    except ValueError:
+        return False
+    return maj_g == maj_w and min_g < min_w
+
+
+def check(name: str, got: pa.Schema, *, older: bool = False) -> None:
+    """Raise ``ValueError`` naming the first difference between ``got`` and the registry's schema of ``name``.
+
+    With ``older``, an earlier minor version (:func:`is_older`) passes when its columns are
+    the current ones less some that were added later (nullable): a reader fills those with nulls.
+    """
+    want = schema(name)
+    if older and is_older(name, got):
+        types = {f.name: f for f in want}
+        for f in got:
+            if f.name not in types:
+                raise ValueError(f"dataset {name!r}: column {f.name!r} is not in version {version(name)}")
+            if not f.type.equals(types[f.name].type):
+                raise ValueError(f"dataset {name!r}: column {f.name!r} is {f.type}, expected {types[f.name].type}")
+        lacking = [f.name for f in want if f.name not in got.names and not f.nullable]
+        if lacking:
+            raise ValueError(f"dataset {name!r}: an older file lacks required column(s) {lacking}")
+        return
     if got.names != want.names:
         missing = [n for n in want.names if n not in got.names]
         extra = [n for n in got.names if n not in want.names]

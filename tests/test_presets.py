@@ -128,7 +128,10 @@ def test_demo_styles_select_sensibly_and_deterministically(demo_fps):
     again = {s: bank.select(fp).to_dict() for s, fp in demo_fps.items()}
     assert again == {s: sel.to_dict() for s, sel in picks.items()}
     rep = picks["pop"].to_dict()
-    assert set(rep) == {"preset", "distance", "runners_up", "method", "bank", "n_features"}
+    assert set(rep) == {
+        "preset", "applied", "distance", "confidence", "weights", "runners_up", "method", "bank", "n_features", "speech", "notes",
+    }  # fmt: skip
+    assert 0.0 <= rep["confidence"] <= 1.0 and rep["weights"][0]["name"] == rep["preset"]
     json.dumps(rep, allow_nan=False)
 
 

@@ -98,7 +98,7 @@ def test_registry_has_versions_for_every_dataset():
     assert set(registry.DATASETS) == {"features", "presets", "loudness", "failures", "runs"}
     for name, schema in registry.DATASETS.items():
         assert schema.metadata[b"acetate.schema"] in (name.encode(), b"features")
-        assert registry.version(name) == "1.0"
+        assert registry.version(name) == ("1.1" if name == "presets" else "1.0")
     with pytest.raises(KeyError, match="'nope'"):
         registry.schema("nope")
 
@@ -206,3 +206,65 @@ def test_reports_and_ledgers_get_the_usual_file_mode(tmp_path):
     for p in (part, ledger):
         assert os.stat(p).st_mode & 0o777 == 0o666 & ~files._UMASK, p
     assert 0o666 & ~files._UMASK != 0o600  # the check means something under this umask
+
+
+def test_presets_dataset_reads_its_1_0_parts_beside_1_1_parts(tmp_path):
+    """A rerun into an output folder written by the previous version: old parts read, new columns null."""
+    new = presets.presets_table(
+        [
+            {
+                "run_id": "r2", "track_id": "b", "target": "main", "preset": "blend(a:0.6,b:0.4)", "forced": False, "distance": 1.0,
+                "runners_up": [("b", 1.2)], "params": {}, "confidence": 0.7, "nearest": "a", "blend": [("a", 0.6), ("b", 0.4)],
+            }
+        ]
+    )  # fmt: skip
+    old_fields = [f for f in presets.PRESETS_SCHEMA if f.name not in ("confidence", "nearest", "blend")]
+    old_schema = pa.schema(old_fields, metadata={b"acetate.schema": b"presets", b"acetate.schema_version": b"1.0"})
+    old = pa.Table.from_pylist(
+        [
+            {
+                "run_id": "r1",
+                "track_id": "a",
+                "target": "main",
+                "preset": "warm",
+                "forced": False,
+                "distance": 0.5,
+                "runners_up": [],
+                "params": "{}",
+            }
+        ],
+        schema=old_schema,
+    )
+    d = store.dataset_dir(tmp_path, "presets")
+    d.mkdir(parents=True)
+    pq.write_table(old, d / "part-a.parquet")
+    store.write_part(tmp_path, "presets", new, "part-b")
+    t = store.read_dataset(tmp_path, "presets")
+    assert t.schema.metadata[b"acetate.schema_version"] == b"1.1"
+    rows = t.to_pylist()
+    assert [r["track_id"] for r in rows] == ["a", "b"]
+    assert rows[0]["confidence"] is None and rows[0]["blend"] is None and rows[0]["preset"] == "warm"
+    assert rows[1]["confidence"] == 0.7 and rows[1]["blend"] == [{"name": "a", "weight": 0.6}, {"name": "b", "weight": 0.4}]
+    # a newer major version, or an old part with an unknown column, is still refused by name
+    bad = old.append_column("mystery", pa.array([1]))
+    pq.write_table(bad.replace_schema_metadata(old_schema.metadata), d / "part-c.parquet")
+    with pytest.raises(ValueError, match="part-c.parquet.*mystery"):
+        store.read_dataset(tmp_path, "presets")
+
+
+def test_a_1_0_bank_file_loads_with_the_1_1_defaults(tmp_path):
+    import json
+
+    from acetate.pipeline.chain import presets as chain_presets
+
+    path = chain_presets.save_bank(chain_presets.load_bank(), tmp_path / "bank.json")
+    doc = json.loads(open(path).read())
+    doc["acetate.schema_version"] = "1.0"
+    for r in doc["presets"]:
+        for k in ("eq_mode", "correction_mid_db", "content"):
+            del r[k]
+    open(path, "w").write(json.dumps(doc))
+    bank = chain_presets.load_bank(path)
+    assert all(p.eq_mode == "target" and p.correction_mid_db == () for p in bank.presets)
+    assert all(p.content == "music" for p in bank.presets)  # 1.0 had no content: nothing is kept off music
+    assert bank.names == chain_presets.load_bank().names

@@ -18,6 +18,7 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       bank: null                  # a preset bank file, or null for the built-in presets
       preset: null                # force this preset for every track
       intensity: medium           # low | medium | high (how far the chain moves a track)
+      max_limiting_db: null       # most limiting allowed to reach a target (null: the preset's)
     album_mode: auto              # auto (on when the inputs name albums) | true | false
     options:
       device: auto                # auto | cpu | gpu (gpu: tasks need a worker with resource GPU)
@@ -105,7 +106,7 @@ _TRAINING = {"presets": None, "intensities": ["low", "medium", "high"], "n_rando
 _INPUTS = {"demo", "paths", "manifest"}
 _DEMO = {"per_style": 1, "seconds": 20.0, "include_bad": True, "seed": 0}
 _TARGET = {"integrated_lufs", "true_peak_dbtp", "tolerance_lu"}
-_PRESETS = {"bank": None, "preset": None, "intensity": "medium"}
+_PRESETS = {"bank": None, "preset": None, "intensity": "medium", "max_limiting_db": None}
 _OPTIONS = {
     "device": "auto",
     "strict": False,
@@ -172,6 +173,7 @@ class Job:
             "preset_bank": self.presets.get("bank"),
             "preset": self.presets.get("preset"),
             "intensity": self.presets.get("intensity", "medium"),
+            "max_limiting_db": self.presets.get("max_limiting_db"),
             "device": self.options["device"],
             "verify": bool(self.options["verify"]),
             "training": dict(self.training) if self.mode == "training-data" else None,
@@ -381,6 +383,9 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         presets["intensity"] = presets["intensity"].strip().lower()
     if presets["intensity"] not in ("low", "medium", "high"):
         raise JobError(f"presets.intensity must be low, medium or high, got {presets['intensity']!r}")
+    ml = presets["max_limiting_db"]
+    if ml is not None and (isinstance(ml, bool) or not isinstance(ml, (int, float)) or not 0 <= ml <= 60):
+        raise JobError(f"presets.max_limiting_db must be a number of dB within 0..60 or null, got {ml!r}")
 
     album_mode = data.get("album_mode", "auto")
     if not (isinstance(album_mode, bool) or (isinstance(album_mode, str) and album_mode == "auto")):

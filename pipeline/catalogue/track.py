@@ -160,6 +160,7 @@ def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         "bank": settings.get("preset_bank_hash") or settings.get("preset_bank"),
         "preset": spec.get("preset") or settings.get("preset"),
         "intensity": settings.get("intensity", "medium"),
+        **({"max_limiting_db": settings["max_limiting_db"]} if settings.get("max_limiting_db") is not None else {}),
         "album_loudness_lufs": None if album is None else round(float(album), 2),
         "training": settings.get("training") if settings["mode"] == "training-data" else None,
         "verify": bool(settings.get("verify", True)),
@@ -562,6 +563,9 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                         "distance": sel.distance,
                         "runners_up": sel.runners_up,
                         "params": params,
+                        "confidence": sel.confidence,
+                        "nearest": sel.nearest,
+                        "blend": sel.weights,
                     }
                 )
                 del result
@@ -679,6 +683,7 @@ def _render(
         ceiling_dbtp=float(tspec["true_peak_dbtp"]),
         intensity=settings.get("intensity", "medium"),
         device=device,
+        max_limiting_db=settings.get("max_limiting_db"),
     )
     with _DeviceSection(device):
         return stages.render(prog, found, choice, ms, hand_over=last)

@@ -137,6 +137,7 @@ _DEFAULT_SPECS: tuple[dict[str, Any], ...] = (
             width=(1.0, 1.0, 1.0, 1.0),
             target_lufs=-16.0,
             max_limiting_db=6.0,
+            content="speech",
         ),
         proto=(16.0, 8.0, -40.0),
         source=f"Parametric approximation of the long-term average speech spectrum (LTASS) of {_BYRNE}: little energy below ~100 Hz, a plateau to ~500 Hz, then about -6 dB/oct of band energy; -16 LUFS as podcast platforms ask; not a fit.",

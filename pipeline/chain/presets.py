@@ -34,6 +34,10 @@ __all__ = [
     "BALANCED",
     "Bank",
     "Selection",
+    "SELECTION_DEFAULTS",
+    "GENTLE",
+    "blend_presets",
+    "speech_likeness",
     "SELECTION_FEATURES",
     "SELECTION_WEIGHTS",
     "selection_vector",
@@ -44,6 +48,9 @@ __all__ = [
 
 #: Crossover edges (Hz) of the multiband dynamics and width stages: 4 bands.
 DEFAULT_CROSSOVERS_HZ = (120.0, 1000.0, 6000.0)
+#: How a preset's EQ is defined (:attr:`Preset.eq_mode`) and what it is for (:attr:`Preset.content`).
+EQ_MODES = ("target", "relative")
+CONTENTS = ("music", "speech")
 
 
 def target_curve(
@@ -114,6 +121,18 @@ class Preset:
         target is missed (and reported) rather than the master squashed.
     source : str
         Where the target curve comes from.
+    eq_mode : {"target", "relative"}
+        How the equaliser uses the preset. ``"target"`` (the built-in styles): EQ
+        toward ``target_mid_db``, the difference to the track's own spectrum.
+        ``"relative"`` (a learned preset): apply ``correction_mid_db``, the move the
+        label's engineers made (master minus mix, each re. its own level), to the
+        track as it is, so what is particular to each song survives.
+    correction_mid_db : tuple of float
+        The relative EQ curve (dB per 1/3-octave band, 0 where unknown): 31 values
+        with ``eq_mode="relative"``, empty otherwise.
+    content : {"music", "speech"}
+        What the preset is meant for. A ``"speech"`` preset is never selected for
+        a track that :func:`speech_likeness` calls music (unless forced by name).
     """
 
     name: str
@@ -135,9 +154,24 @@ class Preset:
     limiter_release_s: float = 0.08
     max_limiting_db: float = 10.0
     source: str = "parametric curve: flat to 150 Hz, -3.0 dB/oct above, 12 dB/oct below 40 Hz (see the default bank's balanced preset)"
+    eq_mode: str = "target"
+    correction_mid_db: tuple[float, ...] = ()
+    content: str = "music"
 
     def __post_init__(self) -> None:
         nb = len(BAND_CENTRES_HZ)
+        if self.eq_mode not in EQ_MODES:
+            raise ValueError(f"preset {self.name!r}: eq_mode must be one of {EQ_MODES}, got {self.eq_mode!r}")
+        if self.content not in CONTENTS:
+            raise ValueError(f"preset {self.name!r}: content must be one of {CONTENTS}, got {self.content!r}")
+        corr = tuple(float(a) for a in self.correction_mid_db)
+        if self.eq_mode == "relative" and len(corr) != nb:
+            raise ValueError(f"preset {self.name!r}: a relative preset needs correction_mid_db of {nb} bands, got {len(corr)}")
+        if self.eq_mode == "target" and corr:
+            raise ValueError(f"preset {self.name!r}: correction_mid_db is only for eq_mode='relative'")
+        if not all(math.isfinite(a) for a in corr):
+            raise ValueError(f"preset {self.name!r}: correction_mid_db must be finite (0 where unknown)")
+        object.__setattr__(self, "correction_mid_db", corr)
         for name in ("target_mid_db", "target_side_db"):
             v = getattr(self, name)
             if len(v) != nb:
@@ -202,6 +236,113 @@ class Preset:
 
 #: The built-in balanced preset (used when no bank is given).
 BALANCED = Preset(name="balanced", description="Even tonal balance, gentle glue, streaming loudness.")
+
+#: What a track gets when its selection is not confident (:attr:`Selection.confidence` below the
+#: bank's ``min_confidence``): the balanced curve with the EQ clamped to +-2 dB, light glue and
+#: no widening -- a master that is safe to release while a person looks at the track.
+GENTLE = Preset(
+    name="gentle_default",
+    description="Low-confidence fallback: balanced tonal target with at most 2 dB of EQ, light glue, no widening.",
+    eq_max_db=2.0,
+    ratio=(1.3, 1.3, 1.3, 1.2),
+    width=(1.0, 1.0, 1.0, 1.0),
+    source="The balanced preset made gentle (EQ clamp 2 dB, ratios 1.2-1.3, widths 1): used below the confidence threshold.",
+)
+
+
+def blend_presets(presets: Sequence[Preset], weights: Sequence[float]) -> Preset:
+    """The weighted mean of ``presets`` (weights normalised): what a soft selection renders.
+
+    Curves (targets and relative corrections, in dB), per-band dynamics and widths
+    and the scalar settings are averaged with the weights; the phase, the bands'
+    crossovers, the content and the EQ mode are the first (heaviest) preset's.
+    Presets of another EQ mode or other crossovers than the first are left out
+    (their weight goes to the others). One preset (or one weight) gives that preset back.
+
+    Examples
+    --------
+    >>> a = replace(BALANCED, name="a", eq_mode="relative", correction_mid_db=(2.0,) * 31)
+    >>> b = replace(BALANCED, name="b", eq_mode="relative", correction_mid_db=(-1.0,) * 31)
+    >>> m = blend_presets([a, b], [1.0, 1.0])
+    >>> m.name, m.correction_mid_db[0]
+    ('blend(a:0.5,b:0.5)', 0.5)
+    """
+    if len(presets) != len(weights) or not presets:
+        raise ValueError(f"blend_presets needs one weight per preset, got {len(presets)} presets and {len(weights)} weights")
+    first = presets[0]
+    keep = [
+        (p, float(w))
+        for p, w in zip(presets, weights)
+        if p.eq_mode == first.eq_mode and p.crossovers_hz == first.crossovers_hz and float(w) > 0
+    ]
+    if not keep or not all(math.isfinite(w) for _, w in keep):
+        raise ValueError(f"blend_presets needs finite positive weights, got {list(weights)}")
+    total = sum(w for _, w in keep)
+    keep = [(p, w / total) for p, w in keep]
+    if len(keep) == 1:
+        return keep[0][0]
+
+    def mean(name: str) -> Any:
+        vals = [np.asarray(getattr(p, name), dtype=np.float64) for p, _ in keep]
+        out = sum(w * v for (_, w), v in zip(keep, vals))
+        return tuple(float(a) for a in np.round(out, 6)) if np.ndim(out) else float(round(float(out), 6))
+
+    numeric = [
+        "target_mid_db", "target_side_db", "eq_max_db", "threshold_rel_db", "ratio", "knee_db", "attack_s", "release_s",
+        "width", "target_lufs", "ceiling_dbtp", "limiter_lookahead_s", "limiter_release_s", "max_limiting_db",
+    ]  # fmt: skip
+    if first.eq_mode == "relative":
+        numeric.append("correction_mid_db")
+    label = ",".join(f"{p.name}:{w:.2g}" for p, w in keep)
+    return replace(
+        first,
+        name=f"blend({label})",
+        description=f"Weighted blend of {', '.join(p.name for p, _ in keep)}.",
+        source=f"blend of bank presets ({label})",
+        **{k: mean(k) for k in numeric},
+    )
+
+
+def _ramp(v: float, zero: float, one: float) -> float:
+    """0 at ``zero``, 1 at ``one``, linear between, clamped (either direction); NaN stays NaN."""
+    if not math.isfinite(v):
+        return math.nan
+    return float(min(1.0, max(0.0, (v - zero) / (one - zero))))
+
+
+def speech_likeness(fp: Mapping[str, float]) -> float:
+    """How much a fingerprint looks like speech, 0..1 (music below 0.5): the smallest of three cues.
+
+    * **narrow**: speech is recorded (near) mono -- overall side/mid ratio from -10 dB (0) to -25 dB (1);
+    * **no low end**: the voice has no energy below ~80 Hz -- the 20..63 Hz mid bands'
+      total, re. the overall level, from -15 dB (0) to -30 dB (1);
+    * **syllabic**: speech switches on and off several times a second -- the mean
+      short-time level spread (P95 - P10) of the 500 Hz, 1 kHz and 2 kHz octaves from 12 dB (0) to 20 dB (1).
+
+    All three must hold for speech, so a stereo, a bass-carrying or a sustained
+    (music-like) track reads as music. NaN when a cue cannot be measured (a mapping
+    without those features, a track too short for two frames): then nothing is kept
+    off. A simple measure by design: its only use is to keep a speech preset off music.
+
+    Examples
+    --------
+    >>> music = {"width_overall_db": -12.0, "dynamics_500hz_db": 14.0, "dynamics_1000hz_db": 14.0, "dynamics_2000hz_db": 14.0}
+    >>> music |= {f"ltas_mid_{b}hz_db": -12.0 for b in ("20", "25", "31.5", "40", "50", "63")}
+    >>> speech_likeness(music)
+    0.0
+    """
+    low_bands = [fp.get(f"ltas_mid_{b}hz_db", math.nan) for b in ("20", "25", "31.5", "40", "50", "63")]
+    low = [v for v in low_bands if v is not None and math.isfinite(v)]
+    low_db = 10.0 * math.log10(sum(10.0 ** (v / 10.0) for v in low)) if low else math.nan
+    dyn = [fp.get(f"dynamics_{b}hz_db", math.nan) for b in ("500", "1000", "2000")]
+    dyn = [v for v in dyn if v is not None and math.isfinite(v)]
+    width = fp.get("width_overall_db", math.nan)
+    cues = (
+        _ramp(math.nan if width is None else float(width), -10.0, -25.0),
+        _ramp(low_db, -15.0, -30.0),
+        _ramp(float(np.mean(dyn)) if dyn else math.nan, 12.0, 20.0),
+    )
+    return math.nan if any(math.isnan(c) for c in cues) else round(min(cues), 4)
 
 
 # =====================================================================================
@@ -325,7 +466,7 @@ class Selection:
     Attributes
     ----------
     preset : Preset
-        The chosen preset.
+        The nearest preset (the bank's own; a KNN vote's winner with ``method="knn"``).
     distance : float
         Its distance from the track (standardised, weighted feature space).
     runners_up : tuple of (str, float)
@@ -336,6 +477,19 @@ class Selection:
         The bank's name.
     n_features : int
         Selection features the track had values for (NaN ones are skipped).
+    applied : Preset or None
+        What the track is rendered with: ``preset`` itself, the blend of the
+        nearest presets (:func:`blend_presets`), or :data:`GENTLE` when the
+        confidence is below the bank's threshold. None means ``preset``.
+    confidence : float
+        0..1: :meth:`Bank.select` says how it is computed.
+    weights : tuple of (str, float)
+        The blend: preset names and weights (sum 1), heaviest first.
+    notes : tuple of str
+        Why the applied preset is not simply the nearest (low confidence, a speech
+        preset kept off music), for the track's report.
+    speech : float
+        :func:`speech_likeness` of the track (0..1; NaN where not measurable).
     """
 
     preset: Preset
@@ -344,17 +498,40 @@ class Selection:
     method: str
     bank: str
     n_features: int
+    applied: Preset | None = None
+    confidence: float = 1.0
+    weights: tuple[tuple[str, float], ...] = ()
+    notes: tuple[str, ...] = ()
+    speech: float = 0.0
+
+    @property
+    def rendered(self) -> Preset:
+        """The preset the track is rendered with (:attr:`applied`, else :attr:`preset`)."""
+        return self.applied if self.applied is not None else self.preset
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able report: ``preset``, ``distance``, ``runners_up`` [{name, distance}], ``method``, ``bank``, ``n_features``."""
+        """A JSON-able report: ``preset`` (nearest), ``applied``, ``distance``, ``confidence``,
+        ``weights`` [{name, weight}], ``runners_up`` [{name, distance}], ``method``, ``bank``,
+        ``n_features``, ``speech``, ``notes``."""
         return {
             "preset": self.preset.name,
+            "applied": self.rendered.name,
             "distance": round(self.distance, 4),
+            "confidence": round(self.confidence, 4),
+            "weights": [{"name": n, "weight": round(w, 4)} for n, w in self.weights],
             "runners_up": [{"name": n, "distance": round(d, 4)} for n, d in self.runners_up],
             "method": self.method,
             "bank": self.bank,
             "n_features": self.n_features,
+            "speech": self.speech if math.isfinite(self.speech) else None,
+            "notes": list(self.notes),
         }
+
+
+#: Selection defaults a bank's ``selection`` metadata may override: blend over the ``blend_k``
+#: nearest presets with weights ``exp(-(d - d_min) / temperature)``; below ``min_confidence``
+#: the track gets :data:`GENTLE`.
+SELECTION_DEFAULTS: dict[str, float] = {"blend_k": 1, "temperature": 0.5, "min_confidence": 0.15}
 
 
 _LEARNED_KEYS = tuple(_bank_schema.LEARNED_COLUMNS)
@@ -436,6 +613,7 @@ class Bank:
         if len(self.learned) != len(self.presets):
             raise ValueError(f"learned: {len(self.learned)} entries for {len(self.presets)} presets")
         self._pipeline = None
+        self._radius: float | None = None
 
     # -- basic access -------------------------------------------------------------
     @property
@@ -511,8 +689,53 @@ class Bank:
             raise ValueError("the fingerprint has none of the selection features (silent or unmeasurable track)")
         return nan_euclidean_distances(z, self._proto_z)[0]
 
-    def select(self, fp: Mapping[str, float], *, n_runners_up: int = 3) -> Selection:
+    def radius(self) -> float:
+        """The bank's typical distance of a mix from its own preset: the 90th percentile of the
+        member rows' distances to their preset's prototype (the scale of :meth:`select`'s confidence)."""
+        if getattr(self, "_radius", None) is None:
+            from sklearn.metrics.pairwise import nan_euclidean_distances
+
+            self._fitted()
+            d = [nan_euclidean_distances(m, self._proto_z[i : i + 1])[:, 0] for i, m in enumerate(self._member_z) if m.size]
+            flat = np.concatenate(d) if d else np.empty(0)
+            flat = flat[np.isfinite(flat)]
+            if flat.size >= 2:
+                r = float(np.quantile(flat, 0.9))
+            elif len(self.presets) > 1:
+                pd = nan_euclidean_distances(self._proto_z, self._proto_z)
+                r = float(np.median(pd[np.triu_indices(len(self.presets), 1)])) / 2.0
+            else:
+                r = 1.0
+            self._radius = r if math.isfinite(r) and r > 0 else 1.0
+        return float(self._radius)
+
+    def select(
+        self,
+        fp: Mapping[str, float],
+        *,
+        n_runners_up: int = 3,
+        blend_k: int | None = None,
+        temperature: float | None = None,
+        min_confidence: float | None = None,
+    ) -> Selection:
         """Choose the preset for a track from its fingerprint (deterministic).
+
+        The nearest preset (or the KNN vote's) is :attr:`Selection.preset`. What
+        the track is rendered with, :attr:`Selection.applied`, is the blend of the
+        ``blend_k`` nearest presets with weights ``exp(-(d_i - d_min) / temperature)``
+        (equidistant presets weigh the same; a preset ``temperature`` farther weighs
+        1/e), or :data:`GENTLE` when the confidence is below ``min_confidence``.
+        The defaults come from the bank's ``selection`` metadata, else
+        :data:`SELECTION_DEFAULTS`.
+
+        Confidence (0..1) is ``proximity * (0.5 + 0.5 * margin)``: ``proximity =
+        min(1, r / d_min)`` with ``r`` the bank's :meth:`radius` (1 while the track
+        is as near its preset as the bank's own mixes are; falls as it moves away from
+        every preset), ``margin = 1 - d_min / d_runner_up`` (0 when the runner-up is
+        as near, 1 in a one-preset bank).
+
+        A ``content="speech"`` preset is left out for a track whose
+        :func:`speech_likeness` is below 0.5 (music), with a note.
 
         Parameters
         ----------
@@ -520,6 +743,8 @@ class Bank:
             The track's fingerprint.
         n_runners_up : int
             How many next-best presets to report.
+        blend_k, temperature, min_confidence : optional
+            Override the bank's selection settings.
 
         Returns
         -------
@@ -530,31 +755,73 @@ class Bank:
         KeyError
             If the fingerprint lacks a selection feature.
         ValueError
-            If it has no finite selection feature at all.
+            If it has no finite selection feature at all, or a setting is out of range (named).
         """
+        sel_meta = self.meta.get("selection", {})
+        k_blend = int(blend_k if blend_k is not None else sel_meta.get("blend_k", SELECTION_DEFAULTS["blend_k"]))
+        temp = float(temperature if temperature is not None else sel_meta.get("temperature", SELECTION_DEFAULTS["temperature"]))
+        floor = float(
+            min_confidence if min_confidence is not None else sel_meta.get("min_confidence", SELECTION_DEFAULTS["min_confidence"])
+        )
+        if k_blend < 1:
+            raise ValueError(f"blend_k must be >= 1, got {k_blend}")
+        if not (math.isfinite(temp) and temp > 0):
+            raise ValueError(f"temperature must be a positive number, got {temp}")
+        if not (0.0 <= floor <= 1.0):
+            raise ValueError(f"min_confidence must be within [0, 1], got {floor}")
         d = self.distances(fp)
-        order = sorted(range(len(d)), key=lambda i: (d[i], i))  # ties: bank order
+        speech = speech_likeness(fp)
+        notes: list[str] = []
+        allowed = [i for i in range(len(d)) if not (self.presets[i].content == "speech" and speech < 0.5)]
+        if not allowed:
+            allowed = list(range(len(d)))
+        elif len(allowed) < len(d):
+            kept_off = [self.presets[i].name for i in range(len(d)) if i not in allowed]
+            if min(range(len(d)), key=lambda i: (d[i], i)) not in allowed:
+                notes.append(
+                    f"speech preset {', '.join(kept_off)} not used: the track measures as music (speech likeness {speech:.2f} < 0.5)"
+                )
+        order = sorted(allowed, key=lambda i: (d[i], i))  # ties: bank order
         best = order[0]
         if self.method == "knn":
-            best = self._knn_vote(fp, d)
+            best = self._knn_vote(fp, d, allowed)
             order = [best] + [i for i in order if i != best]
         v = selection_vector(fp, self.features, self.clip)
+        d_best = float(d[best])
+        proximity = min(1.0, self.radius() / d_best) if d_best > 0 else 1.0
+        margin = 1.0 if len(order) < 2 else (1.0 - d_best / float(d[order[1]]) if d[order[1]] > 0 else 0.0)
+        confidence = round(proximity * (0.5 + 0.5 * max(0.0, margin)), 4)
+        near = order[:k_blend]
+        raw = [math.exp(-(float(d[i]) - d_best) / temp) for i in near]
+        weights = tuple((self.presets[i].name, w / sum(raw)) for i, w in zip(near, raw))
+        applied = blend_presets([self.presets[i] for i in near], [w for _, w in weights]) if len(near) > 1 else self.presets[best]
+        if confidence < floor:
+            notes.append(
+                f"selection confidence {confidence:.2f} < {floor:.2f} (nearest {self.presets[best].name} at distance {d_best:.2f}): "
+                f"mastered with the gentle default chain"
+            )
+            applied = GENTLE
         return Selection(
             preset=self.presets[best],
-            distance=float(d[best]),
+            distance=d_best,
             runners_up=tuple((self.presets[i].name, float(d[i])) for i in order[1 : 1 + n_runners_up]),
             method=self.method,
             bank=self.name,
             n_features=int(np.isfinite(v).sum()),
+            applied=applied,
+            confidence=confidence,
+            weights=weights,
+            notes=tuple(notes),
+            speech=speech,
         )
 
-    def _knn_vote(self, fp: Mapping[str, float], proto_d: np.ndarray) -> int:
+    def _knn_vote(self, fp: Mapping[str, float], proto_d: np.ndarray, allowed: Sequence[int]) -> int:
         from sklearn.metrics.pairwise import nan_euclidean_distances
 
         z = self.transform(selection_vector(fp, self.features, self.clip))
-        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size for dd in nan_euclidean_distances(z, m)[0]]
+        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size and p in allowed for dd in nan_euclidean_distances(z, m)[0]]
         if not rows:
-            return int(np.argmin(proto_d))
+            return min(allowed, key=lambda i: (proto_d[i], i))
         rows.sort()
         votes: dict[int, float] = {}
         for dd, p in rows[: self.k]:

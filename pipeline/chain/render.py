@@ -114,6 +114,10 @@ class MasterSettings:
     highpass_hz : float
     eq_taps_s : float
         EQ FIR length in seconds (~85 ms: 4097 taps at 48 kHz).
+    max_limiting_db : float or None
+        The most gain reduction the limiter may apply to reach the target (None: the
+        preset's ``max_limiting_db``). Beyond it the chain's own compression is pushed
+        first (:func:`master`), and only then is the target reported missed.
     """
 
     target_lufs: float | None = None
@@ -130,6 +134,7 @@ class MasterSettings:
     device: str = "cpu"
     highpass_hz: float = 20.0
     eq_taps_s: float = 0.085
+    max_limiting_db: float | None = None
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITY:
@@ -146,6 +151,8 @@ class MasterSettings:
             raise ValueError(f"output_rate must be within {audio.MIN_RATE}..{audio.MAX_RATE} Hz, got {self.output_rate!r}")
         if self.device not in ("cpu", "gpu", "auto"):
             raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {self.device!r}")
+        if self.max_limiting_db is not None and not (0.0 <= self.max_limiting_db <= 60.0):
+            raise ValueError(f"max_limiting_db must be within 0..60 dB, got {self.max_limiting_db!r}")
 
     @classmethod
     def unity(cls, **kw: Any) -> "MasterSettings":
@@ -153,8 +160,12 @@ class MasterSettings:
         return cls(eq=False, dynamics=False, width=False, highpass=False, loudness=False, limit=False, **kw)
 
     def digest(self) -> str:
-        """A stable hash of the settings (for seeds and resume keys)."""
-        return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=8).hexdigest()
+        """A stable hash of the settings (for seeds and resume keys); a field added later is
+        left out while it has its default, so the hash of older settings does not change."""
+        d = asdict(self)
+        if d["max_limiting_db"] is None:
+            del d["max_limiting_db"]
+        return hashlib.blake2b(json.dumps(d, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
 def resolve_target(target: str | float | None, ceiling: float | None = None) -> tuple[float | None, float | None]:
@@ -197,25 +208,37 @@ class MasterResult:
 
 
 def eq_curve(preset: Preset, fingerprint: Mapping[str, float], fs: float, amount: float) -> np.ndarray:
-    """EQ gain (dB) per 1/3-octave band: target minus the track's mid spectrum.
+    """EQ gain (dB) per 1/3-octave band for this track.
+
+    A ``"target"`` preset: the preset's target minus the track's mid spectrum. A
+    ``"relative"`` (learned) preset: its correction curve itself, the move the
+    label's engineers made, applied to the track as it is.
 
     Bands the track does not reach (below -70 dB re. its level, or outside
     30 Hz .. min(16 kHz, 0.45 fs)) get no gain: Acetate never boosts what is not
-    there. The difference is offset so its energy-weighted mean is 0 dB (level
-    is the loudness stage's job), smoothed over ~2/3 octave, clamped to
+    there. The curve is offset so its energy-weighted mean is 0 dB (level
+    is the loudness stage's job; weights: the target's band energy, or the
+    track's own under a relative correction), smoothed over ~2/3 octave (a target's difference;
+    a learned curve was smoothed when it was learned), clamped to
     ``preset.eq_max_db`` and scaled by ``amount``.
     """
     centres = np.asarray(BAND_CENTRES_HZ)
     track = np.array([fingerprint.get(f"ltas_mid_{_label(fc)}hz_db", np.nan) for fc in BAND_CENTRES_HZ], dtype=np.float64)
-    target = np.asarray(preset.target_mid_db)
     valid = np.isfinite(track) & (track > -70.0) & (centres >= 30.0) & (centres <= min(16000.0, 0.45 * fs))
     if valid.sum() < 3:
         return np.zeros(centres.size)
-    diff = np.where(valid, target - track, 0.0)
-    w = np.where(valid, units.db_to_power(target), 0.0)
+    if preset.eq_mode == "relative":
+        diff = np.where(valid, np.asarray(preset.correction_mid_db, dtype=np.float64), 0.0)
+        w = np.where(valid, units.db_to_power(np.where(valid, track + diff, 0.0)), 0.0)
+    else:
+        target = np.asarray(preset.target_mid_db)
+        diff = np.where(valid, target - track, 0.0)
+        w = np.where(valid, units.db_to_power(target), 0.0)
     diff = np.where(valid, diff - np.sum(w * diff) / np.sum(w), 0.0)
     kernel = np.array([0.25, 0.5, 0.25])
-    for _ in range(2):  # smoothing across bands, only among valid bands
+    for _ in range(
+        0 if preset.eq_mode == "relative" else 2
+    ):  # smoothing across bands, only among valid bands (a learned curve is smooth already)
         num = np.convolve(diff * valid, kernel, mode="same")
         den = np.convolve(valid.astype(float), kernel, mode="same")
         diff = np.where(valid, num / np.maximum(den, 1e-9), 0.0)

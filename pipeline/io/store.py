@@ -214,20 +214,31 @@ def read_dataset(out_root: str | os.PathLike, dataset: str) -> pa.Table:
     """Load ``OUT/<dataset>`` as one table with the registry's schema and metadata.
 
     An absent or empty dataset gives an empty table with the schema.  Part
-    files whose schema differs from the registry's (e.g. an older version)
-    raise ``ValueError`` naming the file.
+    files of an earlier minor version of the schema (:func:`acetate.schemas.registry.is_older`)
+    are read with the columns added since filled with nulls; a part whose schema
+    differs otherwise raises ``ValueError`` naming the file.
     """
     schema = registry.schema(dataset)
     parts = list_parts(out_root, dataset)
     if not parts:
         return schema.empty_table()
+    older = []
     for p in parts:
+        got = pq.read_schema(p)
         try:
-            registry.check(dataset, pq.read_schema(p))
+            registry.check(dataset, got, older=True)
         except ValueError as exc:
             raise ValueError(f"{p}: {exc}") from None
-    table = pads.dataset(parts, schema=schema, format="parquet").to_table()
-    return table.replace_schema_metadata(schema.metadata)
+        if registry.is_older(dataset, got):
+            older.append(p)
+    if not older:
+        return pads.dataset(parts, schema=schema, format="parquet").to_table().replace_schema_metadata(schema.metadata)
+    tables = []
+    for p in parts:  # in part order, the older ones filled out with the columns added since
+        t = pq.read_table(p)
+        cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+        tables.append(pa.Table.from_arrays(cols, schema=schema))
+    return pa.concat_tables(tables).replace_schema_metadata(schema.metadata)
 
 
 # --- the output root: one run at a time, writable -------------------------------------
