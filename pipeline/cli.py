@@ -382,13 +382,31 @@ def _add_learn(sub) -> None:
     p = sub.add_parser("learn", help="learn a preset bank from mix/master pairs")
     p.add_argument("--pairs", required=True, metavar="MANIFEST", help="CSV or Parquet with mix_path, master_path[, group]")
     p.add_argument("--out", required=True, metavar="BANK", help="bank to write (.parquet, or .json)")
-    p.add_argument("--k", type=int, default=None, help="number of presets (default: best silhouette in 2..--k-max)")
+    p.add_argument("--k", type=int, default=None, help="number of presets (default: the lowest held-out transfer error over 1..--k-max)")
     p.add_argument("--k-max", type=int, default=8, help="largest K tried when choosing (default 8)")
     p.add_argument("--test-size", type=float, default=0.25, help="fraction of groups held out for the accuracy estimate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="bank name (default: the manifest's stem)")
     p.add_argument("--max-offset", type=float, default=10.0, metavar="S", help="largest mix/master offset searched, seconds")
     p.add_argument("--json", action="store_true", help="print the training report as JSON")
+    p.add_argument(
+        "--no-render-check",
+        action="store_true",
+        help="skip mastering the held-out mixes (the report then has transfer errors of the EQ curves only)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 (bank still written) when the learned bank does no better than chance or the default bank",
+    )
+    p.add_argument(
+        "--blend-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="blend the K nearest presets (default: chosen by transfer error among 1 and 3)",
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="blend temperature, in selection-distance units (default 1)")
     p.set_defaults(func=_cmd_learn)
 
 
@@ -409,6 +427,9 @@ def _cmd_learn(args) -> int:
             name=args.name,
             max_offset_s=args.max_offset,
             progress=progress,
+            render_check=not args.no_render_check,
+            blend_k=args.blend_k,
+            temperature=args.temperature,
         )
         presets.save_bank(bank, args.out)
     except (OSError, ValueError) as exc:
