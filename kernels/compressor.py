@@ -81,11 +81,12 @@ def attack_release_db(gain_db: Any, fs: float, attack_s: float, release_s: float
     _check_time("release_s", release_s)
     if not (math.isfinite(release_ref_db) and release_ref_db > 0):
         raise ValueError(f"release_ref_db must be a positive number of dB, got {release_ref_db!r}")
-    g = gain_db.astype(xp.float64)
-    if not bool(xp.all(xp.isfinite(g))):
+    g = xp.astype(gain_db, xp.float64)
+    finite, top = backend.read_together(xp.all(xp.isfinite(g)), xp.max(g) if g.size else 0.0)  # one read
+    if not bool(finite):
         raise ValueError("gain_db must be finite everywhere (clip levels before converting to dB)")
     width = int(round(attack_s * fs))
-    beyond = backend.to_float(xp.max(g)) if g.size else 0.0
+    beyond = float(top)
     y = _attack_lookahead(g, width, beyond=max(beyond, 0.0))
     rate = math.inf if release_s == 0 else release_ref_db / (release_s * fs)
     return _release_linear_db(xp, y, rate)
@@ -131,7 +132,7 @@ def compressor_gain_db(level_db: Any, threshold_db: float, ratio: float, knee_db
     if not (math.isfinite(knee_db) and knee_db >= 0):
         raise ValueError(f"knee_db must be a finite width >= 0 dB, got {knee_db!r}")
     slope = -1.0 if math.isinf(ratio) else 1.0 / ratio - 1.0  # <= 0
-    x = backend.clip(level_db.astype(xp.float64), -300.0, 300.0)
+    x = backend.clip(xp.astype(level_db, xp.float64), -300.0, 300.0)
     over = x - threshold_db
     gain_above = slope * over
     if knee_db > 0:
@@ -215,8 +216,8 @@ def compress(
     level_db = units.power_to_db(rms * rms, floor=1e-30)
     static = compressor_gain_db(level_db, threshold_db, ratio, knee_db)
     gain_db = attack_release_db(static, fs, attack_s, release_s, release_ref_db=release_ref_db) + makeup_db
-    y = x.astype(xp.float64) * units.db_to_amplitude(gain_db)
-    return y.astype(x.dtype), gain_db
+    y = xp.astype(x, xp.float64) * units.db_to_amplitude(gain_db)
+    return xp.astype(y, x.dtype), gain_db
 
 
 @functools.cache
@@ -288,9 +289,9 @@ def interpolate_hops(g: Any, hop: int, n: int, start: int = 0, stop: int | None 
     # (rows * hops, 3) x (3, hop) matrix product (long loops; a broadcast over 16-sample
     # rows spends its time in per-row overhead).
     g3 = xp.stack([ge[:, :-2], ge[:, 1:-1], ge[:, 2:]], axis=-1)  # (rows, h1 - h0, 3)
-    mix = backend.to_device(_hop_mix(hop), xp, dtype="float64" if g.dtype == xp.float64 else "float32")
+    mix = backend.to_device(_hop_mix(hop), xp, dtype=xp.float64 if g.dtype == xp.float64 else xp.float32)
     out = xp.reshape(xp.reshape(g3, (-1, 3)) @ mix, (rows, (h1 - h0) * hop))[:, : stop - start]
-    return out[0] if one_d else out
+    return out[0, :] if one_d else out
 
 
 def _control_rate_gain_db(
@@ -315,7 +316,7 @@ def _control_rate_gain_db(
 
     def hop_energy(v: Any, m: int) -> Any:  # sum of squares per hop of (c, m * hop) samples
         v = xp.reshape(v, (c, m, hop))
-        return xp.einsum("cij,cij->ci", v, v)
+        return backend.einsum(xp, "cij,cij->ci", v, v)
 
     # Sum of squares per hop, in the audio's dtype (a detector level: 1e-7 relative
     # is plenty); einsum avoids the slow short-axis reduction with a cast. A last,
@@ -427,7 +428,7 @@ def compressor_gain(
     g_hop = _linear(
         _control_rate_gain_db(
             x, fs, threshold_db, ratio, knee_db, attack_s, release_s, 0.0, True, window_s, release_ref_db, int(control_hop)
-        )[0],
+        )[0, :],
         x.dtype,
     )
     return g_hop if at_hops else interpolate_hops(g_hop, int(control_hop), x.shape[1])

@@ -92,7 +92,9 @@ def design_from_gain(
         decaying half for minimum phase).
     xp : module, optional
         Namespace to build the taps in; by default the namespace of the
-        inputs if they are arrays, else NumPy.
+        inputs if they are arrays, else NumPy. A namespace other than NumPy's
+        or CuPy's gets taps designed on the host (interpolation, cepstrum) and
+        moved to it once.
 
     Returns
     -------
@@ -105,6 +107,9 @@ def design_from_gain(
     (4095,)
     """
     xp = _xp_of(freqs_hz, gains_db, xp=xp)
+    out_xp = xp
+    if not backend.is_native(xp):  # a filter design: on the host (the standard has no interp), moved once
+        xp = backend.array_module("cpu")
     fs = backend.check_fs(fs)
     if phase not in ("linear", "minimum"):
         raise ValueError(f"phase must be 'linear' or 'minimum', got {phase!r}")
@@ -135,8 +140,8 @@ def design_from_gain(
         h0 = xp.fft.irfft(mag.astype(xp.complex128), n=nfft)  # real, even, centred at 0
         half = (n_taps - 1) // 2
         h = xp.concat([h0[nfft - half :], h0[: half + 1]])
-        w = backend.to_device(win_mod.get_window(window, n_taps, fftbins=False), xp, dtype="float64")
-        return h * w
+        w = backend.to_device(win_mod.get_window(window, n_taps, fftbins=False), xp, dtype=xp.float64)
+        return _moved(h * w, out_xp)
 
     # minimum phase: fold the real cepstrum of the log-magnitude (natural log)
     logmag = units.db_to_nepers(curve_db)
@@ -147,8 +152,13 @@ def design_from_gain(
     fold[nfft // 2] = cep[nfft // 2]
     spec = xp.exp(xp.fft.rfft(fold))
     h = xp.fft.irfft(spec, n=nfft)[:n_taps]
-    w = backend.to_device(win_mod.get_window(window, 2 * n_taps - 1, fftbins=False), xp, dtype="float64")[n_taps - 1 :]
-    return h * w
+    w = backend.to_device(win_mod.get_window(window, 2 * n_taps - 1, fftbins=False), xp, dtype=xp.float64)[n_taps - 1 :]
+    return _moved(h * w, out_xp)
+
+
+def _moved(h: Any, xp: ModuleType) -> Any:
+    """Taps designed in one namespace as an array of ``xp`` (the same array when it is ``xp``'s)."""
+    return h if backend.namespace(h) is xp else backend.to_device(h, xp)
 
 
 def _delay(compensate_delay: bool | int, m: int) -> int:
@@ -205,19 +215,19 @@ def fft_filter(x: Any, h: Any, *, compensate_delay: bool | int = True) -> Any:
     nd = max(x.ndim, h.ndim)
     # float32 audio is convolved in float32 (FFT round-off ~1e-7 of full scale, below
     # 24-bit resolution; half the memory and time); float64 stays float64.
-    xx = xp.reshape(x, (1,) * (nd - x.ndim) + tuple(x.shape)).astype(out_dtype, copy=False)
-    hh = xp.reshape(h, (1,) * (nd - h.ndim) + tuple(h.shape)).astype(out_dtype)
+    xx = xp.astype(xp.reshape(x, (1,) * (nd - x.ndim) + tuple(x.shape)), out_dtype, copy=False)
+    hh = xp.astype(xp.reshape(h, (1,) * (nd - h.ndim) + tuple(h.shape)), out_dtype)
     sig = backend.signal(xp)
     if h.ndim == 1 and m >= 64 and n >= 64:  # one filter for every channel: overlap-save
         flat = xp.reshape(x, (-1, n))
-        return xp.reshape(fft_filter_bank(flat, h, compensate_delay=d)[0], tuple(x.shape)).astype(out_dtype, copy=False)
+        return xp.astype(xp.reshape(fft_filter_bank(flat, h, compensate_delay=d)[0, ...], tuple(x.shape)), out_dtype, copy=False)
     if m == 1:
         y = xx * hh
     elif min(n, m) < 64:
         y = sig.fftconvolve(xx, hh, mode="full", axes=-1)
     else:
         y = sig.oaconvolve(xx, hh, mode="full", axes=-1)
-    return y[..., d : d + n].astype(out_dtype)
+    return xp.astype(y[..., d : d + n], out_dtype)
 
 
 def _ols_nfft(m: int, n: int) -> int:
@@ -321,7 +331,7 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
             seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
         return seg
 
-    if not backend.is_gpu(xp) and c == 2:
+    if backend.is_numpy(xp) and c == 2:
         if _identical_rows(x, xp):  # dual mono: one channel's pass, so the two stay bit-identical
             out[:, 0] = fft_filter_bank(x[0], hs, compensate_delay=compensate_delay, nfft=nfft)
             out[:, 1] = out[:, 0]
@@ -329,7 +339,7 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
             _stereo_bank(frame, frames, step, xp.astype(hs, work), out, fft, xp)
         return out
     spec = fft.rfft(xp.astype(hs, work), n=nfft, axis=-1)[:, None, None, :]  # (K, 1, 1, nfft/2+1)
-    if not backend.is_gpu(xp):
+    if backend.is_numpy(xp):
         spec = spec[:, :, 0, :]  # (K, 1, nfft/2+1)
         # A CPU core (here: mono, or more than two channels) takes a frame or a few at a time
         # (operands near the cache), at least four rows per transform: pocketfft runs four
@@ -345,18 +355,18 @@ def fft_filter_bank(x: Any, hs: Any, *, compensate_delay: bool | int = True, nff
                 b = min(n, a + step)
                 out[:, :, a:b] = y[:, j * c : (j + 1) * c, m - 1 : m - 1 + b - a]
         return out[:, 0] if one_d else out
-    # A GPU takes many frames per transform, from one padded copy of the signal.
+    # A GPU (or any namespace but NumPy's) takes many frames per transform, from one padded copy of the signal.
     xpad = xp.zeros((c, (frames - 1) * step + nfft), dtype=work)
     xpad[:, lead : lead + n] = x
     group = max(1, (1 << 24) // (nfft * c * (k + 1)))
     for f0 in range(0, frames, group):  # many frames per transform keep a GPU busy
         g = min(group, frames - f0)
         seg = xp.stack([xpad[:, (f0 + j) * step : (f0 + j) * step + nfft] for j in range(g)], axis=1)  # (C, g, nfft)
-        y = fft.irfft(fft.rfft(seg, axis=-1)[None] * spec, n=nfft, axis=-1)[..., m - 1 :]  # (K, C, g, step)
+        y = fft.irfft(fft.rfft(seg, axis=-1)[None, ...] * spec, n=nfft, axis=-1)[..., m - 1 :]  # (K, C, g, step)
         a = f0 * step
         b = min(n, a + g * step)
         out[:, :, a:b] = xp.reshape(y, (k, c, g * step))[:, :, : b - a]
-    return out[:, 0] if one_d else out
+    return out[:, 0, :] if one_d else out
 
 
 def _identical_rows(x: Any, xp: Any) -> bool:
@@ -437,7 +447,8 @@ def lowpass_fir(fs: float, cutoff_hz: float, n_taps: int, *, window: str | tuple
     if not isinstance(n_taps, (int, np.integer)) or n_taps < 3 or n_taps % 2 == 0:
         raise ValueError(f"n_taps must be an odd integer >= 3, got {n_taps!r}")
     h = _lowpass_design(float(fs), float(cutoff_hz), int(n_taps), window if not isinstance(window, list) else tuple(window))
-    return backend.to_device(h.copy(), xp or backend.array_module("cpu"), dtype="float64")  # the caller's own
+    xp = xp or backend.array_module("cpu")
+    return backend.to_device(h.copy(), xp, dtype=xp.float64)  # the caller's own
 
 
 @functools.lru_cache(maxsize=64)
@@ -701,7 +712,7 @@ def crossover_filters(
     n_taps = lps.shape[1]
     delta = xp.zeros(n_taps, dtype=xp.float64)
     delta[(n_taps - 1) // 2] = 1.0
-    bands = [lps[0]] + [lps[k] - lps[k - 1] for k in range(1, lps.shape[0])] + [delta - lps[-1]]
+    bands = [lps[0, :]] + [lps[k, :] - lps[k - 1, :] for k in range(1, lps.shape[0])] + [delta - lps[-1, :]]
     return xp.stack(bands)
 
 

@@ -56,9 +56,9 @@ def effective_widths(mid_energy: Any, side_energy: Any, widths: Any, *, corr_flo
     [1.0, 1.0]
     """
     xp = backend.namespace(mid_energy, side_energy, widths)
-    w = widths.astype(xp.float64)
-    em = mid_energy.astype(xp.float64)
-    es = side_energy.astype(xp.float64)
+    w = xp.astype(widths, xp.float64)
+    em = xp.astype(mid_energy, xp.float64)
+    es = xp.astype(side_energy, xp.float64)
     tiny = 1e-300
     rho = (em - es) / xp.maximum(em + es, tiny)
     wmax = xp.sqrt(em * (1.0 - corr_floor) / xp.maximum(es * (1.0 + corr_floor), tiny))
@@ -85,8 +85,8 @@ def scale_side(x: Any, width: float) -> Any:
     """
     if x.shape[0] != 2 or width == 1.0:
         return x
-    mid = 0.5 * (x[0] + x[1])
-    side = (0.5 * width) * (x[0] - x[1])
+    mid = 0.5 * (x[0, :] + x[1, :])
+    side = (0.5 * width) * (x[0, :] - x[1, :])
     xp = backend.namespace(x)
     return xp.stack([mid + side, mid - side])
 
@@ -151,14 +151,14 @@ def stereo_width(
         raise ValueError(f"corr_floor must be in [-1, 1], got {corr_floor!r}")
     if not (math.isfinite(max_low_width) and max_low_width >= 0):
         raise ValueError(f"max_low_width must be finite and >= 0, got {max_low_width!r}")
-    x64 = x.astype(xp.float64)
-    mid = 0.5 * (x64[0] + x64[1])
-    side = 0.5 * (x64[0] - x64[1])
+    x64 = xp.astype(x, xp.float64)
+    mid = 0.5 * (x64[0, :] + x64[1, :])
+    side = 0.5 * (x64[0, :] - x64[1, :])
     if np.all(w_host == 1.0):
-        return x.astype(xp.float32)
+        return xp.astype(x, xp.float32)
     bands = crossover_bands(xp.stack([mid, side]), fs, edges_hz, n_taps)  # (K, 2, n) float64
     em = xp.sum(bands[:, 0, :] ** 2, axis=-1)
     es = xp.sum(bands[:, 1, :] ** 2, axis=-1)
     w_eff = effective_widths(em, es, xp.asarray(w_host), corr_floor=corr_floor, max_low_width=max_low_width)
     new_side = xp.sum(bands[:, 1, :] * w_eff[:, None], axis=0)
-    return xp.stack([mid + new_side, mid - new_side]).astype(xp.float32)
+    return xp.astype(xp.stack([mid + new_side, mid - new_side]), xp.float32)

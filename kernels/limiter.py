@@ -115,7 +115,7 @@ def limiter_gain(
         peak = xp.abs(peak_abs)
     else:
         raise ValueError(f"peak_abs must have shape (n,) or (C, n), got {peak_abs.shape}")
-    peak = peak.astype(xp.float64)
+    peak = xp.astype(peak, xp.float64)
     if not bool(xp.all(xp.isfinite(peak))):
         raise ValueError("peak_abs must be finite")
     n = peak.shape[0]
@@ -127,9 +127,9 @@ def limiter_gain(
 
 def _max_channels(xp: Any, a: Any, absolute: bool = False) -> Any:
     """Maximum (of ``|a|``) over the first axis by elementwise maxima, one channel at a time."""
-    out = xp.abs(a[0]) if absolute else a[0]
+    out = xp.abs(a[0, ...]) if absolute else a[0, ...]
     for k in range(1, a.shape[0]):
-        out = xp.maximum(out, xp.abs(a[k]) if absolute else a[k])
+        out = xp.maximum(out, xp.abs(a[k, ...]) if absolute else a[k, ...])
     return out
 
 
@@ -298,19 +298,18 @@ class _Meter:
         self.length = blk * (self.nblocks + 1)  # frame samples (rows 0 .. nblocks)
         self.channels, self.n = channels, n
         self.nmain = n // blk  # rows 1 .. nmain are whole rows of the track
-        self.mat = backend.to_device(plan["mat"], xp, dtype="float32")
-        self.mat2t = backend.to_device(np.ascontiguousarray(plan["mat2"].T), xp, dtype="float32")  # used transposed
-        self.fmat = backend.to_device(plan["fmat"], xp, dtype="float64")
+        self.mat = backend.to_device(plan["mat"], xp, dtype=xp.float32)
+        self.mat2t = backend.to_device(np.ascontiguousarray(plan["mat2"].T), xp, dtype=xp.float32)  # used transposed
+        self.fmat = backend.to_device(plan["fmat"], xp, dtype=xp.float64)
 
     def _sources(self, src: Any) -> tuple[Any, Any]:
         xp, blk, c = self.xp, self.plan["blk"], self.channels
         main = xp.reshape(src[:, : self.nmain * blk], (c, self.nmain, blk)) if self.nmain else None
         tail = src[:, self.nmain * blk :]
         ntail = self.nblocks - self.nmain  # rows after the whole ones
-        edge = xp.zeros((c, 1 + ntail, blk), dtype=src.dtype)
-        edge_flat = xp.reshape(edge, (c, -1))
+        edge_flat = xp.zeros((c, (1 + ntail) * blk), dtype=src.dtype)
         edge_flat[:, blk : blk + tail.shape[1]] = tail
-        return main, edge
+        return main, xp.reshape(edge_flat, (c, 1 + ntail, blk))
 
     def _rows(self, main: Any, edge: Any, j: Any, jmin: int, jmax: int) -> Any:
         xp = self.xp
@@ -352,11 +351,14 @@ class _Meter:
         out_i, out_v = [], []
         span = p["span"]
         taps = xp.arange(span) + (off - left)
-        bl_host = backend.to_host(blocks)
+        # On the host the block indices are at hand: chunks of whole rows take one gather; on a
+        # device they are not read back, and every chunk takes the rows' general gather.
+        bl_host = backend.to_host(blocks) if backend.is_numpy(xp) else None
         main, edge = self._sources(src)
-        for s in range(0, int(blocks.shape[0]), _SCREEN_CHUNK):
-            bl = blocks[s : s + _SCREEN_CHUNK]
-            lo, hi = int(bl_host[s]), int(bl_host[min(s + _SCREEN_CHUNK, bl_host.shape[0]) - 1])
+        nb = int(blocks.shape[0])
+        for s in range(0, nb, _SCREEN_CHUNK):
+            bl = blocks[s : min(nb, s + _SCREEN_CHUNK)]
+            lo, hi = (int(bl_host[s]), int(bl_host[min(s + _SCREEN_CHUNK, nb) - 1])) if bl_host is not None else (0, self.nmain + 1)
             m = int(bl.shape[0])
             win = xp.concat([self._rows(main, edge, bl, lo, hi), self._rows(main, edge, bl + 1, lo + 1, hi + 1)], axis=-1)
             w32 = xp.astype(win, xp.float32, copy=False)  # (c, m, 2 blk)
@@ -402,7 +404,7 @@ class _Meter:
             bi, qi = sel // per, sel % per
             idx = (bi * (2 * blk) + qi * _KNOT)[:, None] + taps[None, :]
             wf = xp.reshape(win, (c, m * 2 * blk))
-            fine = xp.astype(wf[:, idx], xp.float64) @ self.fmat  # (c, k, _KNOT * fine): the meter's sums
+            fine = xp.astype(backend.take(xp, wf, idx, axis=1), xp.float64) @ self.fmat  # (c, k, _KNOT * fine): the meter's sums
             val = xp.maximum(xp.max(_max_channels(xp, fine, True), axis=-1), xp.astype(xp.take(xp.reshape(e4, (-1,)), sel), xp.float64))
             out_i.append(xp.take(bl, bi) * per + off // _KNOT + qi)
             out_v.append(val)
@@ -437,7 +439,7 @@ class _Meter:
 
         gk = xp.astype(g_knots, xp.float32)
         whole = self.n // _KNOT
-        if k > n8 // 4:  # dense: the whole track, a stretch at a time (temporaries of a stretch, not of the track)
+        if k > n8 // 4 or not backend.is_native(xp):  # dense (or no scatter: the standard's): the whole track, a stretch at a time
             step = _APPLY_STRETCH if not backend.is_gpu(xp) else n8
             for j0 in range(0, n8, step):  # a loop over stretches (a second of audio or more), not samples
                 j1 = min(n8, j0 + step)
@@ -488,6 +490,8 @@ class KnotGain(NamedTuple):
     knots: Any
     lead: int
     n: int
+    #: (:meth:`minimum`, :meth:`runs`) when the limiter read them already (with its last check).
+    read: tuple[float, np.ndarray] | None = None
 
     def _limited(self) -> tuple[Any, Any, Any]:
         """(namespace, float32 knots from the track's first, intervals with a knot below 1)."""
@@ -504,21 +508,47 @@ class KnotGain(NamedTuple):
             gain[j] = _interp_knots(xp, gk, j)
         return xp.reshape(gain, (-1,))[: self.n]
 
+    def _minima(self, xp: Any, gk: Any) -> tuple[Any, Any]:
+        """The smallest knot gain and the smallest gain of the last (partial) interval, on the device."""
+        n8 = -(-self.n // _KNOT)
+        rest = self.n - (n8 - 1) * _KNOT  # samples of the last interval
+        last = _interp_knots(xp, gk, xp.asarray([n8 - 1]))[0, :rest]
+        return xp.min(gk[:n8]), xp.min(last)
+
     def minimum(self) -> float:
         """The smallest per-sample gain (linear): the deepest reduction."""
         if self.n == 0:
             return 1.0
         xp, gk, _ = self._limited()
-        n8 = -(-self.n // _KNOT)
-        rest = self.n - (n8 - 1) * _KNOT  # samples of the last interval
-        last = _interp_knots(xp, gk, xp.asarray([n8 - 1]))[0, :rest]
-        return min(backend.to_float(xp.min(gk[:n8])), backend.to_float(xp.min(last)))
+        a, b = backend.read_together(*self._minima(xp, gk))  # one read
+        return min(float(a), float(b))
+
+    def summary(self) -> tuple[float, np.ndarray]:
+        """:meth:`minimum` and :meth:`runs` from one read of the device (none when the limiter
+        read them with its last check)."""
+        if self.read is not None:
+            return self.read
+        pending = self._summary_pending()
+        return pending.finish(backend.read_together(*pending.values))
+
+    def _summary_pending(self) -> backend.Pending:
+        if self.n == 0:
+            return backend.Pending((), lambda host: (1.0, np.zeros((0, 2), dtype=np.int64)))
+        xp, gk, j = self._limited()
+
+        def finish(host: list[np.ndarray]) -> tuple[float, np.ndarray]:
+            a, b, jh = host
+            return min(float(a), float(b)), self._runs(jh.astype(np.int64))
+
+        return backend.Pending((*self._minima(xp, gk), j), finish)
 
     def runs(self) -> np.ndarray:
         """``[start, end)`` sample ranges of the knot intervals with a knot below 1: every
         sample the limiter changed lies in one (host int64, shape (k, 2))."""
         _, _, j = self._limited()
-        j = backend.to_host(j).astype(np.int64)
+        return self._runs(backend.to_host(j).astype(np.int64))
+
+    def _runs(self, j: np.ndarray) -> np.ndarray:
         if j.size == 0:
             return np.zeros((0, 2), dtype=np.int64)
         cut = np.nonzero(np.diff(j) > 1)[0]
@@ -537,7 +567,7 @@ def _gain_from_need_dense(xp: Any, need: Any, lookahead: int, release_samples: f
     return xp.minimum(gain, 1.0)
 
 
-def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, release_ref_db: float) -> Any:
+def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, release_ref_db: float, lowest: float | None = None) -> Any:
     """Look-ahead ramp + linear-in-dB release from a needed gain (linear, <= 1, 1-D).
 
     The gain differs from 1 only within reach of a value below 1: ``lookahead``
@@ -549,7 +579,8 @@ def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, 
     track holds there, the release's drift is computed from the original positions,
     and the running sums add the same nonzero terms in the same order; a GPU's
     parallel scan may round them otherwise), at a small fraction of the cost of
-    transcendental functions over every knot of the track.
+    transcendental functions over every knot of the track. ``lowest``: ``min(need)``, when the
+    caller has read it already (with its own figures: one read fewer).
     """
     n = int(need.shape[-1])
     low = xp.nonzero(need < 1.0)[0]
@@ -557,7 +588,8 @@ def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, 
     if k == 0:
         return xp.ones(n, dtype=need.dtype)
     rate = release_ref_db / release_samples
-    lowest = backend.to_float(xp.min(need))
+    if lowest is None:
+        lowest = backend.to_float(xp.min(need))
     if not lowest > 0.0:
         raise ValueError(f"the needed gain must be positive (a finite ceiling over a finite peak), got a minimum of {lowest!r}")
     deepest = -units.amplitude_to_db(lowest)
@@ -569,7 +601,7 @@ def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, 
     hi = backend.clip(low + reach + 1, 0, n)
     starts = xp.concat([xp.ones(1, dtype=xp.bool), lo[1:] > hi[:-1]])  # a stretch begins (sorted: no overlap)
     ends = xp.concat([starts[1:], xp.ones(1, dtype=xp.bool)])
-    s_lo, s_hi = backend.to_host(lo[starts]).astype(np.int64), backend.to_host(hi[ends]).astype(np.int64)
+    s_lo, s_hi = (v.astype(np.int64) for v in backend.read_together(lo[starts], hi[ends]))  # one read
     # Compact layout: run r = [pad][stretch r], the pad `reach` ones long (none before a stretch
     # that starts the track), then `reach` ones after the last stretch unless it ends the track.
     # A run is contiguous in both layouts; a pad takes the positions just before its stretch.
@@ -588,10 +620,8 @@ def _gain_from_need(xp: Any, need: Any, lookahead: int, release_samples: float, 
     inside = (pos_d >= 0) & (pos_d < n)  # pads before the track's start or after its end hold 1 too
     compact = xp.where(inside, xp.take(need, backend.clip(pos_d, 0, n - 1)), 1.0)
     g = _gain_from_need_dense(xp, compact, lookahead, release_samples, release_ref_db, xp.astype(pos_d, xp.float64))
-    out = xp.ones(n, dtype=g.dtype)
     kept_d = backend.to_device(kept, xp)
-    out[xp.take(pos_d, kept_d)] = xp.take(g, kept_d)
-    return out
+    return backend.scatter(xp, xp.ones(n, dtype=g.dtype), xp.take(pos_d, kept_d), xp.take(g, kept_d))
 
 
 def _knot_need(xp: Any, kint: Any) -> Any:
@@ -642,29 +672,36 @@ def _tp_limit_core(
     y = xp.asarray(x, copy=True) if scale == 1.0 else xp.astype(x * scale, x.dtype, copy=False)  # one copy, not two
     nint = meter.length // _KNOT
     lead = meter.front // _KNOT
-    if not bool(xp.any(over)):
-        return y, KnotGain(xp.ones(nint + 1, dtype=xp.float64), lead, n)
-    kint = xp.ones(nint, dtype=xp.float64)
-    kint[ivl[over]] = target / peak[over]
+    # The needs are set before it is known whether there are any, so that whether there are and
+    # the deepest (min(need) = min(kint): the knots' needs are minima of the intervals') are one read.
+    kint = backend.scatter(xp, xp.ones(nint, dtype=xp.float64), ivl[over], target / peak[over])  # intervals: sorted, distinct
+    any_over, lowest = backend.read_together(xp.any(over), xp.min(kint))
+    if not bool(any_over):  # no reduction: the gain is 1, no sample changed
+        return y, KnotGain(xp.ones(nint + 1, dtype=xp.float64), lead, n, (1.0, np.zeros((0, 2), dtype=np.int64)))
     la = max(1, int(round(lookahead_s * fs / _KNOT)))
     rel = max(1e-9, release_s * fs / _KNOT)
-    g = _gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db)  # knots 0 .. nint
+    g = _gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db, float(lowest))  # knots 0 .. nint
     changed = (g[:-1] < 1.0) | (g[1:] < 1.0)
     for p in range(max_passes):
         meter.apply(y, x, g, xp.nonzero(changed)[0], scale)
         ivl, peak = meter.envelope(y, meter.touched_blocks(changed), check)
         over = peak > check
-        if not bool(xp.any(over)) or p == max_passes - 1:
-            break
+        # The corrected needs first (no change where nothing is over; unused after the last pass),
+        # then whether any is over and their deepest in one read.
         aim = target * units.db_to_amplitude(-margin_db * p)
         io = ivl[over]
         local = xp.minimum(xp.take(g, io), xp.take(g, io + 1))
-        kint[io] = xp.minimum(xp.take(kint, io), local * aim / peak[over])
-        g_new = xp.minimum(_gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db), g)
+        kint = backend.scatter(xp, kint, io, xp.minimum(xp.take(kint, io), local * aim / peak[over]))
+        gain = KnotGain(g, lead, n)
+        pending = gain._summary_pending()  # the result's summary, should this pass be the last
+        any_over, lowest, *host = backend.read_together(xp.any(over), xp.min(kint), *pending.values)
+        if not bool(any_over) or p == max_passes - 1:
+            return y, gain._replace(read=pending.finish(host))  # y is (x * scale) * gain.samples(), each product rounded to float32
+        g_new = xp.minimum(_gain_from_need(xp, _knot_need(xp, kint), la, rel, release_ref_db, float(lowest)), g)
         diff = g_new != g
         changed = diff[:-1] | diff[1:]
         g = g_new
-    return y, KnotGain(g, lead, n)  # y is (x * scale) * gain.samples(), each product rounded to float32
+    return y, KnotGain(g, lead, n)  # not reached (max_passes >= 1: the loop returns)
 
 
 def true_peak_limit(

@@ -173,9 +173,9 @@ def _validate(x: Any, fs: float) -> tuple[Any, Any]:
 
 def _check_finite(x: Any, xp: Any) -> None:
     bad = ~xp.isfinite(x)
-    n_bad = int(backend.to_host(xp.sum(bad)))
+    n_bad = int(backend.to_host(xp.sum(xp.astype(bad, xp.int64))))
     if n_bad:
-        first = int(backend.to_host(xp.argmax(xp.any(bad, axis=0))))
+        first = int(backend.to_host(xp.argmax(xp.astype(xp.any(bad, axis=0), xp.int8))))
         raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples; first at sample {first}")
 
 
@@ -204,13 +204,12 @@ def _segment_sums(p: Any, starts: Any, xp: Any) -> Any:
     """Sums of ``p`` over ``[starts[i], starts[i + 1])`` (the last to the end); ``starts[0] == 0``.
 
     NumPy: ``add.reduceat`` (one pass, no n-long prefix array: ~10x cheaper
-    than ``cumsum`` on one core); elsewhere a float64 ``cumsum`` read at the edges.
+    than ``cumsum`` on one core); elsewhere a float64 cumulative sum read at the edges.
     """
-    reduceat = getattr(getattr(xp, "add", None), "reduceat", None)
-    if reduceat is not None and not backend.is_gpu(xp):
-        return reduceat(p, starts)
-    cs = xp.concatenate([xp.zeros(1, dtype=p.dtype), xp.cumsum(p)])
-    ends = xp.concatenate([starts[1:], xp.asarray([p.shape[0]], dtype=starts.dtype)])
+    if backend.is_numpy(xp):
+        return xp.add.reduceat(p, starts)
+    cs = xp.concat([xp.zeros(1, dtype=p.dtype), backend.cumsum(xp, p, axis=0)])
+    ends = xp.concat([starts[1:], xp.asarray([p.shape[0]], dtype=starts.dtype)])
     return cs[ends] - cs[starts]
 
 
@@ -287,11 +286,12 @@ def _kfilter(sig: Any, sos: Any, seg: Any, zi: Any, gpu: bool, xp: Any) -> tuple
     the two recursions advance together instead of one after the other (a
     biquad cascade is bound by its dependency chain; measured 23 % faster, with
     bit-identical outputs). The result is then ``(1, m)`` complex128, which
-    :func:`_weighted_power` reads as the two channels.
+    :func:`_weighted_power` reads as the two channels. Another namespace (no views of
+    the real and imaginary parts) filters the channels as they are.
     """
     if gpu:
         return _sosfilt_df1(sig, sos, xp.astype(seg, xp.float64), zi, xp)
-    if seg.shape[0] == 2:
+    if seg.shape[0] == 2 and backend.is_numpy(xp):
         z = xp.empty((1, seg.shape[1]), dtype=xp.complex128)
         z.real[0] = seg[0]
         z.imag[0] = seg[1]
@@ -306,10 +306,10 @@ def _kfilter(sig: Any, sos: Any, seg: Any, zi: Any, gpu: bool, xp: Any) -> tuple
     return sig.sosfilt(sos, seg, axis=-1, zi=zi)
 
 
-def _use_loop(channels: int, sos: Any, gpu: bool) -> bool:
-    """Whether a signal's chunks go through :mod:`~acetate.kernels.compiled`'s loop (decided
-    once per signal: the loop's state and ``sosfilt``'s differ in layout)."""
-    return not gpu and compiled.available(channels, sos.shape[0])
+def _use_loop(channels: int, sos: Any, xp: Any) -> bool:
+    """Whether a signal's chunks go through :mod:`~acetate.kernels.compiled`'s loop (NumPy only;
+    decided once per signal: the loop's state and ``sosfilt``'s differ in layout)."""
+    return backend.is_numpy(xp) and compiled.available(channels, sos.shape[0])
 
 
 def _kweighted_sums(sig: Any, sos: Any, seg: Any, zi: Any, gw: Any, starts: np.ndarray, gpu: bool, xp: Any, loop: bool) -> tuple[Any, Any]:
@@ -334,7 +334,7 @@ def _weighted_power(y: Any, gw: Any, xp: Any) -> Any:
     if xp.isdtype(y.dtype, "complex floating"):
         re, im = xp.real(y[0]), xp.imag(y[0])
         return gw[0] * (re * re) + gw[1] * (im * im)
-    return xp.einsum("c,cn,cn->n", gw, y, y)
+    return backend.einsum(xp, "c,cn,cn->n", gw, y, y)
 
 
 def _profile(
@@ -345,7 +345,7 @@ def _profile(
     c, n = x.shape
     gpu = backend.is_gpu(xp)
     sos = backend.to_device(k_weighting_sos(fs), xp)
-    loop = _use_loop(c, sos, gpu)
+    loop = _use_loop(c, sos, xp)
     if chunk is None:  # the compiled loop stores nothing of the signal's length: it takes the signal whole
         chunk = DEFAULT_CHUNK if gpu else (max(n, 1) if loop else CPU_CHUNK)
     g = channel_weights(c) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -373,7 +373,7 @@ def _profile(
         lo, hi = np.searchsorted(bounds[:n_seg], [a, b])
         part, zi = _kweighted_sums(sig, sos, x[:, a:b], zi, gw, bounds[lo:hi] - a, gpu, xp, loop)
         sums.append(part)
-    seg = xp.concatenate(sums) if sums else xp.zeros(0, dtype=xp.float64)
+    seg = xp.concat(sums) if sums else xp.zeros(0, dtype=xp.float64)
     return EnergyProfile(
         fs=float(fs),
         n=n,
@@ -390,12 +390,12 @@ def _profile(
 def _window_energies(prof: EnergyProfile, xp: Any) -> tuple[Any, Any]:
     """Window energies from a profile, and the total weighted power (non-finite iff the signal is)."""
     # prefix[i] = P[edges[i]]; the final entry is P[n] (edges[n_seg] == n when a window ends at n).
-    prefix = xp.concatenate([xp.zeros(1, dtype=xp.float64), xp.cumsum(prof.seg)])
+    prefix = xp.concat([xp.zeros(1, dtype=xp.float64), backend.cumsum(xp, prof.seg, axis=0)])
     w = prof.lengths.size
     inv = backend.to_device(prof.inverse, xp)
     p_start = prefix[inv[:w]]
     p_end = prefix[inv[w:]]
-    length = backend.to_device(prof.lengths, xp)
+    length = backend.to_device(prof.lengths, xp, dtype=xp.float64)  # exact: what the division converts them to
     # Negative round-off on exact silence is clamped to zero.
     return xp.maximum(p_end - p_start, 0.0) / length, prefix[-1]
 
@@ -476,17 +476,25 @@ def gated_loudness(block_z: Any) -> float:
     below their mean loudness; the integrated loudness is the loudness of the
     mean energy of the blocks above both gates. ``-inf`` when none pass.
     """
+    return backend.to_float(_gated_loudness(block_z))
+
+
+def _gated_loudness(block_z: Any) -> Any:
+    """:func:`gated_loudness` as a 0-d array on ``block_z``'s device (nothing read back).
+
+    No block above the absolute gate: both means are 0 / 1, whose loudness is ``-inf``;
+    otherwise every count is at least 1 (the loudest block is above the relative gate)
+    and the divisions are the plain means.
+    """
     xp = backend.namespace(block_z)
     lk = loudness_from_power(block_z)
     above_abs = lk > ABSOLUTE_GATE_LUFS
-    n_abs = xp.sum(above_abs)
-    if int(backend.to_host(n_abs)) == 0:
-        return float("-inf")
-    mean_abs = xp.sum(xp.where(above_abs, block_z, 0.0)) / n_abs
+    n_abs = xp.maximum(xp.sum(xp.astype(above_abs, xp.int64)), 1)
+    mean_abs = xp.sum(xp.where(above_abs, block_z, 0.0)) / xp.astype(n_abs, block_z.dtype)
     gamma_r = loudness_from_power(mean_abs) + RELATIVE_GATE_LU
     keep = above_abs & (lk > gamma_r)
-    mean = xp.sum(xp.where(keep, block_z, 0.0)) / xp.sum(keep)
-    return backend.to_float(loudness_from_power(mean))
+    mean = xp.sum(xp.where(keep, block_z, 0.0)) / xp.astype(xp.maximum(xp.sum(xp.astype(keep, xp.int64)), 1), block_z.dtype)
+    return loudness_from_power(mean)
 
 
 def loudness_range(short_term_lufs: Any) -> float:
@@ -496,6 +504,12 @@ def loudness_range(short_term_lufs: Any) -> float:
     their energy mean; LRA is the 95th minus the 10th percentile, nearest rank
     (``sorted[round((n - 1) p / 100)]``). 0.0 when nothing passes the gates.
     """
+    return float(backend.to_float(_loudness_range(short_term_lufs)))
+
+
+def _loudness_range(short_term_lufs: Any) -> Any:
+    """:func:`loudness_range` as a 0-d array on the series' device (or 0.0): the gates select
+    by masks, the percentiles are ranks of the sorted survivors (shapes, not values, are read)."""
     xp = backend.namespace(short_term_lufs)
     st = short_term_lufs[short_term_lufs > ABSOLUTE_GATE_LUFS]
     if st.shape[0] == 0:
@@ -506,7 +520,7 @@ def loudness_range(short_term_lufs: Any) -> float:
     n = kept.shape[0]
     lo = kept[int(round((n - 1) * 0.10))]
     hi = kept[int(round((n - 1) * 0.95))]
-    return backend.to_float(hi - lo)
+    return hi - lo
 
 
 def _grid(n: int, fs: float, window_s: float, hop_s: float) -> tuple[np.ndarray, int]:
@@ -570,6 +584,28 @@ def measure_profile(
     """:func:`measure`, and the :class:`EnergyProfile` it was read from (None when
     the programme is shorter than one window) for :func:`remeasure`."""
     xp, x = _validate(x, fs)
+    prof = _measure_windows(x, fs, resolution_s, weights, chunk)
+    if prof is None:
+        _check_finite(x, xp)
+        inf = float("-inf")
+        return LoudnessStats(inf, inf, inf, 0.0), None
+    return _read_stats(prof, x, xp), prof
+
+
+def measure_pending(x: Any, fs: float) -> backend.Pending:
+    """:func:`measure` of ``x`` as a :class:`~acetate.kernels.backend.Pending`: the figures' device
+    values, to be read together with a caller's own (:func:`~acetate.kernels.backend.read_pending`:
+    the fingerprint reads everything it measures at once)."""
+    xp, x = _validate(x, fs)
+    prof = _measure_windows(x, fs, 0.001, None, None)
+    if prof is None:  # shorter than one window: nothing on the device to wait for
+        stats = measure(x, fs)
+        return backend.Pending((), lambda host: stats)
+    return _stats_pending(prof, x, xp)
+
+
+def _measure_windows(x: Any, fs: float, resolution_s: float, weights: Sequence[float] | None, chunk: int | None) -> EnergyProfile | None:
+    """The profile of every window a measurement reads (None when there is none)."""
     if not (0 < resolution_s <= 0.1):
         raise ValueError(f"resolution_s must be in (0, 0.1] seconds, got {resolution_s!r}")
     n = x.shape[1]
@@ -584,36 +620,49 @@ def measure_profile(
         [np.full(gate_starts.size, n_block), np.full(m_starts.size, n_m), np.full(s_starts.size, n_s), np.full(lra_starts.size, n_s)]
     )
     if starts.size == 0:
-        _check_finite(x, xp)
-        inf = float("-inf")
-        return LoudnessStats(inf, inf, inf, 0.0), None
+        return None
     cuts = tuple(int(c) for c in np.cumsum([gate_starts.size, m_starts.size, s_starts.size]))
-    prof = _profile(x, fs, starts, lengths, weights, chunk, cuts)
+    return _profile(x, fs, starts, lengths, weights, chunk, cuts)
+
+
+def _read_stats(prof: EnergyProfile, x: Any, xp: Any) -> LoudnessStats:
+    """The figures of a profile of ``x``, from one read of the device (names the bad samples
+    of a non-finite ``x``)."""
+    pending = _stats_pending(prof, x, xp)
+    return pending.finish(backend.read_together(*pending.values))
+
+
+def _stats_pending(prof: EnergyProfile, x: Any, xp: Any) -> backend.Pending:
+    """The figures from the profile's window energies (gating blocks, M, S and LRA windows in
+    that order), computed on the device: the integrated loudness, the maxima, the range, the
+    two 10 Hz series and the total power (non-finite iff ``x`` is) wait for one read."""
     z, total = _window_energies(prof, xp)
-    if not np.isfinite(backend.to_float(total)):
-        _check_finite(x, xp)  # names the bad samples (a NaN anywhere makes the total NaN)
-    return _stats(z, prof.cuts, xp), prof
-
-
-def _stats(z: Any, cuts: tuple, xp: Any) -> LoudnessStats:
-    """The figures from the window energies (gating blocks, M, S and LRA windows in that order)."""
+    cuts = prof.cuts
     z_gate, z_m, z_s, z_lra = z[: cuts[0]], z[cuts[0] : cuts[1]], z[cuts[1] : cuts[2]], z[cuts[2] :]
-    integrated = gated_loudness(z_gate) if z_gate.shape[0] else float("-inf")
+    inf = float("-inf")
+    integrated = _gated_loudness(z_gate) if z_gate.shape[0] else inf
     lra_lufs = loudness_from_power(z_lra)
     # log10 is monotonic: the loudest window is the one with the largest energy.
-    m_max = backend.to_float(loudness_from_power(xp.max(z_m))) if z_m.shape[0] else float("-inf")
-    s_max = backend.to_float(loudness_from_power(xp.max(z_s))) if z_s.shape[0] else float("-inf")
-    lra = loudness_range(lra_lufs) if lra_lufs.shape[0] else 0.0
+    m_max = loudness_from_power(xp.max(z_m)) if z_m.shape[0] else inf
+    s_max = loudness_from_power(xp.max(z_s)) if z_s.shape[0] else inf
+    lra = _loudness_range(lra_lufs) if lra_lufs.shape[0] else 0.0
     # 10 Hz display series: momentary windows starting every 100 ms.
-    m_series = backend.to_host(loudness_from_power(z_gate)) if z_gate.shape[0] else np.empty(0)
-    return LoudnessStats(
-        integrated_lufs=integrated,
-        momentary_max_lufs=m_max,
-        short_term_max_lufs=s_max,
-        loudness_range_lu=lra,
-        momentary=m_series,
-        short_term=backend.to_host(lra_lufs),
-    )
+    m_series = loudness_from_power(z_gate) if z_gate.shape[0] else 0.0
+
+    def finish(host: list[np.ndarray]) -> LoudnessStats:
+        h_total, h_int, h_m, h_s, h_lra, h_series, h_st = host
+        if not np.isfinite(float(h_total)):
+            _check_finite(x, xp)  # names the bad samples (a NaN anywhere makes the total NaN)
+        return LoudnessStats(
+            integrated_lufs=float(h_int),
+            momentary_max_lufs=float(h_m),
+            short_term_max_lufs=float(h_s),
+            loudness_range_lu=float(h_lra),
+            momentary=h_series if z_gate.shape[0] else np.empty(0),
+            short_term=h_st,
+        )
+
+    return backend.Pending((total, integrated, m_max, s_max, lra, m_series, lra_lufs), finish)
 
 
 @functools.cache
@@ -691,7 +740,7 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
         sos = backend.to_device(k_weighting_sos(prof.fs), xp)
         gw = backend.to_device(prof.weights, xp)
         gpu = backend.is_gpu(xp)
-        loop = _use_loop(z.shape[0], sos, gpu)
+        loop = _use_loop(z.shape[0], sos, xp)
         for a, b in spans:
             i0 = int(np.searchsorted(starts, a, side="right")) - 1  # the segment holding a
             i1 = int(np.searchsorted(starts, b, side="left"))  # first segment at or after b
@@ -700,10 +749,7 @@ def remeasure(prof: EnergyProfile, z: Any, gain_db: float, changed: np.ndarray) 
             w0 = max(0, a0 - settle)  # filtered from rest this far ahead: the state has settled by a0
             seg[i0:i1] = _kweighted_sums(sig, sos, z[:, w0:b0], None, gw, starts[i0:i1] - w0, gpu, xp, loop)[0]  # from rest
     new = dataclasses.replace(prof, seg=seg)  # same windows, new sums
-    zw, total = _window_energies(new, xp)
-    if not np.isfinite(backend.to_float(total)):
-        _check_finite(z, xp)
-    return _stats(zw, new.cuts, xp), new
+    return _read_stats(new, z, xp), new
 
 
 def sliding_loudness(x: Any, fs: float, window_s: float, hop_s: float) -> tuple[np.ndarray, Any]:

@@ -23,6 +23,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -247,12 +248,11 @@ def _as_audio(x: Any) -> Any:
 
 def _rfft(xp: Any) -> Any:
     """``rfft`` for ``xp``: SciPy's on the host (vectorises batches of transforms,
-    3-4x faster than NumPy's on one core), CuPy's (cuFFT) on the GPU."""
-    if backend.is_gpu(xp):
-        return xp.fft.rfft
-    import scipy.fft
-
-    return scipy.fft.rfft
+    3-4x faster than NumPy's on one core), CuPy's (cuFFT) on the GPU, the standard's
+    ``xp.fft.rfft`` for any other namespace."""
+    if backend.is_numpy(xp):
+        return backend.fft(xp).rfft
+    return xp.fft.rfft
 
 
 def _hann(frame: int, xp: Any) -> Any:
@@ -265,25 +265,13 @@ def _n_frames(n: int, frame: int, hop: int) -> int:
     return 1 if n <= frame else 1 + -(-(n - frame) // hop)
 
 
-def _sliding_view(x: Any, frame: int, hop: int, count: int) -> Any:
-    """Read-only view (C, count, frame) of C-contiguous ``x``: row ``k`` is ``x[:, k hop : k hop + frame]``.
-
-    Stride tricks of the array's own library (NumPy or CuPy): no index array, no copy.
-    """
-    if backend.is_gpu(x):
-        from cupy.lib.stride_tricks import as_strided
-    else:
-        from numpy.lib.stride_tricks import as_strided
-    item = x.strides[1]
-    return as_strided(x, shape=(x.shape[0], count, frame), strides=(x.strides[0], hop * item, item))
-
-
 def _windowed_frames(x: Any, frame: int, hop: int, window: Any, f0: int, f1: int) -> Any:
     """Frames ``f0 .. f1 - 1`` of float32 audio ``x`` (C, n >= frame), times ``window``: (C, f1 - f0, frame) float32.
 
     Frame ``k`` starts at ``min(k * hop, n - frame)``.  Frames on the hop grid
-    come from a strided view of the signal (one fused window-and-copy pass,
-    no index array); the final frame, ending at the last sample, is copied on its own.
+    come from a strided view of the signal on NumPy and CuPy (one fused window-and-copy
+    pass, no index array; :func:`acetate.kernels.backend.frames`, a gather elsewhere);
+    the final frame, ending at the last sample, is copied on its own.
     """
     xp = backend.namespace(x)
     c, n = int(x.shape[0]), int(x.shape[1])
@@ -292,9 +280,9 @@ def _windowed_frames(x: Any, frame: int, hop: int, window: Any, f0: int, f1: int
     out = xp.empty((c, f1 - f0, frame), dtype=xp.float32)
     if g:
         seg = x[:, f0 * hop : (f0 + g - 1) * hop + frame]
-        if not seg.flags.c_contiguous or seg.strides[1] != seg.itemsize:
+        if backend.is_native(xp) and (not seg.flags.c_contiguous or seg.strides[1] != seg.itemsize):
             seg = xp.asarray(seg, copy=True)
-        out[:, :g, :] = _sliding_view(seg, frame, hop, g) * window
+        out[:, :g, :] = backend.frames(seg, frame, hop, g) * window
     if f1 - f0 > g:  # the final frame, ending at the last sample
         out[:, g, :] = x[:, n - frame :] * window
     return out
@@ -342,14 +330,22 @@ def _prepare(x: Any, frame: int, hop: int) -> tuple[Any, int]:
     if x.dtype != xp.float32:
         x = xp.astype(x, xp.float32)
     if n < frame:
-        x = xp.concatenate([x, xp.zeros((x.shape[0], frame - n), dtype=xp.float32)], axis=1)
+        x = xp.concat([x, xp.zeros((x.shape[0], frame - n), dtype=xp.float32)], axis=1)
     return x, _n_frames(n, frame, hop)
 
 
+@functools.cache
+def _window_power(frame: int) -> float:
+    """Sum of squares of :func:`_hann`'s float32 window (float64 sum): a design constant, on the host."""
+    npx = backend.array_module("cpu")
+    return float(npx.sum(npx.astype(_hann(frame, npx), npx.float64) ** 2))
+
+
 def _scale_freqs(window: Any, frame: int, fs: int, xp: Any) -> tuple[Any, Any]:
-    """One-sided Parseval weights and bin frequencies of a ``frame``-point rfft."""
+    """One-sided Parseval weights and bin frequencies of a ``frame``-point rfft (``window``:
+    :func:`_hann`'s, whose power is a host constant: nothing is read back)."""
     k = frame // 2 + 1
-    w2 = float(backend.to_float(xp.sum(xp.astype(window, xp.float64) ** 2)))
+    w2 = _window_power(frame)
     scale = xp.full((k,), 2.0 / (frame * w2), dtype=xp.float64)
     scale[0] = 1.0 / (frame * w2)
     scale[-1] = 1.0 / (frame * w2)  # Nyquist bin (frame is even)
@@ -403,24 +399,30 @@ def stereo_power_stats(
     for f0 in range(0, n_frames, batch):  # batches of frames, not single frames
         f1 = min(n_frames, f0 + batch)
         spec = rfft(_windowed_frames(x, frame, hop, window, f0, f1), n=frame, axis=-1)
-        # The spectra as float pairs (re, im), (2, f, 2K): products of contiguous rows, then the
-        # pairs summed (re*re + im*im, re_l*re_r + im_l*im_r: the same operations as on
-        # real and imaginary views, a third faster).
-        v = spec.view(xp.float32)
-        sq = v * v
-        p_lr2 = sq[..., 0::2] + sq[..., 1::2]  # (2, f, K) float32: |L|^2, |R|^2
-        p_l, p_r = p_lr2[0], p_lr2[1]
-        cr = v[0] * v[1]
+        if backend.is_native(xp):
+            # The spectra as float pairs (re, im), (2, f, 2K): products of contiguous rows, then the
+            # pairs summed (re*re + im*im, re_l*re_r + im_l*im_r: the same operations as on
+            # real and imaginary views, a third faster).
+            v = spec.view(xp.float32)
+            sq = v * v
+            p_lr2 = sq[..., 0::2] + sq[..., 1::2]  # (2, f, K) float32: |L|^2, |R|^2
+            prod = v[0, ...] * v[1, ...]
+            cross = prod[:, 0::2] + prod[:, 1::2]
+        else:  # the standard has no views by dtype: the same products of the real and imaginary parts
+            re, im = xp.real(spec), xp.imag(spec)
+            p_lr2 = re * re + im * im
+            cross = re[0, ...] * re[1, ...] + im[0, ...] * im[1, ...]
+        p_l, p_r = p_lr2[0, ...], p_lr2[1, ...]
         acc_ll = acc_ll + xp.sum(p_l, axis=0, dtype=f64)
         acc_rr = acc_rr + xp.sum(p_r, axis=0, dtype=f64)
-        acc_lr = acc_lr + xp.sum(cr[:, 0::2] + cr[:, 1::2], axis=0, dtype=f64)
+        acc_lr = acc_lr + xp.sum(cross, axis=0, dtype=f64)
         frame_pow = p_l * half_scale + p_r * half_scale  # channel mean, Parseval-scaled
         bands.append(frame_pow @ w_band)
         totals.append(xp.sum(frame_pow, axis=-1, dtype=f64))
     s = scale / n_frames
-    band_frames = _nan_invalid(xp.concatenate(bands, axis=0), fs, fraction)
+    band_frames = _nan_invalid(xp.concat(bands, axis=0), fs, fraction)
     info = Spectrogram(spec=None, scale=scale, freqs=freqs, fs=fs, frame=frame, hop=hop)
-    return acc_ll * s, acc_rr * s, acc_lr * s, band_frames, xp.concatenate(totals), freqs, info
+    return acc_ll * s, acc_rr * s, acc_lr * s, band_frames, xp.concat(totals), freqs, info
 
 
 def stft_power(
@@ -558,7 +560,7 @@ def level_db(power: Any, reference: Any = 1.0, floor_db: float = -300.0) -> Any:
 
 def _band_limits(freqs: Any, fmin: float | None, fmax: float | None) -> Any:
     xp = backend.namespace(freqs)
-    m = xp.ones(freqs.shape, dtype=bool)
+    m = xp.ones(freqs.shape, dtype=xp.bool)
     if fmin is not None:
         m = m & (freqs >= fmin)
     if fmax is not None:
@@ -598,10 +600,10 @@ def spectral_rolloff(power: Any, freqs: Any, fraction: float = 0.85) -> Any:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     xp = backend.namespace(power)
     p = xp.astype(power, xp.float64)
-    cum = xp.cumsum(p, axis=-1)
+    cum = backend.cumsum(xp, p, axis=-1)
     total = cum[..., -1:]
-    k = xp.argmax(cum >= fraction * total, axis=-1)
-    f = xp.take(freqs, k)
+    k = xp.argmax(xp.astype(cum >= fraction * total, xp.int8), axis=-1)  # the first bin reaching it
+    f = backend.take(xp, freqs, k)
     return xp.where(total[..., 0] > 0, f, xp.nan)
 
 
@@ -614,14 +616,12 @@ def spectral_flatness(power: Any, freqs: Any, fmin: float | None = 20.0, fmax: f
     """
     xp = backend.namespace(power)
     sel = _band_limits(freqs, fmin, fmax)
-    n_sel = int(backend.to_float(xp.sum(xp.astype(sel, xp.float64))))
-    if n_sel == 0:
-        return xp.full(power.shape[:-1], xp.nan, dtype=xp.float64)
-    p = xp.astype(power, xp.float64)
     w = xp.astype(sel, xp.float64)
-    arith = xp.sum(p * w, axis=-1) / n_sel
-    geo = xp.exp(xp.sum(xp.log(xp.maximum(p, _TINY)) * w, axis=-1) / n_sel)
-    ok = arith > 0
+    n_sel = xp.sum(w)  # on the device: an empty range (n_sel = 0) gives 0 / 1 and NaN below
+    p = xp.astype(power, xp.float64)
+    arith = xp.sum(p * w, axis=-1) / xp.maximum(n_sel, 1.0)
+    geo = xp.exp(xp.sum(xp.log(xp.maximum(p, _TINY)) * w, axis=-1) / xp.maximum(n_sel, 1.0))
+    ok = (arith > 0) & (n_sel > 0)
     return xp.where(ok, geo / xp.where(ok, arith, 1.0), xp.nan)
 
 
@@ -705,6 +705,6 @@ def band_dynamics(
     levels = level_db(band_frames, 1.0, floor_db)[keep]  # (F', B)
     if int(levels.shape[0]) < 2:
         return xp.full((band_frames.shape[1],), xp.nan, dtype=xp.float64)
-    hi = xp.quantile(levels, high_pct / 100.0, axis=0)
-    lo = xp.quantile(levels, low_pct / 100.0, axis=0)
+    hi = backend.quantile(xp, levels, high_pct / 100.0, axis=0)
+    lo = backend.quantile(xp, levels, low_pct / 100.0, axis=0)
     return hi - lo

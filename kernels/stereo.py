@@ -86,14 +86,14 @@ def mid_side(x: Any) -> Any:
     """
     xp = backend.namespace(x)
     _check_stereo(x)
-    return xp.stack([(x[0] + x[1]) * 0.5, (x[0] - x[1]) * 0.5])
+    return xp.stack([(x[0, :] + x[1, :]) * 0.5, (x[0, :] - x[1, :]) * 0.5])
 
 
 def left_right(ms: Any) -> Any:
     """Mid/side to left/right: ``L = M + S``, ``R = M - S`` (inverse of :func:`mid_side`)."""
     xp = backend.namespace(ms)
     _check_stereo(ms, "ms")
-    return xp.stack([ms[0] + ms[1], ms[0] - ms[1]])
+    return xp.stack([ms[0, :] + ms[1, :], ms[0, :] - ms[1, :]])
 
 
 def cross_spectra(spec: Any, scale: Any) -> tuple[Any, Any, Any]:
@@ -115,7 +115,7 @@ def cross_spectra(spec: Any, scale: Any) -> tuple[Any, Any, Any]:
     xp = backend.namespace(spec)
     if spec.ndim != 3 or spec.shape[0] != 2:
         raise ValueError(f"spec must have shape (2, F, K), got shape {tuple(spec.shape)}")
-    left, right = spec[0], spec[1]
+    left, right = spec[0, ...], spec[1, ...]
     lr, li, rr, ri = xp.real(left), xp.imag(left), xp.real(right), xp.imag(right)
     f64 = xp.float64
     p_ll = xp.mean(xp.astype(lr * lr + li * li, f64), axis=0)
@@ -260,8 +260,8 @@ def correlation(x: Any) -> Any:
     """
     xp = backend.namespace(x)
     _check_stereo(x)
-    left = xp.astype(x[0], xp.float64)
-    right = xp.astype(x[1], xp.float64)
+    left = xp.astype(x[0, :], xp.float64)
+    right = xp.astype(x[1, :], xp.float64)
     num = xp.sum(left * right)
     den = xp.sqrt(xp.sum(left * left) * xp.sum(right * right))
     return backend.clip(_ratio(num, den, xp), -1.0, 1.0)

@@ -193,7 +193,7 @@ def _row_absmax(blk: Any, xp: Any) -> Any:
     while a.shape[1] > 1:
         h = a.shape[1] // 2
         m = xp.maximum(a[:, :h], a[:, h : 2 * h])
-        a = xp.concatenate([m, a[:, 2 * h :]], axis=1) if a.shape[1] % 2 else m
+        a = xp.concat([m, a[:, 2 * h :]], axis=1) if a.shape[1] % 2 else m
     return a[:, 0]
 
 
@@ -373,7 +373,7 @@ def _last_block(x: Any, h_host: np.ndarray, body: int, nq: int, work: Any, xp: A
     t = h_host.shape[1]
     last = xp.reshape(_padded_rows(x, body, body + 1, nq, _BLOCK, t // 2 - 1, work, xp), (c, -1))
     idx = xp.arange(n - body * _BLOCK)[:, None] + xp.arange(t)[None, :]
-    return last[:, idx] @ backend.to_device(h_host.T, xp, dtype="float64" if work == xp.float64 else "float32")
+    return backend.take(xp, last, idx, axis=1) @ backend.to_device(h_host.T, xp, dtype=work)
 
 
 def _chunking(chunk: int, xp: Any) -> tuple[int, int]:
@@ -400,7 +400,7 @@ def _block_maxima(x: Any, h_host: np.ndarray, floor: Any, chunk: int, xp: Any, *
     tm_host, nq, gain = _block_filter(h_host, bsz)
     gain = max(gain, min_gain) * (1.0 + 1e-4)  # |any value| <= gain * max|x| over its support
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    tm = backend.to_device(tm_host, xp, dtype="float64" if work == xp.float64 else "float32")
+    tm = backend.to_device(tm_host, xp, dtype=work)
     body = -(-n // bsz) - 1
     rows_cap, per = _chunking(chunk, xp)
     # A block's samples and the one after it lie in its rows r0 .. r1; its whole support in rows 0 .. nq - 1.
@@ -422,16 +422,16 @@ def _block_maxima(x: Any, h_host: np.ndarray, floor: Any, chunk: int, xp: Any, *
         a_sup[:, b0:b1] = sup
         own[:, b0:b1] = mine
         for ch in range(c):  # channels: a handful
-            blk = rows[ch]
-            need = xp.nonzero(gain * sup[ch] > floor[ch])[0]
+            blk = rows[ch, ...]
+            need = xp.nonzero(gain * sup[ch, ...] > floor[ch])[0]
             k = int(need.shape[0])
-            if k > m_ // 2:  # most blocks: contiguous slices, no gather
+            if k > m_ // 2 or not backend.is_native(xp):  # most blocks (or no scatter in the standard): contiguous slices
                 bmax[ch, b0:b1] = xp.concat(
                     [_rows_absmax_each(blk, slice(a, min(m_, a + rows_cap)), tm, nq, bsz, xp) for a in range(0, m_, rows_cap)]
                 )
             else:
                 for a in range(0, k, rows_cap):
-                    idx = need[a : a + rows_cap]
+                    idx = need[a : min(k, a + rows_cap)]
                     bmax[ch, b0 + idx] = _rows_absmax_each(blk, idx, tm, nq, bsz, xp)
     return bmax, own, a_sup
 
@@ -454,7 +454,7 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any, sp: Any) -> tuple[Any,
     _, nq, _ = _block_filter(hc, bsz)
     tmf_host, nqf, _ = _block_filter(hf, bsz)
     work = xp.float64 if x.dtype == xp.float64 else xp.float32
-    tmf = backend.to_device(tmf_host, xp, dtype="float64" if work == xp.float64 else "float32")
+    tmf = backend.to_device(tmf_host, xp, dtype=work)
     body = -(-n // bsz) - 1
     # The last centre block, exactly at both ratios, on its own.
     tail = _last_block(x, hf, body, nq, work, xp)  # (c, n_last, ratio)
@@ -476,20 +476,20 @@ def _coarse_fine(x: Any, ratio: int, chunk: int, xp: Any, sp: Any) -> tuple[Any,
         taps = xp.arange(nqf * bsz) - left  # a block's support, relative to its first centre
         fine = []
         for ch in range(c):  # channels: a handful
-            survivors = xp.nonzero(alive[ch])[0]
+            survivors = xp.nonzero(alive[ch, ...])[0]
             k = int(survivors.shape[0])
             f = xp.zeros((), dtype=work)
             if k > body // 2:  # dense: every block, stretch by stretch, contiguous slices
                 for b0 in range(0, body, per):
                     b1 = min(body, b0 + per)
-                    blk = _padded_rows(x[ch : ch + 1], b0, b1, nqf, bsz, left, work, xp)[0]
+                    blk = _padded_rows(x[ch : ch + 1, :], b0, b1, nqf, bsz, left, work, xp)[0, ...]
                     for a in range(0, b1 - b0, rows_cap):
                         f = xp.maximum(f, xp.max(_rows_absmax_each(blk, slice(a, min(b1 - b0, a + rows_cap)), tmf, nqf, bsz, xp)))
             else:  # the few blocks that can reach: their supports gathered from the track
                 for a in range(0, k, rows_cap):
-                    pos = survivors[a : a + rows_cap, None] * bsz + taps[None, :]  # (k', nq * bsz)
+                    pos = survivors[a : min(k, a + rows_cap), None] * bsz + taps[None, :]  # (k', nq * bsz)
                     inside = (pos >= 0) & (pos < n)
-                    win = xp.where(inside, xp.astype(x[ch][backend.clip(pos, 0, n - 1)], work), 0.0)
+                    win = xp.where(inside, xp.astype(x[ch, backend.clip(pos, 0, n - 1)], work), 0.0)
                     vals = win @ tmf
                     f = xp.maximum(f, xp.maximum(xp.max(vals), -xp.min(vals)))
             fine.append(f)
@@ -513,10 +513,10 @@ def _rows_absmax_each(blk: Any, rows: Any, tm: Any, nq: int, block: int, xp: Any
     if isinstance(rows, slice):
         a, b = rows.start, rows.stop
         t = xp.empty((block, b - a + nq - 1), dtype=blk.dtype)
-        t[...] = blk[a : b + nq - 1].T
+        t[...] = blk[a : b + nq - 1, :].T
         cols = xp.concat([t[:, s : s + b - a] for s in range(nq)], axis=0)  # (nq * block, blocks)
     else:
-        g = xp.reshape(xp.take(blk, rows[:, None] + xp.arange(nq)[None, :], axis=0), (-1, nq * block))  # (blocks, nq * block)
+        g = xp.reshape(backend.take(xp, blk, rows[:, None] + xp.arange(nq)[None, :], axis=0), (-1, nq * block))  # (blocks, nq * block)
         cols = xp.empty((nq * block, g.shape[0]), dtype=blk.dtype)
         cols[...] = g.T
     vals = tm.T @ cols

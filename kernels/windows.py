@@ -106,7 +106,11 @@ def _valid_window_min(xp: Any, p: Any, width: int) -> Any:
     n_out = p.shape[-1] - width + 1
     if width == 1:
         return p
-    if (backend.is_gpu(xp) and width > _GPU_DOUBLING_MIN_WIDTH) or (not backend.is_gpu(xp) and width <= _CPU_DOUBLING_MAX_WIDTH):
+    if (
+        (backend.is_gpu(xp) and width > _GPU_DOUBLING_MIN_WIDTH)
+        or (backend.is_numpy(xp) and width <= _CPU_DOUBLING_MAX_WIDTH)
+        or not backend.is_native(xp)  # standard calls only: no ndimage for another namespace
+    ):
         return _doubling_window_min(xp, p, width)
     nd = backend.ndimage(xp)
     return nd.minimum_filter1d(p, width, axis=-1, origin=-(width // 2), mode="nearest")[..., :n_out]
@@ -199,7 +203,7 @@ def moving_average(x: Any, width: int, *, align: str = "past", mode: str = "near
     width = _check_width(width)
     before, after = _pad_amounts(width, align)
     if x.shape[-1] == 0:
-        return x.astype(xp.float64)
+        return xp.astype(x, xp.float64)
     if mode not in ("nearest", "constant"):
         raise ValueError(f"mode must be 'nearest' or 'constant', got {mode!r}")
     # One float64 buffer: a zero, the padded signal, then its running sum in place (no
@@ -210,8 +214,8 @@ def moving_average(x: Any, width: int, *, align: str = "past", mode: str = "near
     c[..., 1 + before : 1 + before + n] = x
     c[..., 1 : 1 + before] = x[..., :1] if mode == "nearest" else cval
     c[..., 1 + before + n :] = x[..., -1:] if mode == "nearest" else cval
-    if backend.is_gpu(xp):  # a scan into its own input is NumPy's guarantee, not every library's
-        c[..., 1:] = xp.cumsum(c[..., 1:], axis=-1)
+    if not backend.is_numpy(xp):  # a scan into its own input is NumPy's guarantee, not every library's
+        c[..., 1:] = backend.cumsum(xp, c[..., 1:], axis=-1)
     else:
         xp.cumsum(c[..., 1:], axis=-1, out=c[..., 1:])
     return (c[..., width:] - c[..., :-width]) / width
@@ -250,7 +254,7 @@ def rms_envelope(x: Any, fs: float, window_s: float, *, link: bool = False) -> A
     if x.ndim != 2:
         raise ValueError(f"x must have shape (channels, n), got {x.shape}")
     width = max(1, int(round(window_s * fs)))
-    x64 = x.astype(xp.float64)
+    x64 = xp.astype(x, xp.float64)
     ms = moving_average(x64 * x64, width, align="centre", mode="constant", cval=0.0)
     rms = xp.sqrt(xp.maximum(ms, 0.0))
     if link:

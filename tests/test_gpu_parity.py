@@ -174,3 +174,16 @@ def test_master_gpu_matches_cpu(gpu_xp, signals):
     level = np.sqrt(np.mean(cpu.audio.astype(np.float64) ** 2))
     assert 20 * np.log10(max(diff, 1e-30) / level) <= -60.0
     assert gpu.ceiling_met and gpu.output_report["true_peak_dbtp_16x"] <= -1.0 + 1e-9
+
+
+@pytest.mark.gpu
+def test_master_keeps_a_device_input_on_the_device(gpu_xp, signals):
+    """A CuPy programme stays in CuPy whatever ``settings.device`` says (that places host input),
+    and masters as the host one does."""
+    x = signals["music"]
+    settings = {"target_lufs": -14.0, "ceiling_dbtp": -1.0}
+    cpu = render.master(x, FS, render.MasterSettings(device="cpu", **settings))
+    gpu = render.master(backend.to_device(x, gpu_xp), FS, render.MasterSettings(device="cpu", **settings))
+    assert backend.is_gpu(gpu.device_audio) and isinstance(gpu.audio, np.ndarray)
+    assert abs(gpu.output_report["integrated_lufs"] - cpu.output_report["integrated_lufs"]) <= 0.02
+    assert gpu.ceiling_met and gpu.output_report["true_peak_dbtp_16x"] <= -1.0 + 1e-9

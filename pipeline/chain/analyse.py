@@ -3,8 +3,10 @@
 :func:`fingerprint` returns a ``dict[str, float]`` whose keys are exactly
 :data:`FEATURE_NAMES` (defined, with units, in :mod:`acetate.schemas.features`)
 in that order; :func:`feature_vector` turns it into a fixed-order float64
-vector.  Everything runs on the input's backend (NumPy or CuPy); only the
-final scalars come back to the host.
+vector.  Everything runs on the input's backend (NumPy, CuPy or another array-API
+namespace); the figures come back to the host in one read (after a first one that
+checks the input is finite), and only a track silent for a second or more at either end
+is probed further.
 
 Features (units in ``FEATURE_UNITS``)
 -------------------------------------
@@ -125,12 +127,64 @@ def clip_runs(x: Any, level: float = CLIP_LEVEL, min_run: int = CLIP_MIN_RUN) ->
     xp = backend.namespace(x)
     hot = xp.astype((x >= level) | (x <= -level), xp.int8)  # no float copy of |x|
     pad = xp.zeros((hot.shape[0], 1), dtype=xp.int8)
-    edges = xp.diff(xp.reshape(xp.concatenate([pad, hot, pad], axis=1), (-1,)))
+    edges = xp.diff(xp.reshape(xp.concat([pad, hot, pad], axis=1), (-1,)))
     starts = xp.nonzero(edges == 1)[0]
     ends = xp.nonzero(edges == -1)[0]
     lengths = ends - starts
     long = lengths >= min_run
-    return int(backend.to_float(xp.sum(long))), int(backend.to_float(xp.sum(xp.where(long, lengths, 0))))
+    runs, samples = backend.read_together(xp.sum(xp.astype(long, xp.int64)), xp.sum(xp.where(long, lengths, 0)))  # one read
+    return int(runs), int(samples)
+
+
+def _loud_probe(seg: Any, t: float) -> tuple[Any, Any]:
+    """Whether any sample of ``seg`` (C, m) exceeds ``t`` in magnitude in any channel, and the
+    first such position (0-d device arrays: nothing read back; no copy of ``|x|``)."""
+    xp = backend.namespace(seg)
+    loud = (xp.max(seg, axis=0) > t) | (xp.min(seg, axis=0) < -t)
+    return xp.any(loud), xp.argmax(xp.astype(loud, xp.int8))
+
+
+def _silence_pending(x: Any, fs: float, threshold_dbfs: float = SILENCE_DBFS) -> backend.Pending:
+    """:func:`silence_bounds` as a :class:`~acetate.kernels.backend.Pending`: the probes of the
+    first and the last stretch wait for the caller's read; only a track silent through a whole
+    stretch at either end is probed further (a read per stretch)."""
+    n = int(x.shape[1])
+    t = 10.0 ** (threshold_dbfs / 20.0)
+    step = max(1, int(fs))
+
+    def first_loud(seg: Any) -> int | None:
+        hit, k = backend.read_together(*_loud_probe(seg, t))
+        return int(k) if bool(hit) else None
+
+    # Scan from each end a stretch at a time: music starts within the first stretch, so a
+    # track is read a second or two deep, not through (a silent one is read once). The first
+    # stretch from each end is probed at once; the last loud sample of [n - step, n) is the
+    # one the backward scan finds first, wherever the first loud sample lies.
+    back = max(0, n - step)
+    probes = (*_loud_probe(x[:, : min(n, step)], t), *_loud_probe(x[:, back:n][:, ::-1], t))
+
+    def finish(host: list[np.ndarray]) -> tuple[float, float]:
+        first = int(host[1]) if bool(host[0]) else None
+        for a in range(step, n, step) if first is None else ():  # stretches of a second, not samples
+            k = first_loud(x[:, a : min(n, a + step)])
+            if k is not None:
+                first = a + k
+                break
+        if first is None:
+            return n / fs, n / fs
+        last = first
+        if bool(host[2]):
+            last = n - 1 - int(host[3])
+        else:
+            for b in range(back, first, -step):  # from the end back to the first loud sample
+                a = max(first, b - step)
+                k = first_loud(x[:, a:b][:, ::-1])
+                if k is not None:
+                    last = b - 1 - k
+                    break
+        return first / fs, (n - 1 - last) / fs
+
+    return backend.Pending(probes, finish)
 
 
 def silence_bounds(x: Any, fs: float, threshold_dbfs: float = SILENCE_DBFS) -> tuple[float, float]:
@@ -140,33 +194,7 @@ def silence_bounds(x: Any, fs: float, threshold_dbfs: float = SILENCE_DBFS) -> t
     in all channels.  Returns ``(leading_s, trailing_s)``; both equal the
     duration when the whole signal is silent.
     """
-    xp = backend.namespace(x)
-    n = int(x.shape[1])
-    t = 10.0 ** (threshold_dbfs / 20.0)
-
-    def first_loud(seg: Any) -> int | None:  # |x| > t in any channel, no copy of |x|
-        loud = (xp.max(seg, axis=0) > t) | (xp.min(seg, axis=0) < -t)
-        return int(backend.to_float(xp.argmax(loud))) if bool(backend.to_host(xp.any(loud))) else None
-
-    # Scan from each end a stretch at a time: music starts within the first stretch, so a
-    # track is read a second or two deep, not through (a silent one is read once).
-    step = max(1, int(fs))
-    first = None
-    for a in range(0, n, step):  # stretches of a second, not samples
-        k = first_loud(x[:, a : a + step])
-        if k is not None:
-            first = a + k
-            break
-    if first is None:
-        return n / fs, n / fs
-    last = first
-    for b in range(n, first, -step):  # from the end back to the first loud sample
-        a = max(first, b - step)
-        k = first_loud(x[:, a:b][:, ::-1])
-        if k is not None:
-            last = b - 1 - k
-            break
-    return first / fs, (n - 1 - last) / fs
+    return backend.read_pending(_silence_pending(x, fs, threshold_dbfs))[0]
 
 
 def _finite_or_nan(v: Any) -> float:
@@ -178,24 +206,37 @@ def _db20(v: float) -> float:
     return 20.0 * math.log10(v) if v > 0 else math.nan
 
 
-def _loudness_features(x: Any, fs: int, given: Mapping[str, float] | None) -> dict[str, float]:
+def _loudness_pending(x: Any, fs: int, given: Mapping[str, float] | None) -> backend.Pending:
+    """The :data:`LOUDNESS_KEYS` figures not ``given``, measured on the device: a
+    :class:`~acetate.kernels.backend.Pending` of the meter's values and the two peaks."""
     given = dict(given or {})
     unknown = [k for k in given if k not in LOUDNESS_KEYS]
     if unknown:
         raise ValueError(f"loudness has unknown key {unknown[0]!r}; expected some of {list(LOUDNESS_KEYS)}")
     out = {k: _finite_or_nan(given[k]) for k in given}
     xp = backend.namespace(x)
+    sp = truepeak.sample_peak(x) if "sample_peak_dbfs" not in out or "true_peak_dbtp" not in out else None
+    own = {}
     if "sample_peak_dbfs" not in out:
-        out["sample_peak_dbfs"] = _db20(backend.to_float(xp.max(truepeak.sample_peak(x))))
+        own["sample_peak_dbfs"] = xp.max(sp)
+    stats = None
     if any(k not in out for k in LOUDNESS_KEYS[:4]):
         from acetate.kernels import loudness as meter  # lazy: sibling kernel
 
-        stats = meter.measure(x, fs)
-        for k in LOUDNESS_KEYS[:4]:
-            out.setdefault(k, _finite_or_nan(getattr(stats, k)))
+        stats = meter.measure_pending(x, fs)
     if "true_peak_dbtp" not in out:
-        out["true_peak_dbtp"] = _db20(backend.to_float(xp.max(truepeak.true_peak(x, fs, oversample=4))))
-    return out
+        own["true_peak_dbtp"] = xp.max(truepeak.true_peak(x, fs, oversample=4, sample_peaks=sp))  # sp: that very x's
+
+    def finish(host: list[np.ndarray]) -> dict[str, float]:
+        for k, v in zip(own, host):
+            out[k] = _db20(float(v))
+        if stats is not None:
+            st = stats.finish(host[len(own) :])
+            for k in LOUDNESS_KEYS[:4]:
+                out.setdefault(k, _finite_or_nan(getattr(st, k)))
+        return out
+
+    return backend.Pending((*own.values(), *(stats.values if stats is not None else ())), finish)
 
 
 def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -236,74 +277,84 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
     n_ch, n = int(x.shape[0]), int(x.shape[1])
     # Per-channel mean (DC offset) doubles as the finiteness check: a NaN or
     # Inf anywhere makes its channel's float64 sum non-finite.
-    dc_all = xp.mean(x, axis=1, dtype=xp.float64)
+    dc_all = xp.sum(x, axis=1, dtype=xp.float64) / n  # the mean (NumPy's mean is this very sum and division)
     if not bool(backend.to_host(xp.all(xp.isfinite(dc_all)))):
         n_bad = int(backend.to_float(xp.sum(xp.astype(~xp.isfinite(x), xp.int64))))
         raise ValueError(f"audio has {n_bad} non-finite (NaN or Inf) samples")
-    lr = xp.concatenate([x, x], axis=0) if n_ch == 1 else x[:2]
+    lr = xp.concat([x, x], axis=0) if n_ch == 1 else x[:2, :]
 
     f: dict[str, float] = {"duration_s": n / fs, "sample_rate": float(fs), "channels": float(n_ch)}
-
-    # Loudness and peaks.
-    loud = _loudness_features(x, fs, loudness)
-    f.update({k: loud[k] for k in LOUDNESS_KEYS})
-    f["plr_db"] = f["true_peak_dbtp"] - f["integrated_lufs"]
+    # Every figure is computed on the device, then read back in one transfer (backend.read_pending):
+    # the meter's, the peaks, the spectra and the stereo statistics, and the silence probes.
+    loud = _loudness_pending(x, fs, loudness)
     # Mean square over all channels and samples: float32 squares summed in float64,
     # a chunk at a time (no full-length temporary for long programmes).
     step = 1 << 20
-    ms_all = sum(backend.to_float(xp.sum(x[:, a : a + step] * x[:, a : a + step], dtype=xp.float64)) for a in range(0, n, step)) / (
-        n_ch * n
-    )
-    rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
-    f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
+    ms_parts = [xp.sum(x[:, a : min(n, a + step)] * x[:, a : min(n, a + step)], dtype=xp.float64) for a in range(0, n, step)]
 
     # One pass of STFT batches over L/R, reduced on the fly, shared by spectrum and stereo analysis.
     p_ll, p_rr, p_lr, oct_frames, frame_total, freqs, _ = spectrum.stereo_power_stats(lr, fs, 1)
     above = freqs >= SPECTRAL_FMIN_HZ
     p_mean = xp.where(above, 0.5 * (p_ll + p_rr), 0.0)
-    f["spectral_centroid_hz"] = backend.to_float(spectrum.spectral_centroid(p_mean, freqs))
-    f["spectral_rolloff_hz"] = backend.to_float(spectrum.spectral_rolloff(p_mean, freqs, 0.85))
-    f["spectral_flatness"] = backend.to_float(spectrum.spectral_flatness(p_mean, freqs, SPECTRAL_FMIN_HZ, 20000.0))
     centres = spectrum.band_edges(fs, 3).centre
-    f["spectral_tilt_db_per_oct"] = backend.to_float(
-        spectrum.spectral_tilt(spectrum.band_power(0.5 * (p_ll + p_rr), freqs, fs, 3), centres)
-    )
-
+    spectral = {
+        "spectral_centroid_hz": spectrum.spectral_centroid(p_mean, freqs),
+        "spectral_rolloff_hz": spectrum.spectral_rolloff(p_mean, freqs, 0.85),
+        "spectral_flatness": spectrum.spectral_flatness(p_mean, freqs, SPECTRAL_FMIN_HZ, 20000.0),
+        "spectral_tilt_db_per_oct": spectrum.spectral_tilt(spectrum.band_power(0.5 * (p_ll + p_rr), freqs, fs, 3), centres),
+    }
     # Mid / side LTAS relative to the overall level (total mid + side power = mean of L and R power).
     reference = xp.sum(0.5 * (p_ll + p_rr))
     mid = spectrum.band_power(0.25 * (p_ll + p_rr + 2.0 * p_lr), freqs, fs, 3)
     side = spectrum.band_power(xp.maximum(0.25 * (p_ll + p_rr - 2.0 * p_lr), 0.0), freqs, fs, 3)
-    mid_db = backend.to_host(spectrum.level_db(mid, reference, LEVEL_FLOOR_DB))
-    side_db = backend.to_host(spectrum.level_db(side, reference, LEVEL_FLOOR_DB))
+    # Per-octave-band dynamics of the channel-mean short-time power.
+    dyn = spectrum.band_dynamics(oct_frames, frame_total, gate_db=DYNAMICS_GATE_DB)
+    # Stereo.
+    st = stereo.stereo_stats_from_cross(p_ll, p_rr, p_lr, freqs, fs, fraction=1, fmin=SPECTRAL_FMIN_HZ)
+    own = (
+        *ms_parts,
+        *spectral.values(),
+        spectrum.level_db(mid, reference, LEVEL_FLOOR_DB),
+        spectrum.level_db(side, reference, LEVEL_FLOOR_DB),
+        dyn,
+        st.correlation,
+        stereo.width_db(st.width, -LEVEL_FLOOR_DB),
+        st.correlation_overall,
+        stereo.width_db(st.width_overall, -LEVEL_FLOOR_DB),
+        dc_all,
+    )
+    loud_f, host, (leading, trailing) = backend.read_pending(
+        loud, backend.Pending(own, lambda h: h), _silence_pending(x, fs)
+    )  # the one read of the figures
+    f.update({k: loud_f[k] for k in LOUDNESS_KEYS})
+    f["plr_db"] = f["true_peak_dbtp"] - f["integrated_lufs"]
+    ms_all = sum(float(v) for v in host[: len(ms_parts)]) / (n_ch * n)
+    rms_db = 10.0 * math.log10(ms_all) if ms_all > 0 else math.nan
+    f["crest_factor_db"] = f["sample_peak_dbfs"] - rms_db
+    rest = iter(host[len(ms_parts) :])
+    for k in spectral:
+        f[k] = float(next(rest))
+    mid_db, side_db, dyn_h, corr, width, corr_all, width_all, dc = rest
     for i, lab in enumerate(THIRD_OCTAVE_LABELS):
         f[f"ltas_mid_{lab}hz_db"] = float(mid_db[i])
     for i, lab in enumerate(THIRD_OCTAVE_LABELS):
         f[f"ltas_side_{lab}hz_db"] = float(side_db[i])
-
-    # Per-octave-band dynamics of the channel-mean short-time power.
-    dyn = backend.to_host(spectrum.band_dynamics(oct_frames, frame_total, gate_db=DYNAMICS_GATE_DB))
     for i, lab in enumerate(OCTAVE_LABELS):
-        f[f"dynamics_{lab}hz_db"] = float(dyn[i])
-
-    # Stereo.
-    st = stereo.stereo_stats_from_cross(p_ll, p_rr, p_lr, freqs, fs, fraction=1, fmin=SPECTRAL_FMIN_HZ)
-    corr = backend.to_host(st.correlation)
-    width = backend.to_host(stereo.width_db(st.width, -LEVEL_FLOOR_DB))
-    f["correlation_overall"] = backend.to_float(st.correlation_overall)
+        f[f"dynamics_{lab}hz_db"] = float(dyn_h[i])
+    f["correlation_overall"] = float(corr_all)
     for i, lab in enumerate(OCTAVE_LABELS):
         f[f"correlation_{lab}hz"] = float(corr[i])
-    f["width_overall_db"] = backend.to_float(stereo.width_db(st.width_overall, -LEVEL_FLOOR_DB))
+    f["width_overall_db"] = float(width_all)
     for i, lab in enumerate(OCTAVE_LABELS):
         f[f"width_{lab}hz_db"] = float(width[i])
 
     # Time-domain housekeeping.
-    dc = backend.to_host(dc_all)
     f["dc_offset_left"], f["dc_offset_right"] = float(dc[0]), float(dc[1] if n_ch > 1 else dc[0])
     # No sample reaches the clip level (the usual case for a mix): no runs, and no pass over the track.
     peak = 10.0 ** (f["sample_peak_dbfs"] / 20.0) if math.isfinite(f["sample_peak_dbfs"]) else math.inf
     runs, run_samples = clip_runs(x) if peak >= CLIP_LEVEL * (1.0 - 1e-6) else (0, 0)
     f["clip_run_count"], f["clip_run_samples"] = float(runs), float(run_samples)
-    f["leading_silence_s"], f["trailing_silence_s"] = silence_bounds(x, fs)
+    f["leading_silence_s"], f["trailing_silence_s"] = leading, trailing
 
     missing = [k for k in FEATURE_NAMES if k not in f]
     if missing or len(f) != len(FEATURE_NAMES):  # pragma: no cover - guards the single source of truth

@@ -68,6 +68,7 @@ def measure_report(
     stats: loudness.LoudnessStats | None = None,
     true_peak: Any = None,
     sample_peaks: Any = None,
+    peak_db: tuple[float, float] | None = None,
 ) -> tuple[dict[str, Any], loudness.LoudnessStats]:
     """:func:`loudness_report` and the meter's :class:`~acetate.kernels.loudness.LoudnessStats` (one pass).
 
@@ -76,17 +77,23 @@ def measure_report(
     :func:`acetate.kernels.loudness.measure`, :func:`acetate.kernels.truepeak.true_peak`
     and :func:`~acetate.kernels.truepeak.sample_peak` when the caller has them
     already (the renderer's last checks of a master); they are not measured again.
+    ``peak_db``: their maxima in dB (true peak, sample peak), when the caller has read
+    them already; else both are read here, in one transfer (the meter's figures in another).
     """
     xp = backend.namespace(x)
     if stats is None:
         stats = loudness.measure(x, fs)
-    sp = truepeak.sample_peak(x) if sample_peaks is None else sample_peaks
-    tp = truepeak.true_peak(x, fs, oversample=oversample, sample_peaks=sp) if true_peak is None else true_peak
+    if peak_db is None or true_peak is None or sample_peaks is None:
+        sp = truepeak.sample_peak(x) if sample_peaks is None else sample_peaks
+        tp = truepeak.true_peak(x, fs, oversample=oversample, sample_peaks=sp) if true_peak is None else true_peak
+        tp_db, sp_db = (float(v) for v in backend.read_together(truepeak.to_db(xp.max(tp)), truepeak.to_db(xp.max(sp))))
+    else:
+        tp_db, sp_db = peak_db
     return {
         "integrated_lufs": _finite(stats.integrated_lufs),
         "loudness_range_lu": _finite(stats.loudness_range_lu) if math.isfinite(stats.integrated_lufs) else None,
-        "true_peak_dbtp": _finite(backend.to_float(truepeak.to_db(xp.max(tp)))),
-        "sample_peak_dbfs": _finite(backend.to_float(truepeak.to_db(xp.max(sp)))),
+        "true_peak_dbtp": _finite(tp_db),
+        "sample_peak_dbfs": _finite(sp_db),
         "momentary_max_lufs": _finite(stats.momentary_max_lufs),
         "short_term_max_lufs": _finite(stats.short_term_max_lufs),
         "duration_s": x.shape[-1] / fs,

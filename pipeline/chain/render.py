@@ -29,7 +29,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -329,7 +329,7 @@ def check_programme(x: Any, fs: int) -> None:
 def _prepare(x: np.ndarray, fs: int, settings: MasterSettings, xp: Any) -> tuple[Any, int, list[str]]:
     notes: list[str] = []
     check_programme(x, fs)
-    xd = backend.to_device(x, xp, dtype="float32")
+    xd = backend.to_device(x, xp, dtype=xp.float32)
     if x.shape[0] == 1:
         xd = xp.concat([xd, xd], axis=0)
         notes.append("mono input: delivered as dual-mono stereo (identical channels)")
@@ -354,8 +354,42 @@ def resample(x: Any, fs: int, rate: int) -> Any:
     return xp.astype(backend.signal(xp).resample_poly(x, int(rate) // g, int(fs) // g, axis=-1), xp.float32)
 
 
+#: The most the loudness stage may lower the compressors' thresholds to reach a target (dB).
+MAX_COMPRESSION_PUSH_DB = 12.0
+
+
+def compression_push(fingerprint: Mapping[str, float], target: float, ceiling: float, max_limiting_db: float) -> float:
+    """How far (dB) to lower the compressors' thresholds so the limiter need not exceed its budget.
+
+    Predicted from the fingerprint before any pass over the audio: bringing the track
+    to ``target`` lifts its true peak to ``true_peak_dbtp + target - integrated_lufs``;
+    what that leaves above the ceiling beyond ``max_limiting_db`` is the density the
+    chain's own compression must add first. 0 when the budget suffices (the usual case),
+    at most :data:`MAX_COMPRESSION_PUSH_DB`.
+
+    Examples
+    --------
+    >>> compression_push({"true_peak_dbtp": -1.0, "integrated_lufs": -30.0}, -14.0, -1.0, 10.0)
+    6.05
+    >>> compression_push({"true_peak_dbtp": -6.0, "integrated_lufs": -20.0}, -14.0, -1.0, 10.0)
+    0.0
+    """
+    tp, lufs = fingerprint.get("true_peak_dbtp"), fingerprint.get("integrated_lufs")
+    if tp is None or lufs is None or not (math.isfinite(tp) and math.isfinite(lufs)):
+        return 0.0
+    excess = (tp + target - lufs) - (ceiling - CEILING_MARGIN_DB) - max_limiting_db
+    return round(min(max(excess, 0.0), MAX_COMPRESSION_PUSH_DB), 3)
+
+
 def _chain_plan(
-    fingerprint: Mapping[str, float], eq_gains: np.ndarray, preset: Preset, amount: float, settings: MasterSettings, channels: int, fs: int
+    fingerprint: Mapping[str, float],
+    eq_gains: np.ndarray,
+    preset: Preset,
+    amount: float,
+    settings: MasterSettings,
+    channels: int,
+    fs: int,
+    push_db: float = 0.0,
 ) -> dict[str, Any]:
     """Global parameters of the local stages, from the fingerprint (no pass over the audio).
 
@@ -365,7 +399,9 @@ def _chain_plan(
     ``crossovers_hz`` holds the edges used and ``crossovers_dropped`` (only where
     one was dropped) says which and why. Compressor thresholds follow each band's
     own long-term level (after EQ) plus the preset's offset; widths are fixed for
-    the whole track.
+    the whole track. ``push_db`` > 0 (the loudness stage needs more density than the
+    limiter may give, :func:`compression_push`) lowers every threshold by that much and
+    takes each ratio to the preset's full setting (its range's top).
     """
     preset, xo = preset.at_rate(fs)
     edges = preset.crossovers_hz
@@ -384,14 +420,16 @@ def _chain_plan(
             bands.append(
                 {
                     "band": b,
-                    "threshold_db": None if band_db is None else round(band_db + preset.threshold_rel_db[b], 3),
-                    "ratio": round(1.0 + (preset.ratio[b] - 1.0) * amount, 4),
+                    "threshold_db": None if band_db is None else round(band_db + preset.threshold_rel_db[b] - push_db, 3),
+                    "ratio": round(1.0 + (preset.ratio[b] - 1.0) * (1.0 if push_db > 0 else amount), 4),
                     "knee_db": preset.knee_db[b],
                     "attack_s": preset.attack_s[b],
                     "release_s": preset.release_s[b],
                 }
             )
         plan["dynamics"] = bands
+        if push_db > 0:
+            plan["compression_push_db"] = round(push_db, 3)
     if settings.width and channels == 2:
         requested = [1.0 + (w - 1.0) * amount for w in preset.width]
         requested[0] = min(requested[0], 1.0)  # low band: never wider than the source
@@ -425,8 +463,8 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         p = plan["dynamics"][b] if "dynamics" in plan else None
         if p is not None and p["threshold_db"] is not None and p["ratio"] > 1.0:
             # the detector sees the band as split (before its width is set)
-            g_hops[b] = compressor.compressor_gain(
-                bands[b],
+            g_hops[b, :] = compressor.compressor_gain(
+                bands[b, ...],
                 fs,
                 p["threshold_db"],
                 p["ratio"],
@@ -439,7 +477,7 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
                 at_hops=True,
             )
         if widths and widths[b] != 1.0:
-            bands[b] = image.scale_side(bands[b], widths[b])  # static and linear: commutes with the linked gain
+            bands[b, ...] = image.scale_side(bands[b, ...], widths[b])  # static and linear: commutes with the linked gain
     # Sum over bands of gain x band, a stretch at a time: the per-sample gains of a stretch
     # stay in cache and no gain array of the block's length is made (one pass on a GPU).
     out = xp.empty((c, n), dtype=xp.float32)
@@ -448,7 +486,7 @@ def _local_chain(y: Any, fs: int, plan: Mapping[str, Any], h: Any) -> Any:
         s1 = min(n, s0 + step)
         g = compressor.interpolate_hops(g_hops, hop, n, s0, s1)  # (K, s1 - s0)
         seg = bands[:, :, s0:s1]
-        out[:, s0:s1] = xp.einsum("kcn,kn->cn", seg, g)
+        out[:, s0:s1] = backend.einsum(xp, "kcn,kn->cn", seg, g)
     return out
 
 
@@ -553,6 +591,8 @@ class _Peaks(NamedTuple):
     db16: float  #: true peak at 16x, dBTP (the ceiling's check)
     tp4: Any  #: per-channel true peaks at 4x, linear (BS.1770's reading, for the report)
     sample: Any  #: per-channel sample peaks, linear (the report's, and the search's floor)
+    tp4_db: float = math.nan  #: the largest of ``tp4``, dBTP (read with ``db16``)
+    sample_db: float = math.nan  #: the largest of ``sample``, dBFS (read with ``db16``)
 
 
 def _verified_peak_db(z: Any, fs: int) -> _Peaks:
@@ -561,7 +601,8 @@ def _verified_peak_db(z: Any, fs: int) -> _Peaks:
     xp = backend.namespace(z)
     sp = truepeak.sample_peak(z)
     tp4, tp16 = truepeak.true_peak_pair(z, fs, oversample=VERIFY_OVERSAMPLE, sample_peaks=sp)
-    return _Peaks(backend.to_float(truepeak.to_db(xp.max(tp16))), tp4, sp)
+    db16, db4, db_sp = backend.read_together(*(truepeak.to_db(xp.max(v)) for v in (tp16, tp4, sp)))  # one read
+    return _Peaks(float(db16), tp4, sp, float(db4), float(db_sp))
 
 
 class _Limited(NamedTuple):
@@ -597,13 +638,14 @@ def _limit(y: Any, fs: int, gain_db: float, ceiling: float, preset: Preset | Non
             input_gain_db=gain_db,
             knots=True,  # its knots (n / 8), not a per-sample copy
         )
-        reduction = -units.amplitude_to_db(gain.minimum(), floor=1e-12)
+        lowest, runs = gain.summary()  # the deepest gain and the changed ranges: one read
+        reduction = -units.amplitude_to_db(lowest, floor=1e-12)
         if not verify:
-            return _Limited(z, None, reduction, gain.runs())
+            return _Limited(z, None, reduction, runs)
         peaks = _verified_peak_db(z, fs)
         over = peaks.db16 - ceiling
         if not over > 0:
-            return _Limited(z, peaks, reduction, gain.runs())
+            return _Limited(z, peaks, reduction, runs)
         aim -= over + 0.005
     scale = units.db_to_amplitude(-(over + 0.005))  # last resort: a static trim, never an over
     z = backend.namespace(z).astype(z * scale, z.dtype)
@@ -697,8 +739,9 @@ def master(
 
     Parameters
     ----------
-    x : ndarray (NumPy or CuPy)
-        Mono or stereo programme; a device array stays where it is.
+    x : array (NumPy, CuPy or another array-API namespace)
+        Mono or stereo programme; a device array (anything but NumPy) stays in its own
+        namespace, whatever ``settings.device`` says (that places host input).
     fs : int
         Sample rate in hertz.
     settings : MasterSettings
@@ -717,11 +760,15 @@ def master(
     RenderError
         Unsupported channel count, shorter than 400 ms, silent.
     """
-    xp = backend.array_module(settings.device)
+    # A device array (CuPy, or any other array-API namespace) stays in its own namespace; host input
+    # goes where ``settings.device`` says.
+    xp = backend.namespace(x) if backend.is_device_array(x) else backend.array_module(settings.device)
     xd, out_fs, notes = _prepare(x, int(fs), settings, xp)  # host or device input: no copy if already there
     target, ceiling = settings.target_lufs, settings.ceiling_dbtp
     target = preset.target_lufs if target is None else target
     ceiling = preset.ceiling_dbtp if ceiling is None else ceiling
+    if settings.max_limiting_db is not None:  # the budget made a visible choice (--max-limiting)
+        preset = replace(preset, max_limiting_db=float(settings.max_limiting_db))
     if not settings.loudness or (target is not None and math.isnan(target)):
         target = None
     amount = INTENSITY[settings.intensity]
@@ -796,7 +843,9 @@ def master(
         stats = None
         peaks = _verified_peak_db(y, out_fs)
     out_tp = peaks.db16
-    output_report, out_stats = meter.measure_report(y, out_fs, oversample=4, stats=stats, true_peak=peaks.tp4, sample_peaks=peaks.sample)
+    output_report, out_stats = meter.measure_report(
+        y, out_fs, oversample=4, stats=stats, true_peak=peaks.tp4, sample_peaks=peaks.sample, peak_db=(peaks.tp4_db, peaks.sample_db)
+    )
     output_report["true_peak_dbtp_16x"] = out_tp if math.isfinite(out_tp) else None
     target_met = (
         None
