@@ -15,7 +15,7 @@ import soundfile as sf
 from acetate.kernels import dither, loudness, truepeak
 from acetate.pipeline import cli, mastering
 from acetate.pipeline.catalogue import demo
-from acetate.pipeline.chain import deliver, render
+from acetate.pipeline.chain import analyse, deliver, presets, render
 from acetate.pipeline.chain.presets import BALANCED
 from acetate.pipeline.io import audio
 
@@ -548,3 +548,37 @@ def test_dc_removal_reads_the_fingerprints_mean_only_when_it_describes_the_sampl
     assert render._fingerprint_dc(fp, shape, 48000 if FS != 48000 else 44100, resampled=False) is None
     assert render._fingerprint_dc({**fp, "dc_offset_right": None}, shape, FS, resampled=False) is None
     assert render._fingerprint_dc(None, shape, FS, resampled=False) is None
+
+
+def _swelling_mix(seconds: float = 12.0, fs: int = 44100) -> np.ndarray:
+    """Pink-ish noise swelling between -18 and 0 dB every 4 s: a dynamic (orchestral-like) mix."""
+    from acetate.kernels import fir as _fir
+    from acetate.kernels.spectrum import BAND_CENTRES_HZ as _C
+
+    rng = np.random.default_rng(3)
+    n = int(seconds * fs)
+    env_db = -9.0 + 9.0 * np.sin(2 * np.pi * np.arange(n) / fs / 4.0)
+    h = _fir.design_from_gain(_C, -3.0 * np.log2(np.asarray(_C) / 1000.0), fs, 4097, "linear")
+    x = np.asarray(_fir.fft_filter(rng.standard_normal((2, n)).astype(np.float32), h)) * 10 ** (env_db / 20)
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+def test_compression_before_limiting_reaches_a_target_the_limiter_budget_misses():
+    """--max-limiting makes the budget a choice; the chain's compression is pushed before the target is given up."""
+    fs = 44100
+    x = _swelling_mix(fs=fs)
+    fp = analyse.fingerprint(x, fs)
+    tight = dict(target_lufs=-14.0, ceiling_dbtp=-1.0, max_limiting_db=0.5)
+    pushed = render.master(x, fs, render.MasterSettings(**tight), preset=presets.BALANCED, fingerprint=fp)
+    assert pushed.target_met and pushed.ceiling_met, (pushed.output_report, pushed.notes)
+    assert pushed.params["compression_push_db"] > 0 and pushed.params["loudness"]["limiter_reduction_db"] <= 0.5 + 1e-3
+    assert any("compression pushed" in n for n in pushed.notes)
+    assert pushed.output_report["loudness_range_lu"] < fp["loudness_range_lu"]
+    # the limiter alone, within the same budget, falls short and says so
+    alone = render.master(x, fs, render.MasterSettings(dynamics=False, **tight), preset=presets.BALANCED, fingerprint=fp)
+    assert alone.target_met is False and alone.ceiling_met
+    assert alone.output_report["integrated_lufs"] < pushed.output_report["integrated_lufs"] - 0.3
+    assert any("not reached" in n for n in alone.notes)
+    # with the preset's own budget nothing is pushed: the chain is what it always was
+    usual = render.master(x, fs, render.MasterSettings(target_lufs=-14.0, ceiling_dbtp=-1.0), preset=presets.BALANCED, fingerprint=fp)
+    assert usual.target_met and "compression_push_db" not in usual.params

@@ -354,8 +354,10 @@ def resample(x: Any, fs: int, rate: int) -> Any:
     return xp.astype(backend.signal(xp).resample_poly(x, int(rate) // g, int(fs) // g, axis=-1), xp.float32)
 
 
-#: The most the loudness stage may lower the compressors' thresholds to reach a target (dB).
+#: The most the loudness stage may lower the compressors' thresholds to reach a target (dB),
+#: and how many further chain passes it may make when the predicted push falls short.
 MAX_COMPRESSION_PUSH_DB = 12.0
+_MAX_PUSH_PASSES = 2
 
 
 def compression_push(fingerprint: Mapping[str, float], target: float, ceiling: float, max_limiting_db: float) -> float:
@@ -716,7 +718,7 @@ def _solve_loudness(
     if target - iz > TARGET_TOLERANCE_LU:
         notes.append(
             f"target {target:.1f} LUFS not reached ({iz:.2f} LUFS): it would take more than "
-            f"{preset.max_limiting_db:.0f} dB of limiting under the {ceiling:.1f} dBTP ceiling; the ceiling held"
+            f"{preset.max_limiting_db:g} dB of limiting under the {ceiling:.1f} dBTP ceiling; the ceiling held"
         )
     params["loudness"] = {
         "gain_db": round(g, 4),
@@ -789,8 +791,13 @@ def master(
             n_taps = int(round(settings.eq_taps_s * out_fs)) | 1
             h_eq = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
         params["eq"] = {"bands_hz": list(BAND_CENTRES_HZ), "gain_db": [round(float(g), 3) for g in gains], "phase": preset.eq_phase}
+    # Where the limiter's budget cannot reach the target, the chain's own compression is pushed first
+    # (compression_push: predicted from the fingerprint; a second pass below if the first falls short).
+    push = 0.0
+    if target is not None and settings.limit and settings.dynamics and fingerprint is not None:
+        push = compression_push(fingerprint, target, ceiling, preset.max_limiting_db)
     plan = (
-        _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs)
+        _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs, push_db=push)
         if (settings.dynamics or settings.width)
         else {"crossovers_hz": []}
     )
@@ -814,15 +821,24 @@ def master(
         h = h_hp if h_eq is None else backend.signal(xp).fftconvolve(h_hp, h_eq)
         params["highpass_hz"] = settings.highpass_hz
     filters = _chain_filters(h, out_fs, plan, xp)  # designed once per track, not per block; None: nothing to run
-    if filters is not None:
+    peak_in: list[float] = []  # the input's peak (the halo's bound), read once even for a second pass
+
+    def run_chain(src: Any, plan: Mapping[str, Any]) -> Any:
+        if filters is None:
+            return src
         block = int(BLOCK_S * out_fs) // CONTROL_HOP(out_fs) * CONTROL_HOP(out_fs)  # blocks keep the hop grid
         halo = 0  # one block (the whole track): no context
-        if y.shape[-1] > block:
-            peak = backend.to_float(xp.max(truepeak.sample_peak(y))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
-            if not math.isfinite(peak):
-                raise RenderError("the programme has non-finite (NaN or Inf) samples")
-            halo = _chain_halo(filters, plan, out_fs, peak)
-        y = blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), y, block, halo)
+        if src.shape[-1] > block:
+            if not peak_in:
+                peak = backend.to_float(xp.max(truepeak.sample_peak(src))) + (0.0 if dc is None else backend.to_float(xp.max(xp.abs(dc))))
+                if not math.isfinite(peak):
+                    raise RenderError("the programme has non-finite (NaN or Inf) samples")
+                peak_in.append(peak)
+            halo = _chain_halo(filters, plan, out_fs, peak_in[0])
+        return blocks.apply_blockwise(lambda b: _local_chain(b if dc is None else b - dc, out_fs, plan, filters), src, block, halo)
+
+    y = run_chain(y, plan)
+    keep = xd if push > 0 and "dynamics" in plan else None  # only a track whose target is at risk keeps its input
     # The input is not needed past the chain: drop this frame's references, so a caller that
     # handed it over (master_file, the batch's last target: ``master(held.pop(), ...)``) gets
     # its memory back before the limiter phase, the peak. That relies on the caller's frame
@@ -834,7 +850,37 @@ def master(
     peaks = None  # true peaks of the master (16x dB, 4x per channel), when the limiter stage measured them
     stats = None  # and its loudness, when the loudness solve measured it
     if target is not None:
-        y, peaks, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, notes)
+        solve_notes: list[str] = []
+        y, peaks, stats = _solve_loudness(y, out_fs, target, ceiling, preset, settings.limit, params, solve_notes)
+        short = target - stats.integrated_lufs if stats is not None else 0.0
+        for _ in range(_MAX_PUSH_PASSES if keep is not None else 0):
+            if not (short > TARGET_TOLERANCE_LU and push < MAX_COMPRESSION_PUSH_DB):
+                break
+            # the predicted push fell short: push again by twice the shortfall (a compressor takes
+            # roughly half of a threshold change off the peaks) and keep the pass if it is louder
+            push2 = round(min(MAX_COMPRESSION_PUSH_DB, push + 2.0 * short + 1.0), 3)
+            plan2 = _chain_plan(fingerprint, gains, preset, amount, settings, keep.shape[0], out_fs, push_db=push2)
+            y2 = run_chain(keep, plan2)
+            if settings.gain_db:
+                y2 = _apply_gain(y2, settings.gain_db)
+            params2: dict[str, Any] = {}
+            notes2: list[str] = []
+            y2, peaks2, stats2 = _solve_loudness(y2, out_fs, target, ceiling, preset, settings.limit, params2, notes2)
+            if stats2 is None or not stats2.integrated_lufs > stats.integrated_lufs:
+                break
+            y, peaks, stats, solve_notes, push = y2, peaks2, stats2, notes2, push2
+            params.update(params2)
+            params["dynamics"] = plan2["dynamics"]
+            params["compression_push_db"] = push2
+            short = target - stats.integrated_lufs
+            del y2
+        del keep
+        if push > 0:
+            notes.append(
+                f"compression pushed {push:.1f} dB (thresholds lowered, ratios at the preset's full setting) so the limiter stays "
+                f"within its {preset.max_limiting_db:g} dB budget toward {target:.1f} LUFS"
+            )
+        notes.extend(solve_notes)
     elif settings.limit:
         lim = _limit(y, out_fs, 0.0, ceiling, preset)
         y, peaks = lim.z, lim.peaks
