@@ -869,6 +869,8 @@ class Bank:
                     "ratio": list(p.ratio),
                     "width": list(p.width),
                     "members": int(m.shape[0]),
+                    "eq_mode": p.eq_mode,
+                    "content": p.content,
                     "n_pairs": le.get("n_pairs"),
                     "source": p.source,
                 }
