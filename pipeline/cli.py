@@ -370,11 +370,15 @@ def _cmd_presets(args) -> int:
     if report:
         print(
             f"  learned from {report.get('n_pairs')} pairs, K={report.get('k')}, held-out accuracy {report.get('accuracy')} (chance {report.get('chance')})"
+            + "".join(f"\n  warning: {w}" for w in report.get("warnings") or [])
         )
-    print(f"{'name':18s} {'LUFS':>6} {'ceil':>5} {'ratios':>20} {'rows':>5}  description")
+    print(f"{'name':18s} {'EQ':>8} {'for':>6} {'LUFS':>6} {'ceil':>5} {'ratios':>20} {'rows':>5}  description")
     for r in bank.info():
         ratios = "/".join(f"{v:g}" for v in r["ratio"])
-        print(f"{r['name']:18s} {r['target_lufs']:6.1f} {r['ceiling_dbtp']:5.1f} {ratios:>20} {r['members']:5d}  {r['description']}")
+        print(
+            f"{r['name']:18s} {r['eq_mode']:>8} {r['content']:>6} {r['target_lufs']:6.1f} {r['ceiling_dbtp']:5.1f} {ratios:>20} "
+            f"{r['members']:5d}  {r['description']}"
+        )
     return 0
 
 
