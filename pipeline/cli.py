@@ -154,6 +154,19 @@ def _add_master(sub) -> None:
         metavar="DB",
         help="most limiter gain reduction allowed to reach the target (default: the preset's); beyond it the chain's compression is pushed first",
     )
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=None,
+        metavar="REF[:WEIGHT]",
+        help="master toward this reference track's spectrum instead of a preset (repeatable, weights default 1)",
+    )
+    p.add_argument(
+        "--amount",
+        default=None,
+        metavar="STAGE=A[,...]",
+        help="per-stage amounts 0..1 replacing the intensity: eq, dynamics, width, limiter (e.g. eq=0.5,width=0)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
     p.set_defaults(func=_cmd_master)
 
@@ -178,7 +191,14 @@ def _master_plan(args):
         bank = presets.load_bank(args.bank)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load the preset bank {args.bank}: {exc}") from None
-    preset = mastering.resolve_preset(bank, args.preset)
+    amounts = render.parse_amounts(getattr(args, "amount", None))
+    if getattr(args, "reference", None):
+        if args.preset.strip().lower() != "auto" or args.bank:
+            raise ValueError("--reference replaces the preset: give it without --preset or --bank")
+        bank = _reference_bank(args.reference)
+        preset = bank.names[0]
+    else:
+        preset = mastering.resolve_preset(bank, args.preset)
     out = store.check_output_root(args.out)
     settings = render.MasterSettings(
         target_lufs=target,
@@ -187,8 +207,22 @@ def _master_plan(args):
         output_rate=args.rate,
         device=args.device,
         max_limiting_db=args.max_limiting,
+        amounts=amounts,
     )
     return settings, formats, bank, preset, out
+
+
+def _reference_bank(specs: list[str]) -> Any:
+    """A one-preset bank holding the reference preset of ``specs`` (``REF[:WEIGHT]``), forced by name."""
+    from acetate.pipeline.chain import presets, reference
+
+    try:
+        preset, record = reference.reference_from_files(specs)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot use the reference(s) {specs}: {exc}") from None
+    proto = presets.selection_vector(reference.measure_reference(record[0]["path"]))
+    meta = {"name": "references", "kind": "reference", "references": record, "selection": {"features": list(presets.SELECTION_FEATURES)}}
+    return presets.Bank([preset], proto[None, :], [proto[None, :]], meta)
 
 
 def _cmd_master(args) -> int:
@@ -475,6 +509,38 @@ def _learn_summary(out: str, bank: Any, report: Mapping[str, Any]) -> str:
     if report["skipped"]:
         lines.append(f"skipped {len(report['skipped'])} pair(s): see the bank's report")
     return "\n".join(lines)
+
+
+def _add_house(sub) -> None:
+    p = sub.add_parser("house", help="a bank of house curves from a folder of a label's released masters")
+    p.add_argument("inputs", nargs="+", metavar="FOLDER", help="released masters: folders or files")
+    p.add_argument("--out", required=True, metavar="BANK", help="bank to write (.parquet, or .json); use it with --bank")
+    p.add_argument("--k", type=int, default=None, help="number of house curves (default: 1, or 2-3 where the folder is varied)")
+    p.add_argument("--name", default="house", help="bank and first preset name (default house)")
+    p.add_argument("--json", action="store_true", help="print the bank's house report as JSON")
+    p.set_defaults(func=_cmd_house)
+
+
+def _cmd_house(args) -> int:
+    import json
+
+    from acetate.pipeline.chain import presets
+    from acetate.pipeline.learning import house
+
+    try:
+        bank, skipped = house.house_from_folder(args.inputs, name=args.name, k=args.k, progress=None if args.json else print)
+        presets.save_bank(bank, args.out)
+    except (OSError, ValueError) as exc:
+        print(f"acetate house: {exc}", file=sys.stderr)
+        return 2
+    report = {**bank.meta["house"], "skipped": skipped, "presets": list(bank.names)}
+    if args.json:
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        print(f"wrote {args.out}: {len(bank)} house curve(s) from {report['n_masters']} masters ({report['criterion']})")
+        for s in skipped:
+            print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
+    return 0
 
 
 def _add_training_data(sub) -> None:

@@ -137,13 +137,15 @@ class Choice:
     nearest: str | None = None
     weights: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Why: the features that drove the choice and the bank's nearest reference rows (:class:`~acetate.pipeline.chain.presets.Selection`).
+    explain: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return str(getattr(self.preset, "name", self.preset))
 
     def record(self) -> dict[str, Any]:
-        """The JSON-able selection record (``preset, forced, distance, confidence, nearest, weights, runners_up, notes``)."""
+        """The JSON-able selection record (``preset, forced, distance, confidence, nearest, weights, runners_up, notes, explain``)."""
         return {
             "preset": self.name,
             "forced": self.forced,
@@ -153,6 +155,7 @@ class Choice:
             "weights": [{"name": n, "weight": round(w, 4)} for n, w in self.weights],
             "runners_up": list(self.runners_up),
             "notes": list(self.notes),
+            "explain": dict(self.explain),
         }
 
 
@@ -229,6 +232,7 @@ def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any, **op
         nearest=sel.preset.name,
         weights=[(str(n), float(w)) for n, w in sel.weights],
         notes=list(sel.notes),
+        explain={k: v for k, v in sel.to_dict().items() if k in ("drivers", "nearest_members", "speech")},
     )
 
 

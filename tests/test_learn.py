@@ -369,3 +369,14 @@ def test_learn_warns_and_strict_fails_when_the_moves_cannot_be_predicted(tmp_pat
     err = capsys.readouterr().err
     assert code == 3 and "warning" in err, err
     assert (tmp_path / "b.json").exists()
+
+
+def test_the_selection_says_which_features_drove_it():
+    bank, mid = _two_preset_bank(np.zeros(31), np.zeros(31))
+    near_b = dict(zip(bank.features, bank.prototypes[1] + 0.2))
+    sel = bank.select(near_b)
+    assert sel.preset.name == "b"
+    top = [f for f, _ in sel.drivers]
+    assert top and all(bank.features.index(f) in range(20, 28) for f in top), sel.drivers  # the bands the presets differ in
+    assert sum(s for _, s in sel.drivers) <= 1.0 + 1e-9
+    assert sel.nearest_members[0][0] == "b"

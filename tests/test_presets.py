@@ -130,7 +130,9 @@ def test_demo_styles_select_sensibly_and_deterministically(demo_fps):
     rep = picks["pop"].to_dict()
     assert set(rep) == {
         "preset", "applied", "distance", "confidence", "weights", "runners_up", "method", "bank", "n_features", "speech", "notes",
+        "drivers", "nearest_members",
     }  # fmt: skip
+    assert rep["drivers"] and all(0 < d["share"] <= 1 for d in rep["drivers"]) and len(rep["nearest_members"]) == 3
     assert 0.0 <= rep["confidence"] <= 1.0 and rep["weights"][0]["name"] == rep["preset"]
     json.dumps(rep, allow_nan=False)
 

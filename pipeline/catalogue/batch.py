@@ -338,6 +338,10 @@ def _run_locked(
     from acetate.pipeline.chain import presets
 
     settings["preset_bank_hash"] = _file_hash(settings.get("preset_bank") or str(presets.DEFAULT_BANK_PATH))
+    if settings.get("reference"):  # what the references are, not where: a changed file redoes its tracks
+        from acetate.pipeline.chain.reference import parse_reference
+
+        settings["reference_hash"] = [f"{_file_hash(parse_reference(r)[0])}:{parse_reference(r)[1]:g}" for r in settings["reference"]]
     info = client.scheduler_info().get("workers", {})
     threads = sum(int(w.get("nthreads", 1)) for w in info.values()) or 1
     max_in_flight = int(job.options.get("max_in_flight") or 2 * threads)

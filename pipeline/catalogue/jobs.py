@@ -19,6 +19,8 @@ A job (``jobs/*.yaml``) says what to process, where the results go and how::
       preset: null                # force this preset for every track
       intensity: medium           # low | medium | high (how far the chain moves a track)
       max_limiting_db: null       # most limiting allowed to reach a target (null: the preset's)
+      reference: null             # [ref.wav:2, other.flac]: master toward these tracks instead of a preset
+      amounts: null               # "eq=0.5,dynamics=0.3,width=0,limiter=1" (a manifest column may set it per track)
     album_mode: auto              # auto (on when the inputs name albums) | true | false
     options:
       device: auto                # auto | cpu | gpu (gpu: tasks need a worker with resource GPU)
@@ -98,7 +100,7 @@ def _builtin_targets() -> dict[str, dict[str, float]]:
 #: Delivery targets known by name (a job's ``targets`` may add or redefine them).
 BUILTIN_TARGETS: dict[str, dict[str, float]] = _builtin_targets()
 
-MANIFEST_COLUMNS = ("track_id", "path", "album", "artist", "isrc", "target", "preset")
+MANIFEST_COLUMNS = ("track_id", "path", "album", "artist", "isrc", "target", "preset", "amounts")
 
 # key -> (type or tuple of types, default); nested dicts are validated by their own tables.
 _TOP = {"name", "description", "mode", "inputs", "output", "targets", "target", "formats", "presets", "album_mode", "options", "training"}
@@ -106,7 +108,7 @@ _TRAINING = {"presets": None, "intensities": ["low", "medium", "high"], "n_rando
 _INPUTS = {"demo", "paths", "manifest"}
 _DEMO = {"per_style": 1, "seconds": 20.0, "include_bad": True, "seed": 0}
 _TARGET = {"integrated_lufs", "true_peak_dbtp", "tolerance_lu"}
-_PRESETS = {"bank": None, "preset": None, "intensity": "medium", "max_limiting_db": None}
+_PRESETS = {"bank": None, "preset": None, "intensity": "medium", "max_limiting_db": None, "reference": None, "amounts": None}
 _OPTIONS = {
     "device": "auto",
     "strict": False,
@@ -138,6 +140,7 @@ class TrackSpec:
     targets: tuple[str, ...] = ()
     preset: str | None = None
     album_loudness_lufs: float | None = None
+    amounts: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -174,6 +177,8 @@ class Job:
             "preset": self.presets.get("preset"),
             "intensity": self.presets.get("intensity", "medium"),
             "max_limiting_db": self.presets.get("max_limiting_db"),
+            "reference": list(self.presets.get("reference") or []),
+            "amounts": self.presets.get("amounts"),
             "device": self.options["device"],
             "verify": bool(self.options["verify"]),
             "training": dict(self.training) if self.mode == "training-data" else None,
@@ -383,6 +388,28 @@ def parse_job(data: Mapping[str, Any], *, default_name: str = "job") -> Job:
         presets["intensity"] = presets["intensity"].strip().lower()
     if presets["intensity"] not in ("low", "medium", "high"):
         raise JobError(f"presets.intensity must be low, medium or high, got {presets['intensity']!r}")
+    ref = presets["reference"]
+    if ref is not None:
+        if isinstance(ref, str):
+            ref = [ref]
+        if not isinstance(ref, list) or not ref or not all(isinstance(a, str) and a.strip() for a in ref):
+            raise JobError(f"presets.reference must be a list of REF[:WEIGHT] strings, got {ref!r}")
+        if presets["preset"] or presets["bank"]:
+            raise JobError("presets.reference replaces the preset: give it without presets.preset or presets.bank")
+        from acetate.pipeline.chain.reference import parse_reference
+
+        checked = []
+        for a in ref:
+            try:
+                path, weight = parse_reference(a.strip())
+            except ValueError as exc:
+                raise JobError(f"presets.reference: {exc}") from None
+            if not os.path.isfile(path):
+                raise JobError(f"presets.reference: no such file {path!r}")
+            checked.append(f"{os.path.abspath(path)}:{weight:g}")
+        presets["reference"] = checked
+    if presets["amounts"] is not None:
+        presets["amounts"] = _check_amounts(presets["amounts"], "presets.amounts")
     ml = presets["max_limiting_db"]
     if ml is not None and (isinstance(ml, bool) or not isinstance(ml, (int, float)) or not 0 <= ml <= 60):
         raise JobError(f"presets.max_limiting_db must be a number of dB within 0..60 or null, got {ml!r}")
@@ -764,6 +791,7 @@ def resolve_tracks(job: Job) -> tuple[list[TrackSpec], bool]:
                 isrc=r.get("isrc"),
                 targets=tuple(names),
                 preset=r.get("preset"),
+                amounts=_check_amounts(r["amounts"], f"track {r['track_id']!r}: amounts") if r.get("amounts") else None,
             )
         )
     try:  # no two tracks may meet in one output file, ledger entry or task key
@@ -801,3 +829,18 @@ def config_hash(job: Job) -> str:
         default=str,
     )
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def _check_amounts(value: Any, where: str) -> str:
+    """Per-stage amounts (``"eq=0.5,width=0"`` or a mapping) checked and written as a canonical string."""
+    from acetate.pipeline.chain import render
+
+    if isinstance(value, Mapping):
+        value = ",".join(f"{k}={v}" for k, v in value.items())
+    if not isinstance(value, str):
+        raise JobError(f"{where} must be STAGE=AMOUNT[,...] or a mapping, got {value!r}")
+    try:
+        pairs = render.MasterSettings(amounts=render.parse_amounts(value)).amounts
+    except ValueError as exc:
+        raise JobError(f"{where}: {exc}") from None
+    return ",".join(f"{k}={v:g}" for k, v in pairs)

@@ -161,6 +161,8 @@ def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         "preset": spec.get("preset") or settings.get("preset"),
         "intensity": settings.get("intensity", "medium"),
         **({"max_limiting_db": settings["max_limiting_db"]} if settings.get("max_limiting_db") is not None else {}),
+        **({"reference": settings["reference_hash"]} if settings.get("reference") else {}),
+        **({"amounts": spec.get("amounts") or settings.get("amounts")} if spec.get("amounts") or settings.get("amounts") else {}),
         "album_loudness_lufs": None if album is None else round(float(album), 2),
         "training": settings.get("training") if settings["mode"] == "training-data" else None,
         "verify": bool(settings.get("verify", True)),
@@ -308,7 +310,13 @@ def _load_bank(settings: Mapping[str, Any]) -> Any:
 
 
 def _select(fp: Mapping[str, float], spec: Mapping[str, Any], settings: Mapping[str, Any]) -> stages.Choice:
-    """The manifest row's or the job's forced preset, else the bank's nearest (:func:`acetate.pipeline.stages.select`)."""
+    """The manifest row's or the job's forced preset, else the job's references (one preset, measured once
+    per worker process), else the bank's selection (:func:`acetate.pipeline.stages.select`)."""
+    if settings.get("reference") and not spec.get("preset"):
+        from acetate.pipeline.chain import reference
+
+        preset, record = reference.reference_from_files(settings["reference"])
+        return stages.Choice(preset, True, None, [], explain={"references": record})
     return stages.select(fp, spec.get("preset") or settings.get("preset") or "auto", _load_bank(settings))
 
 
@@ -534,7 +542,10 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                 tspec = settings["targets"][t]
                 tl = track_target(t)
                 last = i == len(targets) - 1  # the last render: the input is handed over (freed after its chain)
-                result = _stage("render", lambda: _render(prog, found, sel, tl, tspec, settings, device, last))
+                result = _stage(
+                    "render",
+                    lambda: _render(prog, found, sel, tl, tspec, settings, device, last, spec.get("amounts") or settings.get("amounts")),
+                )
                 out_report = result.output_report
                 if settings.get("verify", True):
                     out_fp = _stage("verify", lambda: _verify(result, device))
@@ -553,6 +564,8 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
                         params["album_note"] = spec["album_note"]
                 if result.notes:
                     params["notes"] = list(result.notes)
+                if sel.explain:
+                    params["explain"] = sel.explain
                 rows["presets"].append(
                     {
                         "run_id": run_id,
@@ -666,8 +679,9 @@ def _render(
     settings: Mapping[str, Any],
     device: str,
     last: bool,
+    amounts: str | None = None,
 ) -> Any:
-    """:func:`acetate.pipeline.chain.render` with the job's target, ceiling, intensity and device.
+    """:func:`acetate.pipeline.chain.render` with the job's target, ceiling, intensity, per-stage amounts and device.
 
     On the ``last`` target the programme hands its audio over, so render frees the
     input once its chain has run, before the limiter phase, the memory peak.
@@ -684,6 +698,7 @@ def _render(
         intensity=settings.get("intensity", "medium"),
         device=device,
         max_limiting_db=settings.get("max_limiting_db"),
+        amounts=render.parse_amounts(amounts),
     )
     with _DeviceSection(device):
         return stages.render(prog, found, choice, ms, hand_over=last)

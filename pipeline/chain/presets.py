@@ -490,6 +490,12 @@ class Selection:
         preset kept off music), for the track's report.
     speech : float
         :func:`speech_likeness` of the track (0..1; NaN where not measurable).
+    drivers : tuple of (str, float)
+        The (up to 3) features that most favoured the nearest preset over the runner-up:
+        each one's share of the squared-distance difference, largest first.
+    nearest_members : tuple of (str, float)
+        The (up to 3) nearest reference rows of the bank (a learned bank's training
+        mixes, a house bank's masters): their preset and distance.
     """
 
     preset: Preset
@@ -503,6 +509,8 @@ class Selection:
     weights: tuple[tuple[str, float], ...] = ()
     notes: tuple[str, ...] = ()
     speech: float = 0.0
+    drivers: tuple[tuple[str, float], ...] = ()
+    nearest_members: tuple[tuple[str, float], ...] = ()
 
     @property
     def rendered(self) -> Preset:
@@ -512,7 +520,7 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able report: ``preset`` (nearest), ``applied``, ``distance``, ``confidence``,
         ``weights`` [{name, weight}], ``runners_up`` [{name, distance}], ``method``, ``bank``,
-        ``n_features``, ``speech``, ``notes``."""
+        ``n_features``, ``speech``, ``notes``, ``drivers`` [{feature, share}], ``nearest_members`` [{preset, distance}]."""
         return {
             "preset": self.preset.name,
             "applied": self.rendered.name,
@@ -525,6 +533,8 @@ class Selection:
             "n_features": self.n_features,
             "speech": self.speech if math.isfinite(self.speech) else None,
             "notes": list(self.notes),
+            "drivers": [{"feature": n, "share": round(v, 4)} for n, v in self.drivers],
+            "nearest_members": [{"preset": n, "distance": round(d, 4)} for n, d in self.nearest_members],
         }
 
 
@@ -801,6 +811,7 @@ class Bank:
                 f"mastered with the gentle default chain"
             )
             applied = GENTLE
+        drivers, members = self._explain(v, best, order[1] if len(order) > 1 else None)
         return Selection(
             preset=self.presets[best],
             distance=d_best,
@@ -813,7 +824,27 @@ class Bank:
             weights=weights,
             notes=tuple(notes),
             speech=speech,
+            drivers=drivers,
+            nearest_members=members,
         )
+
+    def _explain(
+        self, v: np.ndarray, best: int, runner_up: int | None
+    ) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
+        """:attr:`Selection.drivers` and :attr:`Selection.nearest_members` of selection vector ``v``."""
+        from sklearn.metrics.pairwise import nan_euclidean_distances
+
+        z = self.transform(v)[0]
+        drivers: tuple[tuple[str, float], ...] = ()
+        if runner_up is not None:
+            gain = np.nan_to_num((z - self._proto_z[runner_up]) ** 2 - (z - self._proto_z[best]) ** 2, nan=0.0)
+            total = float(np.sum(np.maximum(gain, 0.0)))
+            if total > 0:
+                top = [i for i in np.argsort(-gain, kind="stable")[:3] if gain[i] > 0]
+                drivers = tuple((self.features[i], float(gain[i] / total)) for i in top)
+        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size for dd in nan_euclidean_distances(z[None, :], m)[0]]
+        rows.sort()
+        return drivers, tuple((self.presets[p].name, dd) for dd, p in rows[:3])
 
     def _knn_vote(self, fp: Mapping[str, float], proto_d: np.ndarray, allowed: Sequence[int]) -> int:
         from sklearn.metrics.pairwise import nan_euclidean_distances

@@ -63,6 +63,35 @@ TARGETS: dict[str, tuple[float, float]] = {
     "cd": (-9.0, -0.3),
 }
 
+#: The stages a per-stage amount (:attr:`MasterSettings.amounts`) can scale.
+AMOUNT_STAGES = ("eq", "dynamics", "width", "limiter")
+
+
+def parse_amounts(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``"eq=0.5,dynamics=0.3,width=0,limiter=1"`` -> ``(("dynamics", 0.3), ("eq", 0.5), ...)``.
+
+    Raises ``ValueError`` naming a malformed item; stages and ranges are checked by
+    :class:`MasterSettings`.
+
+    Examples
+    --------
+    >>> parse_amounts("eq=0.5, width=0")
+    (('eq', 0.5), ('width', 0.0))
+    """
+    out = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((name.strip().lower(), float(value)))
+        except ValueError:
+            raise ValueError(f"amount {item.strip()!r} is not STAGE=NUMBER (stages: {', '.join(AMOUNT_STAGES)})") from None
+    return tuple(out)
+
+
 #: How much of the preset each intensity applies (EQ amount, ratio - 1, width - 1).
 INTENSITY: dict[str, float] = {"low": 0.35, "medium": 0.65, "high": 1.0}
 
@@ -118,6 +147,13 @@ class MasterSettings:
         The most gain reduction the limiter may apply to reach the target (None: the
         preset's ``max_limiting_db``). Beyond it the chain's own compression is pushed
         first (:func:`master`), and only then is the target reported missed.
+    amounts : tuple of (stage, amount)
+        Per-stage amounts in [0, 1] that replace the intensity for that stage
+        (:data:`AMOUNT_STAGES`; :func:`parse_amounts` reads ``"eq=0.5,dynamics=0.3"``):
+        0 bypasses it, 1 is the preset's full setting. ``eq`` scales the EQ curve,
+        ``dynamics`` each ratio's distance from 1, ``width`` each width's distance from 1,
+        ``limiter`` the limiter's budget (0: no limiting; the loudness gain is trimmed
+        so the ceiling still holds).
     """
 
     target_lufs: float | None = None
@@ -135,6 +171,7 @@ class MasterSettings:
     highpass_hz: float = 20.0
     eq_taps_s: float = 0.085
     max_limiting_db: float | None = None
+    amounts: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITY:
@@ -153,6 +190,21 @@ class MasterSettings:
             raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {self.device!r}")
         if self.max_limiting_db is not None and not (0.0 <= self.max_limiting_db <= 60.0):
             raise ValueError(f"max_limiting_db must be within 0..60 dB, got {self.max_limiting_db!r}")
+        amounts = tuple((str(k), float(v)) for k, v in (self.amounts.items() if isinstance(self.amounts, Mapping) else self.amounts))
+        for k, v in amounts:
+            if k not in AMOUNT_STAGES:
+                raise ValueError(f"amounts: unknown stage {k!r}; choose from {', '.join(AMOUNT_STAGES)}")
+            if not (0.0 <= v <= 1.0):
+                raise ValueError(f"amounts: {k} must be within 0..1, got {v!r}")
+        if len({k for k, _ in amounts}) != len(amounts):
+            raise ValueError(f"amounts: a stage named twice in {amounts!r}")
+        object.__setattr__(self, "amounts", tuple(sorted(amounts)))
+
+    def stage_amounts(self) -> dict[str, float]:
+        """The amount of each of :data:`AMOUNT_STAGES`: :attr:`amounts` where given, else the
+        intensity's (:data:`INTENSITY`) for eq, dynamics and width and 1 for the limiter."""
+        base = INTENSITY[self.intensity]
+        return {"eq": base, "dynamics": base, "width": base, "limiter": 1.0, **dict(self.amounts)}
 
     @classmethod
     def unity(cls, **kw: Any) -> "MasterSettings":
@@ -165,6 +217,8 @@ class MasterSettings:
         d = asdict(self)
         if d["max_limiting_db"] is None:
             del d["max_limiting_db"]
+        if not d["amounts"]:
+            del d["amounts"]
         return hashlib.blake2b(json.dumps(d, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
@@ -392,6 +446,7 @@ def _chain_plan(
     channels: int,
     fs: int,
     push_db: float = 0.0,
+    width_amount: float | None = None,
 ) -> dict[str, Any]:
     """Global parameters of the local stages, from the fingerprint (no pass over the audio).
 
@@ -433,7 +488,7 @@ def _chain_plan(
         if push_db > 0:
             plan["compression_push_db"] = round(push_db, 3)
     if settings.width and channels == 2:
-        requested = [1.0 + (w - 1.0) * amount for w in preset.width]
+        requested = [1.0 + (w - 1.0) * (amount if width_amount is None else width_amount) for w in preset.width]
         requested[0] = min(requested[0], 1.0)  # low band: never wider than the source
         plan["width"] = [round(float(w), 5) for w in widths_for_correlation(mid_e, side_e, requested)]
         plan["width_requested"] = [round(w, 5) for w in requested]
@@ -774,7 +829,12 @@ def master(
     if not settings.loudness or (target is not None and math.isnan(target)):
         target = None
     amount = INTENSITY[settings.intensity]
+    amounts = settings.stage_amounts()
     params: dict[str, Any] = {"preset": preset.name, "intensity": settings.intensity, "amount": amount}
+    if settings.amounts:
+        params["amounts"] = amounts
+    if amounts["limiter"] < 1.0:  # the limiter's share: its budget scaled (0: none; the gain is trimmed instead)
+        preset = replace(preset, max_limiting_db=preset.max_limiting_db * amounts["limiter"])
 
     if fingerprint is None and (settings.eq or settings.dynamics or settings.width):
         from acetate.pipeline.chain.analyse import fingerprint as _fingerprint
@@ -786,7 +846,7 @@ def master(
     gains = np.zeros(len(BAND_CENTRES_HZ))
     h_eq = None
     if settings.eq:
-        gains = eq_curve(preset, fingerprint, out_fs, amount)
+        gains = eq_curve(preset, fingerprint, out_fs, amounts["eq"])
         if np.any(np.abs(gains) > 1e-3):
             n_taps = int(round(settings.eq_taps_s * out_fs)) | 1
             h_eq = fir.design_from_gain(BAND_CENTRES_HZ, gains, out_fs, n_taps, preset.eq_phase, xp=xp)
@@ -794,10 +854,12 @@ def master(
     # Where the limiter's budget cannot reach the target, the chain's own compression is pushed first
     # (compression_push: predicted from the fingerprint; a second pass below if the first falls short).
     push = 0.0
-    if target is not None and settings.limit and settings.dynamics and fingerprint is not None:
+    if target is not None and settings.limit and settings.dynamics and amounts["dynamics"] > 0 and fingerprint is not None:
         push = compression_push(fingerprint, target, ceiling, preset.max_limiting_db)
     plan = (
-        _chain_plan(fingerprint, gains, preset, amount, settings, xd.shape[0], out_fs, push_db=push)
+        _chain_plan(
+            fingerprint, gains, preset, amounts["dynamics"], settings, xd.shape[0], out_fs, push_db=push, width_amount=amounts["width"]
+        )
         if (settings.dynamics or settings.width)
         else {"crossovers_hz": []}
     )
@@ -859,7 +921,17 @@ def master(
             # the predicted push fell short: push again by twice the shortfall (a compressor takes
             # roughly half of a threshold change off the peaks) and keep the pass if it is louder
             push2 = round(min(MAX_COMPRESSION_PUSH_DB, push + 2.0 * short + 1.0), 3)
-            plan2 = _chain_plan(fingerprint, gains, preset, amount, settings, keep.shape[0], out_fs, push_db=push2)
+            plan2 = _chain_plan(
+                fingerprint,
+                gains,
+                preset,
+                amounts["dynamics"],
+                settings,
+                keep.shape[0],
+                out_fs,
+                push_db=push2,
+                width_amount=amounts["width"],
+            )
             y2 = run_chain(keep, plan2)
             if settings.gain_db:
                 y2 = _apply_gain(y2, settings.gain_db)
