@@ -212,12 +212,13 @@ def _master_plan(args):
     return settings, formats, bank, preset, out
 
 
-def _reference_bank(specs: list[str]) -> Any:
-    """A one-preset bank holding the reference preset of ``specs`` (``REF[:WEIGHT]``), forced by name."""
+def _reference_bank(specs: list[str], max_db: float | None = None) -> Any:
+    """A one-preset bank holding the reference preset of ``specs`` (``REF[:WEIGHT]``), forced by name;
+    ``max_db`` bounds its EQ (default :data:`acetate.pipeline.chain.reference.MAX_REFERENCE_DB`)."""
     from acetate.pipeline.chain import presets, reference
 
     try:
-        preset, record = reference.reference_from_files(specs)
+        preset, record = reference.reference_from_files(specs, max_db=max_db or reference.MAX_REFERENCE_DB)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot use the reference(s) {specs}: {exc}") from None
     proto = presets.selection_vector(reference.measure_reference(record[0]["path"]))
