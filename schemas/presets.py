@@ -71,25 +71,22 @@ def presets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     for i, row in enumerate(out):
         if row["params"] is not None and not isinstance(row["params"], str):
             row["params"] = json.dumps(row["params"], sort_keys=True, default=_jsonable)
-        ru = []
-        for j, item in enumerate(row["runners_up"] or []):
-            if isinstance(item, dict):
-                ru.append({"name": str(item["name"]), "distance": _float(item.get("distance"))})
-            elif isinstance(item, (list, tuple)) and len(item) == 2:
-                ru.append({"name": str(item[0]), "distance": _float(item[1])})
-            else:
-                raise ValueError(f"presets row {i}: runners_up[{j}] must be {{name, distance}} or a pair, got {item!r}")
-        row["runners_up"] = ru
-        bl = []
-        for j, item in enumerate(row.get("blend") or []):
-            if isinstance(item, dict):
-                bl.append({"name": str(item["name"]), "weight": _float(item.get("weight"))})
-            elif isinstance(item, (list, tuple)) and len(item) == 2:
-                bl.append({"name": str(item[0]), "weight": _float(item[1])})
-            else:
-                raise ValueError(f"presets row {i}: blend[{j}] must be {{name, weight}} or a pair, got {item!r}")
-        row["blend"] = bl
+        row["runners_up"] = _named(row["runners_up"], "distance", f"presets row {i}: runners_up")
+        row["blend"] = _named(row.get("blend"), "weight", f"presets row {i}: blend")
     return pa.Table.from_pylist(out, schema=PRESETS_SCHEMA)
+
+
+def _named(items: Any, value: str, where: str) -> list[dict[str, Any]]:
+    """``[{name, <value>}]`` from dicts or ``(name, number)`` pairs; a ValueError names ``where`` and the item."""
+    out = []
+    for j, item in enumerate(items or []):
+        if isinstance(item, dict):
+            out.append({"name": str(item["name"]), value: _float(item.get(value))})
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            out.append({"name": str(item[0]), value: _float(item[1])})
+        else:
+            raise ValueError(f"{where}[{j}] must be {{name, {value}}} or a pair, got {item!r}")
+    return out
 
 
 def _float(v: Any) -> float | None:
