@@ -309,6 +309,7 @@ def _add_run(sub) -> None:
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when any track failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not build the review report OUT/report/ at the end")
     p.set_defaults(func=_cmd_run)
 
 
@@ -361,7 +362,54 @@ def _cmd_run(args) -> int:
     if job.mode == "master":
         print(f"masters: {os.path.join(out, 'masters')}")
     print(f"Parquet: {out}/{{features,presets,loudness,failures,runs}}  (run {result.run_id})")
+    if job.mode == "master" and not args.no_report:
+        _report_summary(out)
     return result.exit_code(job.options["strict"])
+
+
+def _report_summary(out: str, top: int = 10, open_it: bool = False) -> int:
+    """Build OUT/report/ and print targets met, the three worst triage entries and the report's path."""
+    from acetate.pipeline.report import build_report
+
+    try:
+        rep = build_report(out, top=top)
+    except (OSError, ValueError) as exc:
+        print(f"report: not built: {exc}", file=sys.stderr)
+        return 1
+    done = [t for t in rep.run.tracks if t.status == "done"]
+    met = sum(bool(t.target_met) for t in done)
+    ceil = sum(bool(t.ceiling_met) for t in done)
+    print(f"targets met: {met}/{len(done)}  ceilings met: {ceil}/{len(done)}")
+    for e in rep.triage[:3]:
+        reason = e.reason if len(e.reason) <= 110 else e.reason[:107] + "..."
+        print(f"check  {e.track_id}  {reason}")
+    print(f"report: {rep.index}  ({len(rep.rebuilt)} of {rep.tracks} track page(s) rebuilt)")
+    if open_it:
+        import pathlib
+        import webbrowser
+
+        webbrowser.open(pathlib.Path(rep.index).resolve().as_uri())
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="build the static review site OUT/report/index.html of a run")
+    p.add_argument("out", metavar="OUT", help="a run's output root (finished or partly finished)")
+    p.add_argument("--open", action="store_true", help="open the report in a browser")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="tracks in the triage list (default 10)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    import os
+
+    if not os.path.isdir(args.out):
+        print(f"acetate report: no such folder: {args.out}", file=sys.stderr)
+        return 2
+    if args.top < 0:
+        print("acetate report: --top must be 0 or more", file=sys.stderr)
+        return 2
+    return _report_summary(args.out, args.top, args.open)
 
 
 def _dashboard_line(handle) -> str:
