@@ -692,12 +692,25 @@ class Bank:
 
     def distances(self, fp: Mapping[str, float]) -> np.ndarray:
         """Distance from a fingerprint to each preset's prototype (NaN-aware Euclidean), in bank order."""
+        return self._place(fp)[2]
+
+    def _place(self, fp: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fingerprint's selection vector, its point in the selection space and its distance to each
+        prototype: computed once per selection, shared by the vote and the explanation."""
         from sklearn.metrics.pairwise import nan_euclidean_distances
 
-        z = self.transform(selection_vector(fp, self.features, self.clip))
+        v = selection_vector(fp, self.features, self.clip)
+        z = self.transform(v)
         if not np.any(np.isfinite(z)):
             raise ValueError("the fingerprint has none of the selection features (silent or unmeasurable track)")
-        return nan_euclidean_distances(z, self._proto_z)[0]
+        return v, z[0], nan_euclidean_distances(z, self._proto_z)[0]
+
+    def _member_distances(self, z: np.ndarray) -> list[tuple[float, int]]:
+        """(distance, preset index) of every member row from the point ``z``, nearest first."""
+        from sklearn.metrics.pairwise import nan_euclidean_distances
+
+        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size for dd in nan_euclidean_distances(z[None, :], m)[0]]
+        return sorted(rows)
 
     def radius(self) -> float:
         """The bank's typical distance of a mix from its own preset: the 90th percentile of the
@@ -779,7 +792,8 @@ class Bank:
             raise ValueError(f"temperature must be a positive number, got {temp}")
         if not (0.0 <= floor <= 1.0):
             raise ValueError(f"min_confidence must be within [0, 1], got {floor}")
-        d = self.distances(fp)
+        v, z, d = self._place(fp)
+        members = self._member_distances(z)
         speech = speech_likeness(fp)
         notes: list[str] = []
         allowed = [i for i in range(len(d)) if not (self.presets[i].content == "speech" and speech < 0.5)]
@@ -794,9 +808,8 @@ class Bank:
         order = sorted(allowed, key=lambda i: (d[i], i))  # ties: bank order
         best = order[0]
         if self.method == "knn":
-            best = self._knn_vote(fp, d, allowed)
+            best = self._knn_vote(members, d, allowed)
             order = [best] + [i for i in order if i != best]
-        v = selection_vector(fp, self.features, self.clip)
         d_best = float(d[best])
         proximity = min(1.0, self.radius() / d_best) if d_best > 0 else 1.0
         margin = 1.0 if len(order) < 2 else (1.0 - d_best / float(d[order[1]]) if d[order[1]] > 0 else 0.0)
@@ -811,7 +824,7 @@ class Bank:
                 f"mastered with the gentle default chain"
             )
             applied = GENTLE
-        drivers, members = self._explain(v, best, order[1] if len(order) > 1 else None)
+        drivers = self._drivers(z, best, order[1] if len(order) > 1 else None)
         return Selection(
             preset=self.presets[best],
             distance=d_best,
@@ -825,35 +838,25 @@ class Bank:
             notes=tuple(notes),
             speech=speech,
             drivers=drivers,
-            nearest_members=members,
+            nearest_members=tuple((self.presets[p].name, dd) for dd, p in members[:3]),
         )
 
-    def _explain(
-        self, v: np.ndarray, best: int, runner_up: int | None
-    ) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
-        """:attr:`Selection.drivers` and :attr:`Selection.nearest_members` of selection vector ``v``."""
-        from sklearn.metrics.pairwise import nan_euclidean_distances
+    def _drivers(self, z: np.ndarray, best: int, runner_up: int | None) -> tuple[tuple[str, float], ...]:
+        """:attr:`Selection.drivers` of the point ``z``: each feature's share of why ``best`` beat ``runner_up``."""
+        if runner_up is None:
+            return ()
+        gain = np.nan_to_num((z - self._proto_z[runner_up]) ** 2 - (z - self._proto_z[best]) ** 2, nan=0.0)
+        total = float(np.sum(np.maximum(gain, 0.0)))
+        if total <= 0:
+            return ()
+        top = [i for i in np.argsort(-gain, kind="stable")[:3] if gain[i] > 0]
+        return tuple((self.features[i], float(gain[i] / total)) for i in top)
 
-        z = self.transform(v)[0]
-        drivers: tuple[tuple[str, float], ...] = ()
-        if runner_up is not None:
-            gain = np.nan_to_num((z - self._proto_z[runner_up]) ** 2 - (z - self._proto_z[best]) ** 2, nan=0.0)
-            total = float(np.sum(np.maximum(gain, 0.0)))
-            if total > 0:
-                top = [i for i in np.argsort(-gain, kind="stable")[:3] if gain[i] > 0]
-                drivers = tuple((self.features[i], float(gain[i] / total)) for i in top)
-        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size for dd in nan_euclidean_distances(z[None, :], m)[0]]
-        rows.sort()
-        return drivers, tuple((self.presets[p].name, dd) for dd, p in rows[:3])
-
-    def _knn_vote(self, fp: Mapping[str, float], proto_d: np.ndarray, allowed: Sequence[int]) -> int:
-        from sklearn.metrics.pairwise import nan_euclidean_distances
-
-        z = self.transform(selection_vector(fp, self.features, self.clip))
-        rows = [(float(dd), p) for p, m in enumerate(self._member_z) if m.size and p in allowed for dd in nan_euclidean_distances(z, m)[0]]
+    def _knn_vote(self, members: Sequence[tuple[float, int]], proto_d: np.ndarray, allowed: Sequence[int]) -> int:
+        """The preset the ``k`` nearest allowed member rows vote for (weights 1 / distance)."""
+        rows = [(dd, p) for dd, p in members if p in allowed]
         if not rows:
             return min(allowed, key=lambda i: (proto_d[i], i))
-        rows.sort()
         votes: dict[int, float] = {}
         for dd, p in rows[: self.k]:
             votes[p] = votes.get(p, 0.0) + 1.0 / (dd + 1e-6)
