@@ -362,6 +362,14 @@ def fingerprint(x: Any, fs: int, *, loudness: Mapping[str, float] | None = None)
     return {k: float(f[k]) for k in FEATURE_NAMES}
 
 
+def band_levels(fp: Mapping[str, float], kind: str = "mid") -> np.ndarray:
+    """The fingerprint's long-term spectrum of ``kind`` (``"mid"`` or ``"side"``) as a float64 vector on the
+    31-band 1/3-octave grid (dB re. the overall level; NaN where the fingerprint has none)."""
+    if kind not in ("mid", "side"):
+        raise ValueError(f"kind must be 'mid' or 'side', got {kind!r}")
+    return np.array([fp.get(f"ltas_{kind}_{b}hz_db", math.nan) for b in THIRD_OCTAVE_LABELS], dtype=np.float64)
+
+
 def feature_vector(fp: Mapping[str, float]) -> np.ndarray:
     """A fingerprint as a float64 vector in :data:`FEATURE_NAMES` order.
 

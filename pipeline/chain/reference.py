@@ -31,8 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
+from acetate.pipeline.chain import analyse
 from acetate.pipeline.chain.presets import BALANCED, Preset
-from acetate.schemas.features import THIRD_OCTAVE_LABELS
 
 __all__ = ["parse_reference", "measure_reference", "reference_preset", "MAX_REFERENCE_DB"]
 
@@ -86,11 +86,7 @@ def measure_reference(path: str | os.PathLike) -> dict[str, float]:
     return _CACHE[key]
 
 
-def _bands(fp: Mapping[str, float], kind: str) -> np.ndarray:
-    return np.array([fp.get(f"ltas_{kind}_{b}hz_db", math.nan) for b in THIRD_OCTAVE_LABELS], dtype=np.float64)
-
-
-def _bounded(target: np.ndarray, base: np.ndarray) -> np.ndarray:
+def bounded_curve(target: np.ndarray, base: np.ndarray) -> np.ndarray:
     """``target`` with its unknown bands and its extremes (< 40 Hz, > 16 kHz) following ``base``'s shape."""
     c = np.asarray(BAND_CENTRES_HZ)
     inner = np.isfinite(target) & (c >= _LOW_HZ) & (c <= _HIGH_HZ)
@@ -129,6 +125,7 @@ def reference_preset(
 
     Examples
     --------
+    >>> from acetate.schemas.features import THIRD_OCTAVE_LABELS
     >>> flat = {f"ltas_mid_{b}hz_db": -15.0 for b in THIRD_OCTAVE_LABELS} | {"integrated_lufs": -12.0}
     >>> tilt = {f"ltas_mid_{b}hz_db": -15.0 + i * 0.5 for i, b in enumerate(THIRD_OCTAVE_LABELS)} | {"integrated_lufs": -10.0}
     >>> p = reference_preset([(flat, 1.0), (tilt, 1.0)])
@@ -145,14 +142,14 @@ def reference_preset(
     w = weights / weights.sum()
 
     def mean(kind: str) -> np.ndarray:
-        rows = np.array([_bands(fp, kind) for fp, _ in references])
+        rows = np.array([analyse.band_levels(fp, kind) for fp, _ in references])
         ok = np.isfinite(rows) & (rows > -100.0)
         ww = np.where(ok, w[:, None], 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(ww.sum(0) > 0, np.sum(np.where(ok, rows, 0.0) * ww, 0) / ww.sum(0), np.nan)
 
-    mid = _bounded(mean("mid"), np.asarray(base.target_mid_db))
-    side = _bounded(mean("side"), np.asarray(base.target_side_db))
+    mid = bounded_curve(mean("mid"), np.asarray(base.target_mid_db))
+    side = bounded_curve(mean("side"), np.asarray(base.target_side_db))
     lufs = [float(fp.get("integrated_lufs", math.nan)) for fp, _ in references]
     ok_l = [(v, ww) for v, ww in zip(lufs, w) if math.isfinite(v)]
     target = sum(v * ww for v, ww in ok_l) / sum(ww for _, ww in ok_l) if ok_l else base.target_lufs

@@ -25,7 +25,8 @@ import numpy as np
 
 from acetate.kernels.spectrum import BAND_CENTRES_HZ
 from acetate.pipeline.chain import presets
-from acetate.pipeline.chain.reference import MAX_REFERENCE_DB, _bands, _bounded
+from acetate.pipeline.chain.analyse import band_levels
+from acetate.pipeline.chain.reference import MAX_REFERENCE_DB, bounded_curve
 
 __all__ = ["MIN_SILHOUETTE", "house_bank", "house_from_folder"]
 
@@ -51,11 +52,11 @@ def _iqr(rows: np.ndarray) -> list[float | None]:
 
 
 def _preset(name: str, fps: Sequence[dict[str, float]], max_db: float) -> tuple[presets.Preset, dict[str, Any]]:
-    mid_rows = np.array([_bands(fp, "mid") for fp in fps])
-    side_rows = np.array([_bands(fp, "side") for fp in fps])
+    mid_rows = np.array([band_levels(fp, "mid") for fp in fps])
+    side_rows = np.array([band_levels(fp, "side") for fp in fps])
     base = presets.BALANCED
-    mid = _bounded(_median(mid_rows), np.asarray(base.target_mid_db))
-    side = _bounded(_median(side_rows), np.asarray(base.target_side_db))
+    mid = bounded_curve(_median(mid_rows), np.asarray(base.target_mid_db))
+    side = bounded_curve(_median(side_rows), np.asarray(base.target_side_db))
     lufs = [fp["integrated_lufs"] for fp in fps if math.isfinite(fp.get("integrated_lufs", math.nan))]
     tp = [fp["true_peak_dbtp"] for fp in fps if math.isfinite(fp.get("true_peak_dbtp", math.nan))]
     p = presets.Preset(

@@ -250,10 +250,6 @@ def _smooth(v: np.ndarray) -> np.ndarray:
     return np.where(ok, num / np.maximum(den, 1e-9), np.nan)
 
 
-def _bands(fp: Mapping[str, float], kind: str) -> np.ndarray:
-    return np.array([fp[f"ltas_{kind}_{b}hz_db"] for b in THIRD_OCTAVE_LABELS], dtype=np.float64)
-
-
 def _octaves(fp: Mapping[str, float], key: str) -> np.ndarray:
     return np.array([fp[key.format(b)] for b in OCTAVE_LABELS], dtype=np.float64)
 
@@ -316,8 +312,8 @@ def estimate_transform(
         align_corr=corr,
         mix_fp=fa,
         master_fp=fb,
-        eq_mid_db=_eq(_bands(fa, "mid"), _bands(fb, "mid"), fs),
-        eq_side_db=_eq(_bands(fa, "side"), _bands(fb, "side"), fs),
+        eq_mid_db=_eq(analyse.band_levels(fa, "mid"), analyse.band_levels(fb, "mid"), fs),
+        eq_side_db=_eq(analyse.band_levels(fa, "side"), analyse.band_levels(fb, "side"), fs),
         loudness_change_db=_finite(fb["integrated_lufs"] - fa["integrated_lufs"]),
         crest_change_db=_finite(fb["crest_factor_db"] - fa["crest_factor_db"]),
         lra_change_lu=_finite(fb["loudness_range_lu"] - fa["loudness_range_lu"]),
@@ -428,8 +424,8 @@ def _band_map() -> list[np.ndarray]:
 
 
 def _preset_from(name: str, members: Sequence[PairTransform], manifest: str) -> tuple[Preset, dict[str, Any]]:
-    mix_mid = np.nanmean([_bands(t.mix_fp, "mid") for t in members], axis=0) if members else None
-    mix_side = np.nanmean([_bands(t.mix_fp, "side") for t in members], axis=0)
+    mix_mid = np.nanmean([analyse.band_levels(t.mix_fp, "mid") for t in members], axis=0) if members else None
+    mix_side = np.nanmean([analyse.band_levels(t.mix_fp, "side") for t in members], axis=0)
     with np.errstate(invalid="ignore"):
         import warnings
 
@@ -615,7 +611,7 @@ def spectrum_error(a_fp: Mapping[str, float], b_fp: Mapping[str, float]) -> floa
     """Band-spectrum error (dB) between two fingerprints: mean absolute difference of the mid
     long-term spectra (each re. its own overall level, so loudness-matched) over 31.5 Hz .. 16 kHz,
     bands above -70 dB in both."""
-    a, b = _bands(a_fp, "mid"), _bands(b_fp, "mid")
+    a, b = analyse.band_levels(a_fp, "mid"), analyse.band_levels(b_fp, "mid")
     ok = np.isfinite(a) & np.isfinite(b) & (a > EQ_FLOOR_DB) & (b > EQ_FLOOR_DB) & _ERR_BANDS
     return float(np.mean(np.abs(a[ok] - b[ok]))) if ok.sum() >= 3 else math.nan
 
@@ -753,7 +749,7 @@ def learn_bank(
             "none_db": [curve_error(np.zeros(len(BAND_CENTRES_HZ)), t.eq_mid_db) for t in test],
             "default_db": [curve_error(predicted_curve(default, t), t.eq_mid_db) for t in test],
         }
-        transfer = {key: _nanmedian_mean(v) for key, v in err.items()}
+        transfer = {key: _finite_mean(v) for key, v in err.items()}
         per_preset: dict[str, dict[str, Any]] = {}
         for name_p, e_l, e_n in zip(picked, err["learned_db"], err["none_db"]):
             row = per_preset.setdefault(name_p, {"n": 0, "learned": [], "none": []})
@@ -761,7 +757,7 @@ def learn_bank(
             row["learned"].append(e_l)
             row["none"].append(e_n)
         transfer["per_preset"] = {
-            n_: {"n": r["n"], "learned_db": _nanmedian_mean(r["learned"]), "none_db": _nanmedian_mean(r["none"])}
+            n_: {"n": r["n"], "learned_db": _finite_mean(r["learned"]), "none_db": _finite_mean(r["none"])}
             for n_, r in sorted(per_preset.items())
         }
         report["split"] = {
@@ -818,7 +814,7 @@ def learn_bank(
     return bank, report
 
 
-def _nanmedian_mean(v: Sequence[float]) -> float:
+def _finite_mean(v: Sequence[float]) -> float:
     a = np.asarray(v, dtype=np.float64)
     a = a[np.isfinite(a)]
     return round(float(np.mean(a)), 4) if a.size else math.nan
@@ -856,9 +852,9 @@ def rendered_errors(bank: Bank, transforms: Sequence[PairTransform], *, intensit
     out: dict[str, Any] = {
         "intensity": intensity,
         "pairs": len(transforms),
-        "raw_db": _nanmedian_mean(raw),
-        "learned_db": _nanmedian_mean(learned),
-        "default_db": _nanmedian_mean(dflt),
+        "raw_db": _finite_mean(raw),
+        "learned_db": _finite_mean(learned),
+        "default_db": _finite_mean(dflt),
     }
     out["ratio"] = round(out["learned_db"] / out["raw_db"], 4) if out["raw_db"] > 0 else math.nan
     out["default_ratio"] = round(out["default_db"] / out["raw_db"], 4) if out["raw_db"] > 0 else math.nan
@@ -869,7 +865,7 @@ def rendered_errors(bank: Bank, transforms: Sequence[PairTransform], *, intensit
         row["raw"].append(r)
         row["learned"].append(lv)
     out["per_preset"] = {
-        n_: {"n": r["n"], "raw_db": _nanmedian_mean(r["raw"]), "learned_db": _nanmedian_mean(r["learned"])} for n_, r in sorted(per.items())
+        n_: {"n": r["n"], "raw_db": _finite_mean(r["raw"]), "learned_db": _finite_mean(r["learned"])} for n_, r in sorted(per.items())
     }
     return out
 
