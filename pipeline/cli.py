@@ -167,7 +167,12 @@ def _add_master(sub) -> None:
         metavar="STAGE=A[,...]",
         help="per-stage amounts 0..1 replacing the intensity: eq, dynamics, width, limiter (e.g. eq=0.5,width=0)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none is drawn where stderr is not a terminal)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print one JSON array, one object per input (also written to DIR/{MASTER_REPORT}; summary on stderr)",
+    )
     p.set_defaults(func=_cmd_master)
 
 
@@ -227,7 +232,6 @@ def _reference_bank(specs: list[str], max_db: float | None = None) -> Any:
 
 
 def _cmd_master(args) -> int:
-    import json
     import os
 
     from acetate.pipeline import mastering
@@ -259,32 +263,84 @@ def _cmd_master(args) -> int:
     if clobbered:
         print(f"acetate master: the master of {clobbered[0]} would overwrite it; choose another --out", file=sys.stderr)
         return 2
-    rows = []
-    for path in stems:
-        row = mastering.master_file(path, out, settings, formats=formats, preset=preset, bank=bank, stem=stems[path])
-        row.pop("trace", None)
-        rows.append(row)
-        if not args.json:
-            if "error" in row:
-                print(f"FAILED  {path}  [{row['stage']}] {row['error']}")
-            else:
-                i = row["input"]
-                print(f"ok      {path}  preset={row['preset']}  input {_fmt(i['integrated_lufs'], '.1f')} LUFS")
-                for o in row["outputs"]:  # each delivered file as decoded
-                    flags = []
-                    if o.get("target_met") is False:
-                        flags.append("target missed")
-                    if o.get("ceiling_met") is False:
-                        flags.append("ceiling missed")
-                    flag = f"  ({', '.join(flags)}: see notes)" if flags else ""
-                    print(
-                        f"          {o['path']}  {_fmt(o['integrated_lufs'], '.2f')} LUFS, TP {_fmt(o['true_peak_dbtp'], '.2f')} dBTP{flag}"
-                    )
-                for note in row.get("notes") or []:
-                    print(f"          note: {note}")
-    if args.json:
-        print(json.dumps(rows, indent=2, allow_nan=False, default=float))
+    rows = _master_all(args, stems, out, settings, formats, preset, bank, skipped=len(ours))
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _master_lines(row: dict[str, Any]) -> list[str]:
+    """The per-input lines of ``acetate master``."""
+    path = row["path"]
+    if "error" in row:
+        return [f"FAILED  {path}  [{row['stage']}] {row['error']}"]
+    i = row["input"]
+    lines = [f"ok      {path}  preset={row['preset']}  input {_fmt(i['integrated_lufs'], '.1f')} LUFS"]
+    for o in row["outputs"]:  # each delivered file as decoded
+        flags = [w for w, key in (("target missed", "target_met"), ("ceiling missed", "ceiling_met")) if o.get(key) is False]
+        flag = f"  ({', '.join(flags)}: see notes)" if flags else ""
+        lines.append(f"          {o['path']}  {_fmt(o['integrated_lufs'], '.2f')} LUFS, TP {_fmt(o['true_peak_dbtp'], '.2f')} dBTP{flag}")
+    lines += [f"          note: {note}" for note in row.get("notes") or []]
+    return lines
+
+
+#: The record of an ``acetate master`` run, written into its output folder: one object per input.
+MASTER_REPORT = "acetate-master.json"
+
+
+def _master_all(args, stems: dict[str, str], out: Any, settings: Any, formats: list[str], preset: str, bank: Any, *, skipped: int) -> list:
+    """Master every input in turn with a progress bar, warnings where they happen, and the end summary."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from acetate.pipeline import console, mastering
+    from acetate.pipeline.io import audio, files
+
+    rows: list[dict[str, Any]] = []
+    audio_s, t0 = 0.0, time.perf_counter()
+    say = sys.stderr if args.json else sys.stdout
+    bar = console.progress_bar(len(stems), enabled=not args.no_progress)
+    try:
+        for path in stems:
+            bar.set_postfix_str(os.path.basename(path)[-40:], refresh=False)
+            row = mastering.master_file(path, out, settings, formats=formats, preset=preset, bank=bank, stem=stems[path])
+            row.pop("trace", None)
+            rows.append(row)
+            if "error" not in row:
+                try:
+                    audio_s += audio.info(path).duration_s
+                except audio.AudioError:
+                    pass  # decoded by another library than the header reader: counted as 0 s
+            warn = console.low_confidence_warning(path, row.get("selection"))
+            if warn:
+                bar.write(warn, file=sys.stderr)
+            if not args.json:
+                for line in _master_lines(row):
+                    bar.write(line, file=sys.stdout)
+            bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    text = json.dumps(rows, indent=2, allow_nan=False, default=float)
+    report = (
+        files.atomic_write(os.path.join(out, MASTER_REPORT), lambda tmp: Path(tmp).write_text(text, encoding="utf-8")) if rows else None
+    )
+    if args.json:
+        print(text)
+    done = [r for r in rows if "error" not in r]
+    met = (sum(r.get("target_met") is not False for r in done), sum(r.get("ceiling_met") is not False for r in done))
+    for line in console.summary_lines(
+        done=len(done),
+        failed=len(rows) - len(done),
+        skipped=skipped,
+        audio_s=audio_s,
+        wall_s=wall,
+        met=met,
+        triage=console.master_triage(rows),
+        report=report,
+    ):
+        print(line, file=say)
+    return rows
 
 
 def _add_run(sub) -> None:

@@ -139,13 +139,16 @@ class Choice:
     notes: list[str] = field(default_factory=list)
     #: Why: the features that drove the choice and the bank's nearest reference rows (:class:`~acetate.pipeline.chain.presets.Selection`).
     explain: dict[str, Any] = field(default_factory=dict)
+    #: The confidence fell below the bank's ``min_confidence``: mastered with the gentle fallback (a note says so).
+    low_confidence: bool = False
 
     @property
     def name(self) -> str:
         return str(getattr(self.preset, "name", self.preset))
 
     def record(self) -> dict[str, Any]:
-        """The JSON-able selection record (``preset, forced, distance, confidence, nearest, weights, runners_up, notes, explain``)."""
+        """The JSON-able selection record (``preset, forced, distance, confidence, nearest, weights, runners_up, notes, explain,
+        low_confidence``)."""
         return {
             "preset": self.name,
             "forced": self.forced,
@@ -156,6 +159,7 @@ class Choice:
             "runners_up": list(self.runners_up),
             "notes": list(self.notes),
             "explain": dict(self.explain),
+            "low_confidence": self.low_confidence,
         }
 
 
@@ -217,6 +221,7 @@ def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any, **op
     ``"auto"`` / None the bank's selection from ``fingerprint`` (:meth:`~acetate.pipeline.chain.presets.Bank.select`:
     the nearest preset, or the blend of the nearest, or the gentle fallback when not confident;
     ``options``: its ``blend_k``, ``temperature``, ``min_confidence``)."""
+    from acetate.pipeline.chain.presets import GENTLE
     from acetate.pipeline.mastering import resolve_preset
 
     if preset and preset.strip().lower() != "auto":
@@ -233,6 +238,7 @@ def select(fingerprint: Mapping[str, float], preset: str | None, bank: Any, **op
         weights=[(str(n), float(w)) for n, w in sel.weights],
         notes=list(sel.notes),
         explain={k: v for k, v in sel.to_dict().items() if k in ("drivers", "nearest_members", "speech")},
+        low_confidence=sel.applied is GENTLE,
     )
 
 

@@ -175,7 +175,7 @@ def test_master_cli_gives_inputs_with_one_stem_distinct_outputs(tmp_path, capsys
     for r, n in zip(rows, (1.0, 1.3, 1.6)):
         x, _ = audio.decode(r["outputs"][0]["path"])
         assert x.shape[1] == int(round(n * 44100))
-    assert sorted(os.listdir(out)) == sorted(Path(p).name for p in paths)
+    assert sorted(os.listdir(out)) == sorted([cli.MASTER_REPORT, *(Path(p).name for p in paths)])
 
 
 def test_folder_with_one_stem_twice_runs_both(client, tmp_path):
