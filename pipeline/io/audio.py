@@ -22,6 +22,7 @@ from acetate.pipeline.io import files
 __all__ = [
     "AudioError",
     "AudioInfo",
+    "check_header",
     "decode",
     "decode_blocks",
     "decode_programme",
@@ -77,14 +78,13 @@ def _header(path: str | os.PathLike) -> AudioInfo:
     return AudioInfo(str(path), int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
 
 
-def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> tuple[np.ndarray, int]:
-    """Read ``path`` into a float32 ``(channels, samples)`` array and its rate.
+def check_header(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> AudioInfo:
+    """The header of ``path`` if :func:`decode` would go on to read it; else :class:`AudioError` saying why.
 
-    Raises
-    ------
-    AudioError
-        Unreadable or corrupt file, no samples, a rate outside 8-192 kHz, more
-        than ``max_seconds`` of audio, or non-finite samples.
+    Everything :func:`decode` refuses before it reads a sample: a file that is not
+    regular, is empty or whose header cannot be read, a rate outside 8-192 kHz, no
+    channels, a header without a usable length, more than ``max_seconds`` of audio.
+    What only decoding can find (a corrupt stream, non-finite samples) is not checked.
     """
     p = os.fspath(path)
     _refuse_non_regular(p)
@@ -99,6 +99,20 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -
         raise AudioError(f"the header gives no usable length (a streamed or corrupt file; re-encode it): {p}")
     if max_seconds is not None and meta.frames > max_seconds * meta.sample_rate:
         raise AudioError(f"{meta.duration_s:.0f} s of audio exceeds the limit of {max_seconds:.0f} s: {p}")
+    return meta
+
+
+def decode(path: str | os.PathLike, *, max_seconds: float | None = 4 * 3600.0) -> tuple[np.ndarray, int]:
+    """Read ``path`` into a float32 ``(channels, samples)`` array and its rate.
+
+    Raises
+    ------
+    AudioError
+        Unreadable or corrupt file, no samples, a rate outside 8-192 kHz, more
+        than ``max_seconds`` of audio, or non-finite samples.
+    """
+    p = os.fspath(path)
+    meta = check_header(p, max_seconds=max_seconds)
     try:
         x = _read_planar(p, meta)
     except Exception as exc:
