@@ -148,7 +148,13 @@ def _remove_files(paths: Any, out_root: str) -> None:
 
 
 def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
-    """Hash of what changes a track's results: the job settings that matter and the spec's choices."""
+    """Hash of what changes a track's results: the job settings that matter and the spec's choices
+    (:func:`settings_blob`, which the ``done`` ledger keeps so that a dry run can say what changed)."""
+    return hashlib.blake2b(json.dumps(settings_blob(settings, spec), sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def settings_blob(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`settings_hash` hashes, JSON-able."""
     targets = {t: settings["targets"][t] for t in spec.get("targets") or ()}
     album = spec.get("album_loudness_lufs")
     blob = {
@@ -167,7 +173,7 @@ def settings_hash(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         "training": settings.get("training") if settings["mode"] == "training-data" else None,
         "verify": bool(settings.get("verify", True)),
     }
-    return hashlib.blake2b(json.dumps(blob, sort_keys=True).encode(), digest_size=16).hexdigest()
+    return json.loads(json.dumps(blob, sort_keys=True))
 
 
 def ledger_path(out_root: str | os.PathLike, track_id: str) -> Path:
@@ -589,7 +595,8 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
         if output_blocks:
             blocks_file = str(Path(out_root) / store.STATE_DIR / "blocks" / f"{part}.json")
             _stage("write", lambda: store.write_json(blocks_file, {t: [round(float(b), 4) for b in v] for t, v in output_blocks.items()}))
-        _stage("write", lambda: _write_done_ledger(out_root, track_id, key, attempt, run_id, summary, blocks_file))
+        blob = settings_blob(settings, spec)
+        _stage("write", lambda: _write_done_ledger(out_root, track_id, key, attempt, run_id, summary, blocks_file, blob))
         summary.update(status="done", output_blocks=output_blocks)
     except Superseded as exc:  # another run owns the folder now: write nothing, touch nothing
         summary.update(status="failed", stage="job", error_type="Superseded", message=str(exc), attempt=attempt)
@@ -611,7 +618,14 @@ def run_track(spec: Mapping[str, Any], settings: Mapping[str, Any], out_root: st
 
 
 def _write_done_ledger(
-    out_root: str, track_id: str, key: str, attempt: int, run_id: str, summary: Mapping[str, Any], blocks_file: str | None
+    out_root: str,
+    track_id: str,
+    key: str,
+    attempt: int,
+    run_id: str,
+    summary: Mapping[str, Any],
+    blocks_file: str | None,
+    blob: Mapping[str, Any] | None = None,
 ) -> None:
     store.write_json(
         ledger_path(out_root, track_id),
@@ -625,6 +639,7 @@ def _write_done_ledger(
             "duration_s": summary["duration_s"],
             "outputs": summary["outputs"],
             "output_blocks_file": blocks_file,
+            "settings": dict(blob) if blob is not None else None,
         },
     )
 
