@@ -169,6 +169,11 @@ def _add_master(sub) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none is drawn where stderr is not a terminal)")
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the inputs that would be mastered or refused, and the files each would write; decodes nothing",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help=f"print one JSON array, one object per input (also written to DIR/{MASTER_REPORT}; summary on stderr)",
@@ -263,8 +268,41 @@ def _cmd_master(args) -> int:
     if clobbered:
         print(f"acetate master: the master of {clobbered[0]} would overwrite it; choose another --out", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return _master_dry_run(stems, out, formats, args.json)
     rows = _master_all(args, stems, out, settings, formats, preset, bank, skipped=len(ours))
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _master_dry_run(stems: dict[str, str], out: Any, formats: list[str], as_json: bool) -> int:
+    """``acetate master --dry-run``: per input, master (and which files it would write or replace) or
+    refuse (what decoding would refuse from the header), and the audio in all; nothing decoded or written."""
+    import json
+    import os
+
+    from acetate.pipeline.io import audio
+
+    rows = []
+    for path, stem in stems.items():
+        files_out = [os.path.join(out, f"{stem}.{audio.FORMATS[f][0]}") for f in formats]
+        try:
+            head = audio.check_header(path)
+        except audio.AudioError as exc:
+            rows.append({"path": path, "action": "refuse", "reason": str(exc), "duration_s": None, "outputs": []})
+            continue
+        replaced = [f for f in files_out if os.path.exists(f)]
+        reason = f"replaces {len(replaced)} existing file(s)" if replaced else "new"
+        rows.append({"path": path, "action": "master", "reason": reason, "duration_s": round(head.duration_s, 3), "outputs": files_out})
+    audio_s = sum(r["duration_s"] or 0.0 for r in rows)
+    n_ok = sum(r["action"] == "master" for r in rows)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        dur = "" if r["duration_s"] is None else f"  {r['duration_s']:.1f} s"
+        print(f"{r['action']:<7} {r['path']}{dur}  {r['reason']}" + "".join(f"\n          -> {o}" for o in r["outputs"]))
+    print(f"dry run: {len(rows)} inputs: {n_ok} to master, {len(rows) - n_ok} refused; {audio_s:.0f} s of audio; nothing was written")
+    return 0
 
 
 def _master_lines(row: dict[str, Any]) -> list[str]:
@@ -366,6 +404,12 @@ def _add_run(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any track failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not build the review report OUT/report/ at the end")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be done, skipped, redone (and why) or refused, with counts and the time it would take; decodes and writes nothing",
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON (one row per track)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -376,11 +420,16 @@ def _cmd_run(args) -> int:
     from acetate.pipeline.catalogue import batch, cluster, jobs
     from acetate.pipeline.io import store
 
+    if args.json and not args.dry_run:
+        print("acetate run: --json goes with --dry-run", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         try:
             job = jobs.apply_overrides(jobs.load_job(args.job), input=args.input, out=args.out, strict=True if args.strict else None)
             if args.device is not None:
                 job.options["device"] = args.device
+            if args.dry_run:
+                return _dry_run(job, args.json)
             # Refused before a cluster starts: an output that cannot be written, or one another run holds.
             run_id = batch.new_run_id()
             stack.enter_context(store.output_lock(store.check_output_root(job.output, "--out" if args.out else "output"), run_id=run_id))
@@ -421,6 +470,49 @@ def _cmd_run(args) -> int:
     if job.mode == "master" and not args.no_report:
         _report_summary(out)
     return result.exit_code(job.options["strict"])
+
+
+def _dry_run(job: Any, as_json: bool) -> int:
+    """``acetate run --dry-run``: the plan of :func:`acetate.pipeline.catalogue.plan.plan_job`."""
+    from acetate.pipeline.catalogue import jobs, plan
+
+    jobs.check_job(job)
+    p = plan.plan_job(job)
+    if as_json:
+        print(plan.plan_json(p))
+        return 0
+    for r in p.rows:
+        dur = "" if r.duration_s is None else f"  {r.duration_s:.1f} s"
+        print(f"{r.action:<7} {r.track_id}{dur}  {r.reason}")
+    for line in p.summary_lines():
+        print(line)
+    return 0
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="where an output folder stands: tracks by status and stage, the last run, what a rerun would do")
+    p.add_argument("out", metavar="OUT", help="a run's output root")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--no-plan", action="store_true", help="do not dry-run the last run's job (no input is hashed)")
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_status(args) -> int:
+    import json
+
+    from acetate.pipeline.catalogue import plan
+
+    try:
+        st = plan.folder_status(args.out, with_plan=not args.no_plan)
+    except (ValueError, OSError) as exc:
+        print(f"acetate status: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(st.to_dict(), indent=2, default=str))
+    else:
+        for line in st.summary_lines():
+            print(line)
+    return 0
 
 
 def _report_summary(out: str, top: int = 10, open_it: bool = False) -> int:
