@@ -464,12 +464,37 @@ def _cmd_run(args) -> int:
     if len(result.failures) > 20:
         print(f"... and {len(result.failures) - 20} more (see the failures dataset)")
     out = result.out_root
+    for line in _low_confidence_lines(out, result.run_id):
+        print(line, file=sys.stderr)
     if job.mode == "master":
         print(f"masters: {os.path.join(out, 'masters')}")
     print(f"Parquet: {out}/{{features,presets,loudness,failures,runs}}  (run {result.run_id})")
     if job.mode == "master" and not args.no_report:
         _report_summary(out)
     return result.exit_code(job.options["strict"])
+
+
+def _low_confidence_lines(out: str, run_id: str, most: int = 20) -> list[str]:
+    """Warning lines for the tracks of run ``run_id`` whose selection fell below the bank's
+    ``min_confidence`` (rendered with the gentle fallback), from its ``presets`` rows."""
+    from acetate.pipeline import console
+    from acetate.pipeline.chain.presets import GENTLE
+    from acetate.pipeline.io import store
+
+    try:
+        rows = store.read_dataset(out, "presets").to_pylist()
+    except (OSError, ValueError):
+        return []
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["run_id"] == run_id and not r["forced"] and r["preset"] == GENTLE.name and r["nearest"] != GENTLE.name:
+            seen.setdefault(
+                r["track_id"], {"low_confidence": True, "confidence": r["confidence"], "nearest": r["nearest"], "distance": r["distance"]}
+            )
+    lines = [w for tid, sel in list(seen.items())[:most] if (w := console.low_confidence_warning(tid, sel))]
+    if len(seen) > most:
+        lines.append(f"warning: ... and {len(seen) - most} more low-confidence selections (see the presets dataset and the report)")
+    return lines
 
 
 def _dry_run(job: Any, as_json: bool) -> int:
